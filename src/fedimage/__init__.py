@@ -1,0 +1,56 @@
+"""fedimage: turn any image collection into a federated-learning dataset.
+
+The public API lives in this namespace::
+
+    import fedimage
+    report = fedimage.convert(fedimage.open_source("photos/", layout="user"), "out.h5")
+    with fedimage.open("out.h5") as store:
+        user = store.load_user("train", store.users("train").popitem()[0])
+"""
+
+from __future__ import annotations
+
+from fedimage._version import __version__
+from fedimage.convert import ConvertOptions, ConvertReport, convert
+from fedimage.errors import (
+    FedimageError,
+    IntegrityError,
+    OptionError,
+    SourceError,
+    StoreError,
+)
+from fedimage.imaging import ImageOptions
+from fedimage.plan import PlanOptions
+from fedimage.sample import sample_path
+from fedimage.sources import ManifestColumns, open_source
+from fedimage.splits import SplitRatios
+from fedimage.store.reader import FederatedStore, UnknownUserError, UserData
+from fedimage.store.reader import open_store as open
+from fedimage.taxonomy import Taxonomy, load_taxonomy
+from fedimage.verify import VerifyReport, verify_store
+
+__all__ = [
+    "ConvertOptions",
+    "ConvertReport",
+    "FederatedStore",
+    "FedimageError",
+    "ImageOptions",
+    "IntegrityError",
+    "ManifestColumns",
+    "OptionError",
+    "PlanOptions",
+    "SourceError",
+    "SplitRatios",
+    "StoreError",
+    "Taxonomy",
+    "UnknownUserError",
+    "UserData",
+    "VerifyReport",
+    "__version__",
+    "convert",
+    "load_taxonomy",
+    "open",
+    "open_source",
+    "sample_path",
+    "verify_store",
+]

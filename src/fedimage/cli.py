@@ -1,0 +1,232 @@
+"""The ``fedimage`` command line: convert, inspect, verify, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedimage._version import __version__
+from fedimage.convert import ConvertOptions, ConvertReport, convert
+from fedimage.errors import FedimageError
+from fedimage.imaging import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.plan import PlanOptions
+from fedimage.rejects import reason_counts
+from fedimage.sample import sample_manifest, sample_taxonomy
+from fedimage.sources import FOLDER_LAYOUTS, SOURCE_FORMATS, ManifestColumns, open_source
+from fedimage.splits import SplitRatios
+from fedimage.store.reader import FederatedStore
+from fedimage.summary import format_summary, summarize
+from fedimage.taxonomy import load_taxonomy
+from fedimage.verify import verify_store
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedimage",
+        description="Turn image collections into federated-learning stores (FLAIR-compatible HDF5).",
+    )
+    parser.add_argument("--version", action="version", version=f"fedimage {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conv = commands.add_parser("convert", help="convert an image collection into a store")
+    conv.add_argument(
+        "source", type=Path, help="folder tree, manifest (CSV/JSONL/JSON/Parquet) or FLAIR folder"
+    )
+    conv.add_argument("-o", "--output", type=Path, required=True, help="store file to write (.h5)")
+    _add_convert_options(conv)
+
+    demo = commands.add_parser("demo", help="convert the embedded Open Clip Art sample and summarize it")
+    demo.add_argument("-o", "--output", type=Path, default=Path("out/sample.h5"))
+    demo.add_argument("--storage", choices=STORAGE_MODES, default="jpeg")
+    demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument("--quiet", action="store_true")
+
+    insp = commands.add_parser("inspect", help="summarize a store")
+    insp.add_argument("store", type=Path)
+    insp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    ver = commands.add_parser("verify", help="re-check a store's structure and checksums")
+    ver.add_argument("store", type=Path)
+    ver.add_argument("--decode", action="store_true", help="also decode every stored JPEG")
+    return parser
+
+
+def _add_convert_options(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("source")
+    src.add_argument("--source-format", choices=SOURCE_FORMATS, help="default: detected")
+    src.add_argument("--layout", choices=FOLDER_LAYOUTS, help="folder tree layout")
+    src.add_argument("--image-column")
+    src.add_argument("--user-column")
+    src.add_argument("--label-column")
+    src.add_argument("--fine-label-column")
+    src.add_argument("--partition-column")
+    src.add_argument("--image-id-column")
+    src.add_argument("--label-delimiter", default="|", help="separator of labels joined in one cell")
+    src.add_argument("--taxonomy", type=Path, help="fine -> coarse label pairs (text) or JSON object")
+
+    img = parser.add_argument_group("images")
+    img.add_argument("--size", type=int, default=256, help="side of the square images (default 256)")
+    img.add_argument("--resize", choices=RESIZE_MODES, default="crop")
+    img.add_argument("--storage", choices=STORAGE_MODES, default="jpeg")
+    img.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    img.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="reject larger images as decompression bombs",
+    )
+
+    fed = parser.add_argument_group("users and splits")
+    fed.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test user ratios")
+    fed.add_argument("--seed", type=int, default=0)
+    fed.add_argument("--max-images-per-user", type=int)
+    fed.add_argument(
+        "--num-clients", type=int, default=10, help="users to deal images into when the source has none (IID)"
+    )
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, help="processes (default: all cores)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    run.add_argument("--strict", action="store_true", help="exit non-zero when any input is rejected")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _convert_command(args: argparse.Namespace) -> int:
+    taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
+    columns = ManifestColumns(
+        image=args.image_column,
+        user=args.user_column,
+        labels=args.label_column,
+        fine_labels=args.fine_label_column,
+        partition=args.partition_column,
+        image_id=args.image_id_column,
+    )
+    source = open_source(
+        args.source,
+        args.source_format,
+        layout=args.layout,
+        columns=columns,
+        label_delimiter=args.label_delimiter,
+        taxonomy=taxonomy,
+    )
+    if taxonomy is None and source.default_taxonomy is not None:
+        taxonomy = load_taxonomy(source.default_taxonomy)
+    options = ConvertOptions(
+        image=ImageOptions(
+            size=args.size,
+            resize=args.resize,
+            storage=args.storage,
+            quality=args.quality,
+            max_pixels=args.max_pixels,
+        ),
+        plan=PlanOptions(
+            split=SplitRatios.parse(args.split),
+            seed=args.seed,
+            max_images_per_user=args.max_images_per_user,
+            num_clients=args.num_clients,
+        ),
+        workers=args.workers,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(f"reading {source.describe()}", file=sys.stderr)
+    report = convert(source, args.output, options, taxonomy=taxonomy)
+    print(_report_text(report))
+    if report.written == 0:
+        print("error: no image was converted", file=sys.stderr)
+        return EXIT_FAILED
+    if args.strict and report.rejected:
+        print(f"error: {report.rejected} inputs rejected (--strict)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _report_text(report: ConvertReport) -> str:
+    splits = ", ".join(
+        f"{name} {info['users']} users / {info['images']} images" for name, info in report.splits.items()
+    )
+    lines = [
+        f"wrote {report.output}: {splits or 'nothing'}",
+        f"inputs {report.inputs} = written {report.written} + rejected {report.rejected}"
+        f" ({report.seconds:.1f} s, {report.written / max(report.seconds, 1e-9):.0f} images/s)",
+    ]
+    if report.rejected:
+        lines.append(f"rejects report: {report.rejects_path}")
+        for reason, count in reason_counts(report.rejects).most_common(8):
+            lines.append(f"  {count:>6}  {reason}")
+    return "\n".join(lines)
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "convert",
+        str(sample_manifest()),
+        "-o",
+        str(args.output),
+        "--taxonomy",
+        str(sample_taxonomy()),
+        "--storage",
+        args.storage,
+        "--overwrite",
+    ]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    if args.quiet:
+        argv.append("--quiet")
+    status = main(argv)
+    if status == 0:
+        print()
+        with FederatedStore(args.output) as store:
+            print(format_summary(summarize(store)))
+    return status
+
+
+def _inspect_command(args: argparse.Namespace) -> int:
+    with FederatedStore(args.store) as store:
+        summary = summarize(store)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _verify_command(args: argparse.Namespace) -> int:
+    report = verify_store(args.store, decode=args.decode)
+    for problem in report.problems:
+        print(f"BAD {problem}")
+    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    print(
+        f"{status}: {report.path}: {report.users_checked} user groups, {report.images_checked} images checked"
+    )
+    return 0 if report.ok else EXIT_FAILED
+
+
+COMMANDS = {
+    "convert": _convert_command,
+    "demo": _demo_command,
+    "inspect": _inspect_command,
+    "verify": _verify_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedimage`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FedimageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

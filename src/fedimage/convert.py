@@ -1,0 +1,191 @@
+"""The conversion pipeline: source -> plan -> parallel standardization -> store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from fedimage._version import __version__
+from fedimage.errors import OptionError
+from fedimage.imaging import ImageOptions, ImageRejected, standardize_file
+from fedimage.parallel import default_workers, ordered_map
+from fedimage.plan import ConversionPlan, PlanOptions, make_plan
+from fedimage.records import ImageRecord, Reject
+from fedimage.rejects import write_rejects
+from fedimage.sources import Source
+from fedimage.store import layout
+from fedimage.store.writer import StoreWriter
+from fedimage.taxonomy import Taxonomy
+
+BATCH_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertOptions:
+    """Everything that shapes a conversion. ``workers``/``quiet`` do not change the output."""
+
+    image: ImageOptions = field(default_factory=ImageOptions)
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    workers: int | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise OptionError(f"--workers must be at least 1, got {self.workers}")
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion did: every input is either written or rejected."""
+
+    output: Path
+    rejects_path: Path
+    inputs: int
+    written: int
+    rejects: list[Reject]
+    splits: dict[str, dict[str, int]]
+    seconds: float
+    copied_jpegs: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+
+def _standardize_batch(batch: tuple[tuple[str, ...], ImageOptions]) -> list[tuple[bool, bytes | str]]:
+    """Worker: standardize each path; a failure becomes (False, reason), never an exception."""
+    paths, options = batch
+    results: list[tuple[bool, bytes | str]] = []
+    for path in paths:
+        try:
+            results.append((True, standardize_file(path, options)))
+        except ImageRejected as rejection:
+            results.append((False, str(rejection)))
+        except Exception as error:
+            results.append((False, f"unexpected error while decoding: {type(error).__name__}: {error}"))
+    return results
+
+
+def _batches(plan: ConversionPlan, options: ImageOptions) -> Iterator[tuple[tuple[str, ...], ImageOptions]]:
+    batch: list[str] = []
+    for user in plan.users:
+        for record in user.images:
+            batch.append(record.path)
+            if len(batch) == BATCH_SIZE:
+                yield tuple(batch), options
+                batch = []
+    if batch:
+        yield tuple(batch), options
+
+
+def _results(plan: ConversionPlan, options: ConvertOptions) -> Iterator[tuple[bool, bytes | str]]:
+    workers = options.workers or default_workers()
+    for batch_result in ordered_map(_standardize_batch, _batches(plan, options.image), workers):
+        yield from batch_result
+
+
+def convert(
+    source: Source,
+    output: str | Path,
+    options: ConvertOptions | None = None,
+    taxonomy: Taxonomy | None = None,
+) -> ConvertReport:
+    """Convert ``source`` into the store ``output``; see :class:`ConvertReport`."""
+    options = options or ConvertOptions()
+    started = time.perf_counter()
+    output = Path(output)
+    rejects_path = Path(layout.rejects_path_for(str(output)))
+    plan = make_plan(source.records(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
+    rejects = list(plan.rejects)
+    written = 0
+    with StoreWriter(
+        output,
+        storage=options.image.storage,
+        image_size=options.image.size,
+        coarse_labels=plan.coarse_labels,
+        fine_labels=plan.fine_labels,
+        overwrite=options.overwrite,
+    ) as writer:
+        with (
+            closing(_results(plan, options)) as results,
+            tqdm(total=plan.planned_images, unit="img", disable=options.quiet, desc="converting") as bar,
+        ):
+            for user in plan.users:
+                group = writer.user(user.split, user.user_id)
+                for record in user.images:
+                    ok, payload = next(results)
+                    if ok:
+                        group.add(payload, record.image_id, record.labels, record.fine_labels)
+                    else:
+                        rejects.append(_image_reject(record, str(payload)))
+                    bar.update()
+                written += group.close()
+        splits = {
+            split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
+            for split, users in writer.users.items()
+        }
+        writer.finish(_metadata(source, plan, options, taxonomy, writer, splits, written, rejects))
+    write_rejects(rejects_path, rejects)
+    return ConvertReport(
+        output=output,
+        rejects_path=rejects_path,
+        inputs=plan.inputs,
+        written=written,
+        rejects=rejects,
+        splits=splits,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _image_reject(record: ImageRecord, reason: str) -> Reject:
+    return Reject(
+        origin=record.origin,
+        reason=reason,
+        image_id=record.image_id,
+        path=record.path,
+        user_id=record.user_id,
+        stage="image",
+    )
+
+
+def _metadata(
+    source: Source,
+    plan: ConversionPlan,
+    options: ConvertOptions,
+    taxonomy: Taxonomy | None,
+    writer: StoreWriter,
+    splits: dict[str, dict[str, int]],
+    written: int,
+    rejects: list[Reject],
+) -> dict[str, Any]:
+    plan_options = asdict(options.plan)
+    plan_options["split"] = dict(zip(options.plan.split.names, options.plan.split.ratios, strict=True))
+    manifest = {
+        "format": layout.FORMAT_NAME,
+        "format_version": layout.FORMAT_VERSION,
+        "fedimage_version": __version__,
+        "storage": options.image.storage,
+        "image_size": options.image.size,
+        "source": {"format": source.kind, "name": source.name},
+        "options": {**asdict(options.image), **plan_options},
+        "users_assigned": plan.users_assigned,
+        "counts": {
+            "inputs": plan.inputs,
+            "written": written,
+            "rejected": len(rejects),
+            "ignored": dict(source.ignored),
+        },
+        "splits": splits,
+        "users": writer.users,
+    }
+    return {
+        layout.TAXONOMY: taxonomy.fine_to_coarse if taxonomy else {},
+        layout.MANIFEST: manifest,
+    }

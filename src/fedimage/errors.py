@@ -1,0 +1,27 @@
+"""Exception types raised by fedimage.
+
+Every error a user can cause carries a message that names the offending file,
+row or value and says what is wrong, so the CLI can print it as one line.
+"""
+
+from __future__ import annotations
+
+
+class FedimageError(Exception):
+    """Base class of all errors fedimage raises on purpose."""
+
+
+class SourceError(FedimageError):
+    """The input collection cannot be read at all (missing, unknown format, bad columns)."""
+
+
+class OptionError(FedimageError, ValueError):
+    """An option has an invalid value."""
+
+
+class StoreError(FedimageError):
+    """A store file is missing, not a fedimage store, or cannot be written."""
+
+
+class IntegrityError(StoreError):
+    """A store's content does not match its recorded checksums or structure."""

@@ -1,0 +1,248 @@
+"""Standardize one image file: decode, orient, flatten, convert to RGB, resize, encode.
+
+This is the per-image work of a conversion and runs inside worker processes,
+so it takes plain values and returns bytes (never decoded arrays: sending
+those between processes costs more than encoding in the worker).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fedimage.errors import OptionError
+from fedimage.jpeg_segments import JpegFormatError, read_jpeg_info, strip_metadata
+
+RESIZE_MODES = ("crop", "pad", "stretch")
+STORAGE_MODES = ("jpeg", "raw")
+WHITE = (255, 255, 255)
+PAD_COLOR = (0, 0, 0)
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+class ImageRejected(Exception):
+    """The file cannot become a store image; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOptions:
+    """How every image is standardized.
+
+    ``size``: side of the square output; ``resize``: ``crop`` (shorter side to
+    size, then center crop), ``pad`` (longer side to size, centered on black) or
+    ``stretch``; ``storage``: ``jpeg`` (encoded at ``quality``) or ``raw`` (uint8
+    pixels); ``max_pixels``: larger images are rejected as decompression bombs.
+    """
+
+    size: int = 256
+    resize: str = "crop"
+    storage: str = "jpeg"
+    quality: int = 90
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 4096:
+            raise OptionError(f"--size must be between 8 and 4096 pixels, got {self.size}")
+        if self.resize not in RESIZE_MODES:
+            raise OptionError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if self.storage not in STORAGE_MODES:
+            raise OptionError(f"--storage must be one of {', '.join(STORAGE_MODES)}, got {self.storage!r}")
+        if not 1 <= self.quality <= 100:
+            raise OptionError(f"--quality must be between 1 and 100, got {self.quality}")
+        if self.max_pixels < self.size * self.size:
+            raise OptionError(f"--max-pixels must be at least size*size, got {self.max_pixels}")
+
+
+def standardize_file(path: str, options: ImageOptions) -> bytes:
+    """Read ``path`` and return the stored form: JPEG bytes or raw RGB pixel bytes.
+
+    Raises :class:`ImageRejected` with a human-readable reason for any bad input.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise ImageRejected("file not found") from None
+    except IsADirectoryError:
+        raise ImageRejected("path is a directory, not an image file") from None
+    except OSError as error:
+        raise ImageRejected(f"cannot read file: {error.strerror or error}") from None
+    return standardize_bytes(data, options)
+
+
+def standardize_bytes(data: bytes, options: ImageOptions) -> bytes:
+    """Standardize an encoded image held in memory (see :func:`standardize_file`)."""
+    if not data:
+        raise ImageRejected("empty file")
+    if options.storage == "jpeg":
+        copied = _copy_jpeg_if_standard(data, options.size)
+        if copied is not None:
+            return copied
+    image = _decode(data, options)
+    if options.storage == "raw":
+        return np.asarray(image, dtype=np.uint8).tobytes()
+    return encode_jpeg(image, options.quality)
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    """Encode an RGB image as a baseline JPEG with no metadata."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _copy_jpeg_if_standard(data: bytes, size: int) -> bytes | None:
+    """The metadata-free JPEG when ``data`` needs no pixel change, else None."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        info = read_jpeg_info(data)
+    except JpegFormatError:
+        return None  # let the decoder produce the precise error
+    if not (
+        info.is_baseline
+        and info.width == size
+        and info.height == size
+        and info.decodes_as_ycbcr_or_gray
+        and info.exif_orientation in (None, 1)
+    ):
+        return None
+    try:
+        stripped = strip_metadata(data)
+    except JpegFormatError:
+        return None
+    decoded = _open_checked(stripped, DEFAULT_MAX_PIXELS)
+    _load(decoded)
+    if decoded.size != (size, size):
+        return None
+    return stripped
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open without decoding, turning Pillow's failures into rejections.
+
+    Pillow's own bomb check is replaced by ours (opening decodes nothing yet),
+    so the limit is the option's and the message says how to raise it.
+    """
+    previous_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image file (unrecognized format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageRejected(f"corrupt image header: {error}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejected(f"{width}x{height}: " + _bomb_message(max_pixels))
+    if width == 0 or height == 0:
+        raise ImageRejected(f"image has no pixels ({width}x{height})")
+    return image
+
+
+def _bomb_message(max_pixels: int) -> str:
+    return (
+        f"decompression bomb: more than {max_pixels:,} pixels (raise --max-pixels if the image is legitimate)"
+    )
+
+
+def _load(image: Image.Image) -> None:
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        message = str(error) or type(error).__name__
+        if "truncated" in message:
+            raise ImageRejected("truncated image data") from None
+        raise ImageRejected(f"corrupt image data: {message}") from None
+
+
+def _decode(data: bytes, options: ImageOptions) -> Image.Image:
+    image = _open_checked(data, options.max_pixels)
+    orientation = _orientation(image)
+    if image.format == "JPEG":
+        image.draft(None, _draft_request(image.size, options))
+    _load(image)  # animated formats open at their first frame
+    image = _resize(to_rgb(image), options)
+    # Crop, pad and stretch to a square commute with the EXIF flips and rotations,
+    # so orienting the small result is exact and cheaper than orienting the input.
+    transpose = EXIF_TRANSPOSE.get(orientation)
+    return image if transpose is None else image.transpose(transpose)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:
+        return None
+
+
+def _draft_request(size: tuple[int, int], options: ImageOptions) -> tuple[int, int]:
+    """The smallest decode size that still leaves enough pixels for the resize."""
+    width, height = size
+    if options.resize == "stretch":
+        return options.size, options.size
+    side = min(width, height) if options.resize == "crop" else max(width, height)
+    scale = options.size / side
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, flattening transparency on white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image), mode), mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16/32-bit integer or float gray levels into 0..255."""
+    if mode == "F":
+        return np.clip(array, 0, 255).astype(np.uint8)
+    values = array.astype(np.int64)
+    peak = 65535 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255
+    return (np.clip(values, 0, peak) * 255 // peak).astype(np.uint8)
+
+
+def _resize(image: Image.Image, options: ImageOptions) -> Image.Image:
+    size = options.size
+    width, height = image.size
+    if options.resize == "stretch":
+        return image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if options.resize == "crop":
+        side = min(width, height)
+        left = (width - side) / 2
+        top = (height - side) / 2
+        box = (left, top, left + side, top + side)
+        if (width, height) == (size, size):
+            return image
+        return image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    scale = size / max(width, height)
+    inner = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = image.resize(inner, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), PAD_COLOR)
+    canvas.paste(resized, ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return canvas

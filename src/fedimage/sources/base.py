@@ -1,0 +1,90 @@
+"""What every input source provides, and the value parsing they share."""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fedimage.records import ImageRecord, Reject
+
+
+class Source(ABC):
+    """An image collection that yields one record (or rejection) per input image.
+
+    A source reads metadata only; pixels are read later, by the workers.
+    """
+
+    #: Name used by ``--source-format``.
+    kind: ClassVar[str]
+
+    def __init__(self, root: Path):
+        self.root = root
+        #: Inputs deliberately skipped without being images (hidden files), by reason.
+        self.ignored: dict[str, int] = {}
+
+    @property
+    def has_users(self) -> bool:
+        """False when the collection has no notion of user (users must be assigned)."""
+        return True
+
+    @property
+    def default_taxonomy(self) -> Path | None:
+        """A taxonomy file that ships with the collection, if any."""
+        return None
+
+    @abstractmethod
+    def records(self) -> Iterator[ImageRecord | Reject]:
+        """Every input image, in a deterministic order."""
+
+    @property
+    def name(self) -> str:
+        """The collection's file or folder name, recorded in the store's manifest."""
+        return Path(os.path.abspath(self.root)).name
+
+    def describe(self) -> str:
+        return f"{self.kind} source {self.root}"
+
+
+def clean_text(value: Any) -> str:
+    """A scalar cell as stripped text; missing values (None, NaN) become ''."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return str(value).strip()
+
+
+def parse_label_list(value: Any, delimiter: str) -> tuple[str, ...]:
+    """Labels from a list cell or a delimiter-joined string, stripped, empty ones dropped.
+
+    Duplicates are removed keeping the first occurrence.
+    """
+    if value is None:
+        items: list[Any] = []
+    elif isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        items = list(value.tolist() if hasattr(value, "tolist") else value)
+    else:
+        text = clean_text(value)
+        items = text.split(delimiter) if text else []
+    labels = (clean_text(item) for item in items)
+    return tuple(dict.fromkeys(label for label in labels if label))
+
+
+def resolve_inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` when it stays inside ``root`` (lexically), else None.
+
+    Absolute paths are accepted only when they point inside ``root``.
+    """
+    if not relative:
+        return None
+    base = Path(os.path.abspath(root))
+    candidate = Path(os.path.normpath(base / relative))
+    if candidate == base or not candidate.is_relative_to(base):
+        return None
+    return candidate

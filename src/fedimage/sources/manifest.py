@@ -1,0 +1,257 @@
+"""A manifest table (CSV, JSONL/JSON or Parquet) with one row per image."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fedimage.errors import SourceError
+from fedimage.records import ImageRecord, Reject
+from fedimage.sources.base import Source, clean_text, parse_label_list, resolve_inside
+
+MANIFEST_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestColumns:
+    """Which column holds what. None means: the FLAIR-style default, if the table has it.
+
+    A column named explicitly must exist; a default that is absent means the
+    table does not carry that field. Only the image column is required.
+    """
+
+    image: str | None = None
+    user: str | None = None
+    labels: str | None = None
+    fine_labels: str | None = None
+    partition: str | None = None
+    image_id: str | None = None
+
+    DEFAULTS: ClassVar[dict[str, str]] = {
+        "image": "image",
+        "user": "user_id",
+        "labels": "labels",
+        "fine_labels": "fine_grained_labels",
+        "partition": "partition",
+        "image_id": "image_id",
+    }
+    OPTIONS: ClassVar[dict[str, str]] = {
+        "image": "--image-column",
+        "user": "--user-column",
+        "labels": "--label-column",
+        "fine_labels": "--fine-label-column",
+        "partition": "--partition-column",
+        "image_id": "--image-id-column",
+    }
+
+    def resolve(self, available: list[str], where: str) -> dict[str, str | None]:
+        """Map each field to an existing column name (or None), checking explicit names."""
+        resolved: dict[str, str | None] = {}
+        for field in fields(self):
+            explicit = getattr(self, field.name)
+            if explicit is not None:
+                if explicit not in available:
+                    raise SourceError(
+                        f"{self.OPTIONS[field.name]} {explicit!r} is not a column of {where}; "
+                        f"its columns are: {', '.join(available) or '(none)'}"
+                    )
+                resolved[field.name] = explicit
+            else:
+                default = self.DEFAULTS[field.name]
+                resolved[field.name] = default if default in available else None
+        if resolved["image"] is None:
+            raise SourceError(
+                f"{where} has no image column: name it with --image-column; "
+                f"its columns are: {', '.join(available) or '(none)'}"
+            )
+        return resolved
+
+
+class ManifestSource(Source):
+    """Rows of a table; image paths are relative to the table's folder."""
+
+    kind = "manifest"
+
+    def __init__(
+        self,
+        path: Path,
+        columns: ManifestColumns | None = None,
+        label_delimiter: str = "|",
+    ):
+        super().__init__(path.parent)
+        self.path = path
+        if not path.is_file():
+            raise SourceError(f"manifest file not found: {path}")
+        self.table_format = MANIFEST_SUFFIXES.get(path.suffix.lower())
+        if self.table_format is None:
+            raise SourceError(
+                f"unknown manifest format {path.suffix!r} for {path}; "
+                f"expected one of {', '.join(sorted(MANIFEST_SUFFIXES))}"
+            )
+        if not label_delimiter:
+            raise SourceError("--label-delimiter must not be empty")
+        self.label_delimiter = label_delimiter
+        self._columns_spec = columns or ManifestColumns()
+        self._rows, available = self._open_rows()
+        self.columns = self._columns_spec.resolve(available, str(path))
+
+    @property
+    def has_users(self) -> bool:
+        return self.columns["user"] is not None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def describe(self) -> str:
+        mapped = ", ".join(f"{field}={name}" for field, name in self.columns.items() if name)
+        return f"{self.table_format} manifest {self.path} ({mapped})"
+
+    def _open_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+        """An iterator of (origin, row-or-error) and the list of column names."""
+        reader = {
+            "csv": self._csv_rows,
+            "jsonl": self._jsonl_rows,
+            "json": self._json_rows,
+            "parquet": self._parquet_rows,
+        }[self.table_format]
+        return reader()
+
+    def _csv_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+        delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
+        try:
+            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle, delimiter=delimiter)
+                header = list(reader.fieldnames or [])
+                rows = [(f"{self.path.name} line {reader.line_num}", row) for row in reader]
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise SourceError(f"cannot read CSV manifest {self.path}: {error}") from None
+        return iter(rows), header
+
+    def _jsonl_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+        rows: list[tuple[str, Any]] = []
+        columns: dict[str, None] = {}
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    origin = f"{self.path.name} line {number}"
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        rows.append((origin, ValueError(f"invalid JSON: {error.msg}")))
+                        continue
+                    if not isinstance(row, dict):
+                        rows.append((origin, ValueError("row is not a JSON object")))
+                        continue
+                    columns.update(dict.fromkeys(row))
+                    rows.append((origin, row))
+        except (OSError, UnicodeDecodeError) as error:
+            raise SourceError(f"cannot read JSONL manifest {self.path}: {error}") from None
+        return iter(rows), list(columns)
+
+    def _json_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SourceError(f"cannot read JSON manifest {self.path}: {error}") from None
+        if not isinstance(data, list):
+            raise SourceError(f"JSON manifest {self.path} must hold a list of row objects")
+        return json_list_rows(data, self.path.name)
+
+    def _parquet_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(self.path)
+        except Exception as error:
+            raise SourceError(f"cannot read Parquet manifest {self.path}: {error}") from None
+        names = list(parquet.schema_arrow.names)
+
+        def rows() -> Iterator[tuple[str, Any]]:
+            wanted = [name for name in self.columns.values() if name]
+            number = 0
+            for batch in parquet.iter_batches(columns=wanted, batch_size=8192):
+                for row in batch.to_pylist():
+                    yield f"{self.path.name} row {number}", row
+                    number += 1
+
+        return rows(), names
+
+    def records(self) -> Iterator[ImageRecord | Reject]:
+        columns = self.columns
+        delimiter = self.label_delimiter
+        for origin, row in self._rows:
+            if isinstance(row, Exception):
+                yield Reject(origin=origin, reason=str(row), stage="source")
+                continue
+            yield row_to_record(row, origin, columns, self.root, delimiter)
+
+
+def json_list_rows(data: list[Any], name: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:
+    """Rows of a JSON list of objects, with a rejection for every non-object item."""
+    columns: dict[str, None] = {}
+    rows: list[tuple[str, Any]] = []
+    for index, row in enumerate(data):
+        origin = f"{name} item {index}"
+        if isinstance(row, dict):
+            columns.update(dict.fromkeys(row))
+            rows.append((origin, row))
+        else:
+            rows.append((origin, ValueError("item is not a JSON object")))
+    return iter(rows), list(columns)
+
+
+def row_to_record(
+    row: dict[str, Any],
+    origin: str,
+    columns: dict[str, str | None],
+    root: Path,
+    delimiter: str,
+) -> ImageRecord | Reject:
+    """Validate one manifest row into a record, or say why it cannot be one."""
+
+    def cell(field: str) -> Any:
+        name = columns[field]
+        return row.get(name) if name else None
+
+    image = clean_text(cell("image"))
+    image_id = clean_text(cell("image_id")) or image
+    user = clean_text(cell("user"))
+    if not image:
+        return Reject(
+            origin=origin, reason="row has no image path", image_id=image_id or None, stage="source"
+        )
+    path = resolve_inside(root, image)
+    if path is None:
+        return Reject(
+            origin=origin,
+            reason=f"image path {image!r} lies outside the manifest's folder {root}",
+            image_id=image_id,
+            path=image,
+            stage="source",
+        )
+    partition = clean_text(cell("partition")) if columns["partition"] else None
+    return ImageRecord(
+        path=str(path),
+        image_id=image_id,
+        user_id=user,
+        labels=parse_label_list(cell("labels"), delimiter),
+        fine_labels=parse_label_list(cell("fine_labels"), delimiter),
+        partition=partition,
+        origin=origin,
+    )

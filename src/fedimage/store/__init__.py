@@ -1,0 +1,1 @@
+"""The federated store: HDF5 layout, writer, reader and checksums."""

@@ -1,0 +1,212 @@
+"""Reading a store: splits, users, and one user's images and multi-hot labels."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from fedimage.errors import FedimageError, StoreError
+from fedimage.store import layout
+
+
+class UnknownUserError(FedimageError, KeyError):
+    """A user id or split that the store does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class UserData:
+    """One user's data: decoded images and multi-hot targets, in store order."""
+
+    split: str
+    user_id: str
+    images: np.ndarray  # uint8 [N, S, S, 3]
+    labels: np.ndarray  # float32 [N, num coarse labels]
+    fine_labels: np.ndarray  # float32 [N, num fine labels]
+    image_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def decode_jpeg(data: bytes | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one stored JPEG into uint8 RGB [H, W, 3] (into ``out`` when given)."""
+    image = Image.open(io.BytesIO(data))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if out is None:
+        return array
+    out[...] = array
+    return out
+
+
+class FederatedStore:
+    """A fedimage store opened for reading. Use :func:`fedimage.open`.
+
+    Users and their image counts come from the manifest, so listing users
+    touches no user group; :meth:`load_user` reads one group.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"store not found: {self.path}")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise StoreError(f"{self.path} is not a readable HDF5 file: {error}") from None
+        try:
+            self.manifest: dict[str, Any] = self._json(layout.MANIFEST)
+        except KeyError:
+            self._file.close()
+            raise StoreError(f"{self.path} is not a fedimage store (no /metadata/manifest)") from None
+        if self.manifest.get("format") != layout.FORMAT_NAME:
+            self._file.close()
+            raise StoreError(f"{self.path} is not a fedimage store")
+        version = self.manifest.get("format_version")
+        if version != layout.FORMAT_VERSION:
+            self._file.close()
+            raise StoreError(
+                f"{self.path} has store format version {version}; this fedimage reads "
+                f"version {layout.FORMAT_VERSION}"
+            )
+        self.storage: str = self.manifest["storage"]
+        self.image_size: int = self.manifest["image_size"]
+        self.label_mapping: dict[str, int] = self._json(layout.LABEL_MAPPING)
+        self.fine_label_mapping: dict[str, int] = self._json(layout.FINE_LABEL_MAPPING)
+        self.taxonomy: dict[str, str] = self._json(layout.TAXONOMY)
+        self._users: dict[str, dict[str, dict[str, Any]]] = self.manifest["users"]
+
+    def _json(self, name: str) -> Any:
+        return json.loads(self._file[f"{layout.METADATA}/{name}"][()])
+
+    # -- Python object protocol ------------------------------------------------------------
+    def __enter__(self) -> FederatedStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._file.id.valid else "closed"
+        counts = ", ".join(f"{split}: {len(users)} users" for split, users in self._users.items())
+        return f'<fedimage store "{self.path}" ({self.storage}, {counts}) ({state})>'
+
+    # -- structure ----------------------------------------------------------------------------
+    @property
+    def splits(self) -> list[str]:
+        return list(self._users)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Coarse label names in index order."""
+        return sorted(self.label_mapping, key=self.label_mapping.__getitem__)
+
+    @property
+    def fine_label_names(self) -> list[str]:
+        return sorted(self.fine_label_mapping, key=self.fine_label_mapping.__getitem__)
+
+    def users(self, split: str) -> dict[str, int]:
+        """User ids of a split mapped to their number of images, in store order."""
+        return {user: info["images"] for user, info in self._split_users(split).items()}
+
+    def num_images(self, split: str | None = None) -> int:
+        splits = [split] if split is not None else self.splits
+        return sum(sum(self.users(name).values()) for name in splits)
+
+    def _split_users(self, split: str) -> dict[str, dict[str, Any]]:
+        try:
+            return self._users[split]
+        except KeyError:
+            raise UnknownUserError(
+                f"split {split!r} is not in {self.path.name}; its splits are: {', '.join(self.splits)}"
+            ) from None
+
+    def group(self, split: str, user_id: str) -> h5py.Group:
+        """The HDF5 group of one user."""
+        users = self._split_users(split)
+        if user_id not in users:
+            examples = ", ".join(list(users)[:3])
+            raise UnknownUserError(
+                f"user {user_id!r} is not in split {split!r} of {self.path.name} "
+                f"({len(users)} users, e.g. {examples})"
+            )
+        return self._file[f"{split}/{layout.user_key(user_id)}"]
+
+    # -- data -----------------------------------------------------------------------------------
+    def load_user(self, split: str, user_id: str) -> UserData:
+        """Decode all images of one user with their multi-hot coarse and fine labels."""
+        group = self.group(split, user_id)
+        image_ids = [raw.decode("utf-8") for raw in group[layout.IMAGE_IDS][()]]
+        count = len(image_ids)
+        return UserData(
+            split=split,
+            user_id=user_id,
+            images=self._read_images(group, count),
+            labels=_multi_hot(group, layout.LABELS_ROW, layout.LABELS_COL, count, len(self.label_mapping)),
+            fine_labels=_multi_hot(
+                group, layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, count, len(self.fine_label_mapping)
+            ),
+            image_ids=image_ids,
+        )
+
+    def iter_users(self, split: str) -> Iterator[UserData]:
+        """Every user of a split, loaded one at a time in store order."""
+        for user_id in self._split_users(split):
+            yield self.load_user(split, user_id)
+
+    def load_image(self, split: str, user_id: str, index: int) -> np.ndarray:
+        """One decoded image of a user (reads only that image's bytes)."""
+        group = self.group(split, user_id)
+        images = group[layout.IMAGES]
+        if self.storage == "raw":
+            return images[index]
+        offsets = group[layout.IMAGE_OFFSETS]
+        start, end = offsets[index], offsets[index + 1]
+        return decode_jpeg(images[start:end])
+
+    def encoded_images(self, split: str, user_id: str) -> list[bytes]:
+        """A jpeg store's stored JPEG files of one user, undecoded."""
+        if self.storage != "jpeg":
+            raise StoreError(f"{self.path.name} stores raw pixels, not JPEG bytes")
+        group = self.group(split, user_id)
+        blob = group[layout.IMAGES][()]
+        offsets = group[layout.IMAGE_OFFSETS][()]
+        return [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+
+    def _read_images(self, group: h5py.Group, count: int) -> np.ndarray:
+        if self.storage == "raw":
+            return group[layout.IMAGES][()]
+        size = self.image_size
+        out = np.empty((count, size, size, 3), dtype=np.uint8)
+        blob = group[layout.IMAGES][()]
+        offsets = group[layout.IMAGE_OFFSETS][()]
+        view = memoryview(blob)
+        for index in range(count):
+            decode_jpeg(view[offsets[index] : offsets[index + 1]], out[index])
+        return out
+
+
+def _multi_hot(group: h5py.Group, row_name: str, col_name: str, count: int, width: int) -> np.ndarray:
+    targets = np.zeros((count, width), dtype=np.float32)
+    targets[group[row_name][()], group[col_name][()]] = 1.0
+    return targets
+
+
+def open_store(path: str | Path) -> FederatedStore:
+    """Open a fedimage store for reading."""
+    return FederatedStore(path)

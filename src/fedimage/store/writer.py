@@ -1,0 +1,244 @@
+"""Writing a store: user groups streamed one image at a time, metadata last, atomic rename."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from fedimage.errors import StoreError
+from fedimage.store import layout
+from fedimage.store.checksum import DatasetDigest, array_line, group_checksum
+from fedimage.taxonomy import LABEL_JOIN
+
+DEFAULT_SPILL_BYTES = 256 << 20
+JPEG_CHUNK_BYTES = 1 << 20
+
+
+def index_dtype(limit: int, smallest: type = np.uint8) -> np.dtype:
+    """The smallest unsigned dtype (not below ``smallest``) that holds values < ``limit``."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if np.dtype(dtype).itemsize >= np.dtype(smallest).itemsize and limit <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise StoreError(f"index range {limit} too large")
+
+
+def partial_path_for(path: Path) -> Path:
+    """The temporary name a store is written under before its final rename."""
+    return path.with_name(path.name + ".partial")
+
+
+class StoreWriter:
+    """Writes one store file. Use as a context manager; call :meth:`finish` to publish it.
+
+    The file is written as ``<name>.partial`` and renamed only by :meth:`finish`,
+    so an interrupted run never leaves a file that looks complete.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        storage: str,
+        image_size: int,
+        coarse_labels: Sequence[str],
+        fine_labels: Sequence[str],
+        overwrite: bool = False,
+        spill_bytes: int = DEFAULT_SPILL_BYTES,
+    ):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise StoreError(f"output {self.path} already exists; pass --overwrite to replace it")
+        if self.path.is_dir():
+            raise StoreError(f"output {self.path} is a folder")
+        if not self.path.parent.is_dir():
+            raise StoreError(f"output folder {self.path.parent} does not exist")
+        self.storage = storage
+        self.image_size = image_size
+        self.coarse_mapping = {label: index for index, label in enumerate(coarse_labels)}
+        self.fine_mapping = {label: index for index, label in enumerate(fine_labels)}
+        self.coarse_counter: Counter[str] = Counter(dict.fromkeys(coarse_labels, 0))
+        self.fine_counter: Counter[str] = Counter(dict.fromkeys(fine_labels, 0))
+        self.spill_bytes = spill_bytes
+        self.users: dict[str, dict[str, dict[str, Any]]] = {}
+        self._partial = partial_path_for(self.path)
+        try:
+            self._file = h5py.File(self._partial, "w", track_order=False)
+        except OSError as error:
+            raise StoreError(f"cannot create {self._partial}: {error}") from None
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._file is not None:
+            self.abort()
+
+    def user(self, split: str, user_id: str) -> UserGroupWriter:
+        """A writer for one user group (created when its first image arrives)."""
+        return UserGroupWriter(self, split, user_id)
+
+    def finish(self, metadata: dict[str, Any]) -> None:
+        """Write ``/metadata`` (counters, mappings, taxonomy, ``metadata``'s entries) and publish."""
+        meta = self._file.require_group(layout.METADATA)
+        entries = {
+            layout.LABEL_MAPPING: self.coarse_mapping,
+            layout.FINE_LABEL_MAPPING: self.fine_mapping,
+            layout.LABEL_COUNTER: dict(sorted(self.coarse_counter.items())),
+            layout.FINE_LABEL_COUNTER: dict(sorted(self.fine_counter.items())),
+            **metadata,
+        }
+        for name, value in entries.items():
+            meta[name] = json.dumps(value, sort_keys=False, ensure_ascii=False)
+        self._file.flush()
+        self._file.close()
+        self._file = None
+        os.replace(self._partial, self.path)
+
+    def abort(self) -> None:
+        """Close and delete the partial file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._partial.unlink(missing_ok=True)
+
+    def _record_user(self, split: str, user_id: str, count: int, checksum: str) -> None:
+        self.users.setdefault(split, {})[user_id] = {"images": count, "sha256": checksum}
+
+
+class UserGroupWriter:
+    """Collects one user's images and labels and writes the user's datasets.
+
+    Images are buffered up to ``spill_bytes``; a larger user is appended to a
+    chunked, resizable dataset instead, so memory stays bounded for any user size.
+    """
+
+    def __init__(self, store: StoreWriter, split: str, user_id: str):
+        self.store = store
+        self.split = split
+        self.user_id = user_id
+        self._payloads: list[bytes] = []
+        self._buffered = 0
+        self._offsets = [0]
+        self._image_ids: list[bytes] = []
+        self._labels: list[tuple[str, ...]] = []
+        self._fine: list[tuple[str, ...]] = []
+        self._images_digest = DatasetDigest()
+        self._spilled: h5py.Dataset | None = None
+        self._group: h5py.Group | None = None
+
+    def __len__(self) -> int:
+        return len(self._image_ids)
+
+    def add(self, payload: bytes, image_id: str, labels: tuple[str, ...], fine: tuple[str, ...]) -> None:
+        """Append one standardized image (JPEG bytes or raw pixel bytes)."""
+        self._image_ids.append(image_id.encode("utf-8"))
+        self._labels.append(labels)
+        self._fine.append(fine)
+        self._offsets.append(self._offsets[-1] + len(payload))
+        self._images_digest.update(np.frombuffer(payload, dtype=np.uint8))
+        self._payloads.append(payload)
+        self._buffered += len(payload)
+        if self._buffered > self.store.spill_bytes:
+            self._spill()
+
+    def _image_array(self, payloads: list[bytes]) -> np.ndarray:
+        flat = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+        if self.store.storage == "raw":
+            size = self.store.image_size
+            return flat.reshape(len(payloads), size, size, 3)
+        return flat
+
+    def _ensure_group(self) -> h5py.Group:
+        if self._group is None:
+            key = layout.user_key(self.user_id)
+            split = self.store._file.require_group(self.split)
+            if key in split:
+                raise StoreError(f"user {self.user_id!r} written twice to split {self.split!r}")
+            self._group = split.create_group(key)
+        return self._group
+
+    def _spill(self) -> None:
+        array = self._image_array(self._payloads)
+        if self._spilled is None:
+            chunks = (1, *array.shape[1:]) if array.ndim == 4 else (JPEG_CHUNK_BYTES,)
+            self._spilled = self._ensure_group().create_dataset(
+                layout.IMAGES,
+                shape=(0, *array.shape[1:]),
+                maxshape=(None, *array.shape[1:]),
+                dtype=np.uint8,
+                chunks=chunks,
+            )
+        start = self._spilled.shape[0]
+        self._spilled.resize(start + array.shape[0], axis=0)
+        self._spilled[start:] = array
+        self._payloads = []
+        self._buffered = 0
+
+    def close(self) -> int:
+        """Write the group's datasets; returns the number of images (0: nothing written)."""
+        count = len(self._image_ids)
+        if count == 0:
+            return 0
+        store = self.store
+        group = self._ensure_group()
+        lines = []
+        if self._spilled is not None:
+            if self._payloads:
+                self._spill()
+            images_shape = self._spilled.shape
+        else:
+            images = self._image_array(self._payloads)
+            group.create_dataset(layout.IMAGES, data=images)
+            images_shape = images.shape
+        lines.append(self._images_digest.line(layout.IMAGES, np.dtype(np.uint8), images_shape))
+        arrays: dict[str, np.ndarray] = {
+            layout.IMAGE_IDS: np.array(self._image_ids, dtype="S"),
+            layout.LABELS: _joined(self._labels),
+            layout.FINE_LABELS: _joined(self._fine),
+        }
+        if store.storage == "jpeg":
+            arrays[layout.IMAGE_OFFSETS] = np.asarray(self._offsets, dtype=np.int64)
+            group[layout.IMAGES].attrs["encoding"] = "jpeg"
+        row_dtype = index_dtype(count, np.uint16)
+        arrays[layout.LABELS_ROW], arrays[layout.LABELS_COL] = _sparse(
+            self._labels, store.coarse_mapping, row_dtype, index_dtype(len(store.coarse_mapping))
+        )
+        arrays[layout.FINE_LABELS_ROW], arrays[layout.FINE_LABELS_COL] = _sparse(
+            self._fine,
+            store.fine_mapping,
+            row_dtype,
+            index_dtype(len(store.fine_mapping), np.uint16),
+        )
+        for name, array in arrays.items():
+            group.create_dataset(name, data=array)
+            lines.append(array_line(name, array))
+        for labels in self._labels:
+            store.coarse_counter.update(labels)
+        for labels in self._fine:
+            store.fine_counter.update(labels)
+        store._record_user(self.split, self.user_id, count, group_checksum(lines))
+        self._payloads = []
+        return count
+
+
+def _joined(label_lists: list[tuple[str, ...]]) -> np.ndarray:
+    return np.array([LABEL_JOIN.join(labels).encode("utf-8") for labels in label_lists], dtype="S")
+
+
+def _sparse(
+    label_lists: list[tuple[str, ...]],
+    mapping: dict[str, int],
+    row_dtype: np.dtype,
+    col_dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray]:
+    """pfl-research's (row, col) coordinates of the multi-hot label matrix."""
+    rows = [row for row, labels in enumerate(label_lists) for _ in labels]
+    cols = [mapping[label] for labels in label_lists for label in labels]
+    return np.asarray(rows, dtype=row_dtype), np.asarray(cols, dtype=col_dtype)

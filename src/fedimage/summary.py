@@ -1,0 +1,123 @@
+"""The numbers ``fedimage inspect`` shows: users and images per split, label statistics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from fedimage.store import layout
+from fedimage.store.reader import FederatedStore
+
+TOP_LABELS = 10
+
+
+def summarize(store: FederatedStore) -> dict[str, Any]:
+    """Summary statistics of a store, as plain JSON-able values."""
+    splits: dict[str, Any] = {}
+    coarse_per_image: list[np.ndarray] = []
+    fine_per_image: list[np.ndarray] = []
+    for split in store.splits:
+        users = store.users(split)
+        counts = np.fromiter(users.values(), dtype=np.int64, count=len(users))
+        splits[split] = {"users": len(users), "images": int(counts.sum()), "images_per_user": _stats(counts)}
+        for user_id, count in users.items():
+            group = store.group(split, user_id)
+            coarse_per_image.append(np.bincount(group[layout.LABELS_ROW][()], minlength=count))
+            fine_per_image.append(np.bincount(group[layout.FINE_LABELS_ROW][()], minlength=count))
+    manifest = store.manifest
+    size_bytes = store.path.stat().st_size
+    images = store.num_images()
+    return {
+        "path": str(store.path),
+        "storage": store.storage,
+        "image_size": store.image_size,
+        "file_bytes": size_bytes,
+        "bytes_per_image": size_bytes / images if images else 0.0,
+        "fedimage_version": manifest.get("fedimage_version"),
+        "source": manifest.get("source"),
+        "counts": manifest.get("counts"),
+        "splits": splits,
+        "labels_per_image": _stats(_concat(coarse_per_image)),
+        "fine_labels_per_image": _stats(_concat(fine_per_image)),
+        "num_labels": len(store.label_mapping),
+        "num_fine_labels": len(store.fine_label_mapping),
+        "top_labels": _top(store, layout.LABEL_COUNTER),
+        "top_fine_labels": _top(store, layout.FINE_LABEL_COUNTER),
+    }
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    p25, median, p75 = np.percentile(values, [25, 50, 75])
+    return {
+        "min": float(values.min()),
+        "p25": float(p25),
+        "median": float(median),
+        "mean": float(values.mean()),
+        "p75": float(p75),
+        "max": float(values.max()),
+    }
+
+
+def _top(store: FederatedStore, counter_name: str) -> list[tuple[str, int]]:
+    counter = Counter(store._json(counter_name))
+    return [(label, count) for label, count in counter.most_common(TOP_LABELS) if count]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A human-readable rendering of :func:`summarize`'s result."""
+    size = summary["image_size"]
+    lines = [
+        f"store    {summary['path']}",
+        f"format   {summary['storage']} {size}x{size}, {_human_bytes(summary['file_bytes'])} "
+        f"({_human_bytes(summary['bytes_per_image'])} per image), fedimage {summary['fedimage_version']}",
+    ]
+    source = summary.get("source") or {}
+    counts = summary.get("counts") or {}
+    if source:
+        lines.append(f"source   {source.get('format')} {source.get('name')}")
+    if counts:
+        ignored = sum((counts.get("ignored") or {}).values())
+        note = f" ({ignored} hidden files ignored)" if ignored else ""
+        lines.append(
+            f"inputs   {counts['inputs']} = {counts['written']} written + {counts['rejected']} rejected{note}"
+        )
+    lines.append("")
+    header = f"{'split':<8}{'users':>7}{'images':>8}   images/user: min  p25  median   mean   p75    max"
+    lines.append(header)
+    for split, info in summary["splits"].items():
+        s = info["images_per_user"]
+        lines.append(
+            f"{split:<8}{info['users']:>7}{info['images']:>8}   {'':>12}{s['min']:>4.0f}"
+            f"{s['p25']:>5.0f}{s['median']:>8.1f}{s['mean']:>7.2f}{s['p75']:>6.0f}{s['max']:>7.0f}"
+        )
+    lines.append("")
+    for key, name, count_key in (
+        ("labels_per_image", "coarse", "num_labels"),
+        ("fine_labels_per_image", "fine", "num_fine_labels"),
+    ):
+        s = summary[key]
+        if s:
+            lines.append(
+                f"{name} labels: {summary[count_key]} in vocabulary; per image mean {s['mean']:.2f}, "
+                f"median {s['median']:.0f}, max {s['max']:.0f}"
+            )
+    for key, name in (("top_labels", "top coarse labels"), ("top_fine_labels", "top fine labels")):
+        if summary[key]:
+            lines.append(f"{name}: " + ", ".join(f"{label} {count}" for label, count in summary[key]))
+    return "\n".join(lines)
+
+
+def _human_bytes(value: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

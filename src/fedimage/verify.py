@@ -1,0 +1,130 @@
+"""``fedimage verify``: re-check a store's structure and checksums, naming every bad group."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fedimage.errors import StoreError
+from fedimage.store import layout
+from fedimage.store.checksum import checksum_of_group
+from fedimage.store.reader import FederatedStore, decode_jpeg
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    users_checked: int = 0
+    images_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_store(path: str | Path, *, decode: bool = False) -> VerifyReport:
+    """Check every user group against the manifest; with ``decode``, decode every image too."""
+    report = VerifyReport(Path(path))
+    try:
+        store = FederatedStore(path)
+    except (StoreError, KeyError, ValueError) as error:
+        report.problems.append(f"cannot open store: {error}")
+        return report
+    with store:
+        coarse_counts: Counter[int] = Counter()
+        fine_counts: Counter[int] = Counter()
+        for split in store.splits:
+            listed = store._users[split]
+            stored = set(store._file[split].keys()) if split in store._file else set()
+            expected_keys = {layout.user_key(user): user for user in listed}
+            for key in sorted(stored - expected_keys.keys()):
+                report.problems.append(f"{split}/{key}: group not listed in the manifest")
+            for user_id, info in listed.items():
+                where = f"{split}/{user_id}"
+                if layout.user_key(user_id) not in stored:
+                    report.problems.append(f"{where}: group missing")
+                    continue
+                group = store._file[split][layout.user_key(user_id)]
+                problems = _check_group(store, group, info["images"], decode)
+                if not problems and checksum_of_group(group) != info["sha256"]:
+                    problems.append("checksum mismatch (content changed since it was written)")
+                report.problems.extend(f"{where}: {problem}" for problem in problems)
+                report.users_checked += 1
+                report.images_checked += info["images"]
+                if not problems:
+                    coarse_counts.update(group[layout.LABELS_COL][()].tolist())
+                    fine_counts.update(group[layout.FINE_LABELS_COL][()].tolist())
+        if not report.problems:  # counters are only comparable when every group is sound
+            report.problems.extend(_check_counters(store, coarse_counts, fine_counts))
+    return report
+
+
+def _check_group(store: FederatedStore, group: h5py.Group, count: int, decode: bool) -> list[str]:
+    expected = layout.USER_DATASETS_JPEG if store.storage == "jpeg" else layout.USER_DATASETS_RAW
+    missing = [name for name in expected if name not in group]
+    if missing:
+        return [f"missing datasets: {', '.join(missing)}"]
+    problems = []
+    for name in (layout.IMAGE_IDS, layout.LABELS, layout.FINE_LABELS):
+        if group[name].shape != (count,):
+            problems.append(f"{name} has shape {group[name].shape}, expected ({count},)")
+    images = group[layout.IMAGES]
+    size = store.image_size
+    if store.storage == "raw":
+        if images.shape != (count, size, size, 3) or images.dtype != np.uint8:
+            problems.append(
+                f"images has shape {images.shape} {images.dtype}, expected ({count}, {size}, {size}, 3) uint8"
+            )
+    else:
+        offsets = group[layout.IMAGE_OFFSETS][()]
+        if offsets.shape != (count + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
+            problems.append("image_offsets are not increasing from 0 with one entry per image + 1")
+        elif offsets[-1] != images.shape[0]:
+            problems.append(f"image_offsets end at {offsets[-1]} but images holds {images.shape[0]} bytes")
+    for row, col, width in (
+        (layout.LABELS_ROW, layout.LABELS_COL, len(store.label_mapping)),
+        (layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, len(store.fine_label_mapping)),
+    ):
+        rows, cols = group[row][()], group[col][()]
+        if rows.shape != cols.shape:
+            problems.append(f"{row} and {col} differ in length")
+        elif rows.size and (rows.max() >= count or cols.max() >= width):
+            problems.append(f"{row}/{col} point outside the {count} x {width} label matrix")
+    if decode and not problems:
+        problems.extend(_decode_all(store, group, count))
+    return problems
+
+
+def _decode_all(store: FederatedStore, group: h5py.Group, count: int) -> list[str]:
+    if store.storage == "raw":
+        return []
+    blob = group[layout.IMAGES][()]
+    offsets = group[layout.IMAGE_OFFSETS][()]
+    size = store.image_size
+    for index in range(count):
+        try:
+            pixels = decode_jpeg(blob[offsets[index] : offsets[index + 1]].tobytes())
+        except Exception as error:
+            return [f"image {index} does not decode: {error}"]
+        if pixels.shape != (size, size, 3):
+            return [f"image {index} decodes to {pixels.shape}, expected ({size}, {size}, 3)"]
+    return []
+
+
+def _check_counters(store: FederatedStore, coarse: Counter[int], fine: Counter[int]) -> list[str]:
+    problems = []
+    for name, mapping, counts in (
+        (layout.LABEL_COUNTER, store.label_mapping, coarse),
+        (layout.FINE_LABEL_COUNTER, store.fine_label_mapping, fine),
+    ):
+        recorded = store._json(name)
+        actual = {label: counts.get(index, 0) for label, index in mapping.items()}
+        wrong = sorted(label for label in actual if recorded.get(label, 0) != actual[label])
+        if wrong:
+            problems.append(f"metadata/{name}: counts differ from the user groups for {', '.join(wrong[:5])}")
+    return problems
