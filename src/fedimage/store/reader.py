@@ -157,12 +157,22 @@ class FederatedStore:
             split=split,
             user_id=user_id,
             images=self._read_images(group, count),
-            labels=_multi_hot(group, layout.LABELS_ROW, layout.LABELS_COL, count, len(self.label_mapping)),
-            fine_labels=_multi_hot(
-                group, layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, count, len(self.fine_label_mapping)
-            ),
+            labels=self.load_targets(split, user_id, "coarse"),
+            fine_labels=self.load_targets(split, user_id, "fine"),
             image_ids=image_ids,
         )
+
+    def load_targets(self, split: str, user_id: str, labels: str = "coarse") -> np.ndarray:
+        """One user's multi-hot targets, float32 [N, L], without reading any image."""
+        group = self.group(split, user_id)
+        count = group[layout.IMAGE_IDS].shape[0]
+        if labels == "coarse":
+            return _multi_hot(group, layout.LABELS_ROW, layout.LABELS_COL, count, len(self.label_mapping))
+        if labels == "fine":
+            return _multi_hot(
+                group, layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, count, len(self.fine_label_mapping)
+            )
+        raise ValueError(f"labels must be 'coarse' or 'fine', got {labels!r}")
 
     def iter_users(self, split: str) -> Iterator[UserData]:
         """Every user of a split, loaded one at a time in store order."""

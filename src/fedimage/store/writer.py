@@ -50,7 +50,7 @@ class StoreWriter:
         coarse_labels: Sequence[str],
         fine_labels: Sequence[str],
         overwrite: bool = False,
-        spill_bytes: int = DEFAULT_SPILL_BYTES,
+        spill_bytes: int | None = None,
     ):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
@@ -65,7 +65,7 @@ class StoreWriter:
         self.fine_mapping = {label: index for index, label in enumerate(fine_labels)}
         self.coarse_counter: Counter[str] = Counter(dict.fromkeys(coarse_labels, 0))
         self.fine_counter: Counter[str] = Counter(dict.fromkeys(fine_labels, 0))
-        self.spill_bytes = spill_bytes
+        self.spill_bytes = DEFAULT_SPILL_BYTES if spill_bytes is None else spill_bytes
         self.users: dict[str, dict[str, dict[str, Any]]] = {}
         self._partial = partial_path_for(self.path)
         try:

@@ -1,0 +1,124 @@
+"""PyTorch ``Dataset`` views of a store (needs the ``torch`` extra).
+
+Datasets hold the store's path, not an open file: each DataLoader worker
+opens its own handle on first use, since HDF5 handles must not cross a fork.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedimage.store.reader import FederatedStore
+
+try:
+    import torch
+    from torch.utils.data import Dataset
+except ImportError as error:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "fedimage.torch_data needs PyTorch: pip install 'fedimage[torch]'"
+    ) from error
+
+Transform = Callable[[np.ndarray], Any]
+LABEL_KINDS = ("coarse", "fine")
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 HWC -> float32 CHW in [0, 1] (the default transform)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class _StoreDataset(Dataset):
+    def __init__(self, path: str | Path, split: str, labels: str, transform: Transform | None):
+        if labels not in LABEL_KINDS:
+            raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
+        self.path = Path(path)
+        self.split = split
+        self.labels = labels
+        self.transform = transform or to_tensor
+        self._store: FederatedStore | None = None
+        with FederatedStore(self.path) as store:
+            self.label_names = store.label_names if labels == "coarse" else store.fine_label_names
+            self._users = store.users(split)
+
+    def _store_if_needed(self) -> FederatedStore:
+        if self._store is None:
+            self._store = FederatedStore(self.path)
+        return self._store
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_store"] = None  # every process opens its own handle
+        return state
+
+
+class UserDataset(_StoreDataset):
+    """The images of one user: items are ``(image, multi-hot target)``.
+
+    The user's images are decoded once, on first access.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str,
+        user_id: str,
+        *,
+        labels: str = "coarse",
+        transform: Transform | None = None,
+    ):
+        super().__init__(path, split, labels, transform)
+        self.user_id = user_id
+        self._data = None
+        self._length = self._store_if_needed().users(split).get(user_id)
+        if self._length is None:
+            self._store_if_needed().group(split, user_id)  # raises UnknownUserError
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+        if self._data is None:
+            self._data = self._store_if_needed().load_user(self.split, self.user_id)
+        targets = self._data.labels if self.labels == "coarse" else self._data.fine_labels
+        return self.transform(self._data.images[index]), torch.from_numpy(targets[index])
+
+
+class SplitDataset(_StoreDataset):
+    """Every image of a split (the central, non-federated view).
+
+    Items are ``(image, multi-hot target)``; ``user_of(index)`` tells whose image it is.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        split: str,
+        *,
+        labels: str = "coarse",
+        transform: Transform | None = None,
+    ):
+        super().__init__(path, split, labels, transform)
+        self._user_ids = list(self._users)
+        counts = np.fromiter(self._users.values(), dtype=np.int64, count=len(self._users))
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def user_of(self, index: int) -> tuple[str, int]:
+        """(user id, index within that user) of a split-wide index."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        position = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self._user_ids[position], index - int(self._starts[position])
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+        user_id, within = self.user_of(index)
+        store = self._store_if_needed()
+        image = store.load_image(self.split, user_id, within)
+        target = store.load_targets(self.split, user_id, self.labels)[within]
+        return self.transform(image), torch.from_numpy(target)
