@@ -18,6 +18,7 @@ from fedimage.sample import sample_manifest, sample_taxonomy
 from fedimage.sources import FOLDER_LAYOUTS, SOURCE_FORMATS, ManifestColumns, open_source
 from fedimage.splits import SplitRatios
 from fedimage.store.reader import FederatedStore
+from fedimage.store.writer import check_output
 from fedimage.summary import format_summary, summarize
 from fedimage.taxonomy import load_taxonomy
 from fedimage.verify import verify_store
@@ -98,6 +99,7 @@ def _add_convert_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert_command(args: argparse.Namespace) -> int:
+    check_output(args.output, args.overwrite)
     taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
     columns = ManifestColumns(
         image=args.image_column,

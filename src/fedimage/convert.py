@@ -20,7 +20,7 @@ from fedimage.records import ImageRecord, Reject
 from fedimage.rejects import write_rejects
 from fedimage.sources import Source
 from fedimage.store import layout
-from fedimage.store.writer import StoreWriter
+from fedimage.store.writer import StoreWriter, check_output
 from fedimage.taxonomy import Taxonomy
 
 BATCH_SIZE = 16
@@ -102,6 +102,7 @@ def convert(
     started = time.perf_counter()
     output = Path(output)
     rejects_path = Path(layout.rejects_path_for(str(output)))
+    check_output(output, options.overwrite)
     plan = make_plan(source.records(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
     rejects = list(plan.rejects)
     written = 0

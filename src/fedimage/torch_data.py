@@ -18,9 +18,7 @@ try:
     import torch
     from torch.utils.data import Dataset
 except ImportError as error:  # pragma: no cover - exercised only without torch
-    raise ImportError(
-        "fedimage.torch_data needs PyTorch: pip install 'fedimage[torch]'"
-    ) from error
+    raise ImportError("fedimage.torch_data needs PyTorch: pip install 'fedimage[torch]'") from error
 
 Transform = Callable[[np.ndarray], Any]
 LABEL_KINDS = ("coarse", "fine")

@@ -182,6 +182,10 @@ class FederatedStore:
     def load_image(self, split: str, user_id: str, index: int) -> np.ndarray:
         """One decoded image of a user (reads only that image's bytes)."""
         group = self.group(split, user_id)
+        count = group[layout.IMAGE_IDS].shape[0]
+        if not -count <= index < count:
+            raise IndexError(f"image {index} out of range: user {user_id!r} has {count} images")
+        index %= count
         images = group[layout.IMAGES]
         if self.storage == "raw":
             return images[index]

@@ -29,6 +29,16 @@ def index_dtype(limit: int, smallest: type = np.uint8) -> np.dtype:
     raise StoreError(f"index range {limit} too large")
 
 
+def check_output(path: Path, overwrite: bool) -> None:
+    """Fail early, before any work, when ``path`` cannot or must not be written."""
+    if path.is_dir():
+        raise StoreError(f"output {path} is a folder")
+    if path.exists() and not overwrite:
+        raise StoreError(f"output {path} already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise StoreError(f"output folder {path.parent} does not exist")
+
+
 def partial_path_for(path: Path) -> Path:
     """The temporary name a store is written under before its final rename."""
     return path.with_name(path.name + ".partial")
@@ -53,12 +63,7 @@ class StoreWriter:
         spill_bytes: int | None = None,
     ):
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise StoreError(f"output {self.path} already exists; pass --overwrite to replace it")
-        if self.path.is_dir():
-            raise StoreError(f"output {self.path} is a folder")
-        if not self.path.parent.is_dir():
-            raise StoreError(f"output folder {self.path.parent} does not exist")
+        check_output(self.path, overwrite)
         self.storage = storage
         self.image_size = image_size
         self.coarse_mapping = {label: index for index, label in enumerate(coarse_labels)}
