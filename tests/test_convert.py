@@ -283,3 +283,21 @@ class TestAtomicWriting:
             ]
             assert chunked, "the test must make at least one user spill"
             assert all(memory[name]["images"].chunks is None for name in chunked)
+
+
+def test_quality_and_size_options_reach_the_store(user_folder: Path, tmp_path: Path):
+    source = open_source(user_folder, "folder", layout="user")
+    sizes = {}
+    for quality in (30, 95):
+        path = tmp_path / f"q{quality}.h5"
+        convert(source, path, fast_options(image=ImageOptions(size=80, quality=quality)))
+        with fedimage.open(path) as store:
+            assert store.manifest["options"]["quality"] == quality
+            assert store.load_user("train", next(iter(store.users("train")))).images.shape[1:] == (80, 80, 3)
+            sizes[quality] = sum(
+                len(blob)
+                for split in store.splits
+                for user in store.users(split)
+                for blob in store.encoded_images(split, user)
+            )
+    assert sizes[30] < 0.6 * sizes[95]

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import exif_with, jpeg_bytes, photo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from fedimage.errors import OptionError
@@ -227,3 +229,29 @@ class TestOptionsValidation:
     def test_invalid_options(self, kwargs, message):
         with pytest.raises(OptionError, match=message):
             ImageOptions(**kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    side=st.integers(8, 96),
+    quality=st.integers(20, 100),
+    gray=st.booleans(),
+    subsampling=st.sampled_from([0, 1, 2]),
+    comment=st.binary(max_size=200),
+)
+def test_jpeg_copy_is_lossless_for_any_standard_jpeg(side, quality, gray, subsampling, comment):
+    image = photo(side, side, seed=side)
+    if gray:
+        image = image.convert("L")
+    original = jpeg_bytes(
+        image,
+        quality=quality,
+        subsampling=subsampling,
+        comment=comment,
+        exif=exif_with(orientation=1, gps=True),
+    )
+    out = standardize_bytes(original, ImageOptions(size=side))
+    decode = lambda data: np.asarray(Image.open(io.BytesIO(data)))  # noqa: E731
+    np.testing.assert_array_equal(decode(out), decode(original))
+    assert b"Secret Photographer" not in out
+    assert original[original.index(b"\xff\xda") :] == out[out.index(b"\xff\xda") :]
