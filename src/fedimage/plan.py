@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -168,16 +168,7 @@ def _validate(
     if unknown:
         return record, f"label {unknown[0]!r} is not a coarse label of the taxonomy"
     if not record.labels and record.fine_labels:
-        derived = taxonomy.coarse_of(record.fine_labels)
-        record = ImageRecord(
-            path=record.path,
-            image_id=record.image_id,
-            user_id=record.user_id,
-            labels=derived,
-            fine_labels=record.fine_labels,
-            partition=record.partition,
-            origin=record.origin,
-        )
+        record = replace(record, labels=taxonomy.coarse_of(record.fine_labels))
     return record, None
 
 
@@ -190,18 +181,7 @@ def _assign_clients(records: list[ImageRecord], options: PlanOptions) -> list[Im
     assigned: list[ImageRecord] = []
     for client, positions in enumerate(np.array_split(permutation, count)):
         for position in positions:
-            record = ordered[position]
-            assigned.append(
-                ImageRecord(
-                    path=record.path,
-                    image_id=record.image_id,
-                    user_id=f"client_{client:0{width}d}",
-                    labels=record.labels,
-                    fine_labels=record.fine_labels,
-                    partition=record.partition,
-                    origin=record.origin,
-                )
-            )
+            assigned.append(replace(ordered[position], user_id=f"client_{client:0{width}d}"))
     return assigned
 
 

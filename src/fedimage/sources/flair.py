@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fedimage.errors import SourceError
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source
-from fedimage.sources.manifest import json_list_rows, row_to_record
+from fedimage.sources.manifest import json_list_rows, records_from_rows
 
 METADATA_FILE = "labels_and_metadata.json"
 IMAGE_FOLDER = "small_images"
@@ -60,10 +61,11 @@ class FlairSource(Source):
         if not isinstance(data, list):
             raise SourceError(f"{self.metadata_path} must hold a JSON list of image objects")
         rows, _ = json_list_rows(data, METADATA_FILE)
+        yield from records_from_rows(self._with_image_paths(rows), FLAIR_COLUMNS, self.root, "|")
+
+    def _with_image_paths(self, rows: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for origin, row in rows:
-            if isinstance(row, Exception):
-                yield Reject(origin=origin, reason=str(row), stage="source")
-                continue
-            image_id = str(row.get("image_id", "")).strip()
-            row["_image"] = f"{self.image_folder}/{image_id}.jpg" if image_id else ""
-            yield row_to_record(row, origin, FLAIR_COLUMNS, self.root, "|")
+            if isinstance(row, dict):
+                image_id = str(row.get("image_id", "")).strip()
+                row["_image"] = f"{self.image_folder}/{image_id}.jpg" if image_id else ""
+            yield origin, row

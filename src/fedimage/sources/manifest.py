@@ -193,13 +193,21 @@ class ManifestSource(Source):
         return rows(), names
 
     def records(self) -> Iterator[ImageRecord | Reject]:
-        columns = self.columns
-        delimiter = self.label_delimiter
-        for origin, row in self._rows:
-            if isinstance(row, Exception):
-                yield Reject(origin=origin, reason=str(row), stage="source")
-                continue
-            yield row_to_record(row, origin, columns, self.root, delimiter)
+        return records_from_rows(self._rows, self.columns, self.root, self.label_delimiter)
+
+
+def records_from_rows(
+    rows: Iterator[tuple[str, Any]],
+    columns: dict[str, str | None],
+    root: Path,
+    delimiter: str,
+) -> Iterator[ImageRecord | Reject]:
+    """Records of (origin, row) pairs; a row that is an exception becomes its rejection."""
+    for origin, row in rows:
+        if isinstance(row, Exception):
+            yield Reject(origin=origin, reason=str(row), stage="source")
+        else:
+            yield row_to_record(row, origin, columns, root, delimiter)
 
 
 def json_list_rows(data: list[Any], name: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:
