@@ -14,7 +14,7 @@ from tqdm import tqdm
 from fedimage._version import __version__
 from fedimage.errors import OptionError
 from fedimage.imaging import ImageOptions, ImageRejected, standardize_file
-from fedimage.parallel import default_workers, ordered_map
+from fedimage.parallel import WorkerPool, default_workers
 from fedimage.plan import ConversionPlan, PlanOptions, make_plan
 from fedimage.records import ImageRecord, Reject
 from fedimage.rejects import write_rejects
@@ -23,7 +23,7 @@ from fedimage.store import layout
 from fedimage.store.writer import StoreWriter, check_output
 from fedimage.taxonomy import Taxonomy
 
-BATCH_SIZE = 16
+BATCH_SIZE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,6 @@ class ConvertReport:
     rejects: list[Reject]
     splits: dict[str, dict[str, int]]
     seconds: float
-    copied_jpegs: int = 0
 
     @property
     def rejected(self) -> int:
@@ -85,12 +84,6 @@ def _batches(plan: ConversionPlan, options: ImageOptions) -> Iterator[tuple[tupl
         yield tuple(batch), options
 
 
-def _results(plan: ConversionPlan, options: ConvertOptions) -> Iterator[tuple[bool, bytes | str]]:
-    workers = options.workers or default_workers()
-    for batch_result in ordered_map(_standardize_batch, _batches(plan, options.image), workers):
-        yield from batch_result
-
-
 def convert(
     source: Source,
     output: str | Path,
@@ -106,16 +99,21 @@ def convert(
     plan = make_plan(source.records(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
     rejects = list(plan.rejects)
     written = 0
-    with StoreWriter(
-        output,
-        storage=options.image.storage,
-        image_size=options.image.size,
-        coarse_labels=plan.coarse_labels,
-        fine_labels=plan.fine_labels,
-        overwrite=options.overwrite,
-    ) as writer:
+    with (
+        WorkerPool(options.workers or default_workers()) as pool,
+        StoreWriter(
+            output,
+            storage=options.image.storage,
+            image_size=options.image.size,
+            coarse_labels=plan.coarse_labels,
+            fine_labels=plan.fine_labels,
+            overwrite=options.overwrite,
+        ) as writer,
+    ):
+        batch_results = pool.ordered_map(_standardize_batch, _batches(plan, options.image))
+        results = (result for batch in batch_results for result in batch)
         with (
-            closing(_results(plan, options)) as results,
+            closing(batch_results),
             tqdm(total=plan.planned_images, unit="img", disable=options.quiet, desc="converting") as bar,
         ):
             for user in plan.users:

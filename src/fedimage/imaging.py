@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from fedimage.errors import OptionError
@@ -87,13 +88,12 @@ def standardize_bytes(data: bytes, options: ImageOptions) -> bytes:
     """Standardize an encoded image held in memory (see :func:`standardize_file`)."""
     if not data:
         raise ImageRejected("empty file")
-    if options.storage == "jpeg":
-        copied = _copy_jpeg_if_standard(data, options.size)
-        if copied is not None:
-            return copied
+    ready = _jpeg_at_target_size(data, options)
+    if ready is not None:
+        return ready
     image = _decode(data, options)
     if options.storage == "raw":
-        return np.asarray(image, dtype=np.uint8).tobytes()
+        return image.tobytes()
     return encode_jpeg(image, options.quality)
 
 
@@ -104,30 +104,44 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _copy_jpeg_if_standard(data: bytes, size: int) -> bytes | None:
-    """The metadata-free JPEG when ``data`` needs no pixel change, else None."""
+def _jpeg_at_target_size(data: bytes, options: ImageOptions) -> bytes | None:
+    """The stored form of a JPEG that needs no pixel change (FLAIR's own images), else None.
+
+    jpeg storage copies a baseline stream without its metadata (lossless); raw
+    storage decodes it directly. Either way libjpeg-turbo decodes the whole
+    entropy-coded stream (at 1/8 scale when only validating) and rejects a
+    truncated or corrupt one. Anything else (other size, EXIF rotation, CMYK,
+    RGB-coded) takes the general path.
+    """
     if not data.startswith(b"\xff\xd8"):
         return None
     try:
         info = read_jpeg_info(data)
     except JpegFormatError:
-        return None  # let the decoder produce the precise error
+        return None  # the general path produces the precise error
+    size = options.size
     if not (
-        info.is_baseline
-        and info.width == size
+        info.width == size
         and info.height == size
+        and info.precision == 8
         and info.decodes_as_ycbcr_or_gray
         and info.exif_orientation in (None, 1)
     ):
         return None
     try:
+        if options.storage == "raw":
+            return simplejpeg.decode_jpeg(data, colorspace="RGB").tobytes()
+        if not info.is_baseline:
+            return None
         stripped = strip_metadata(data)
+        simplejpeg.decode_jpeg(stripped, colorspace="GRAY", min_height=1, min_width=1, min_factor=8)
     except JpegFormatError:
         return None
-    decoded = _open_checked(stripped, DEFAULT_MAX_PIXELS)
-    _load(decoded)
-    if decoded.size != (size, size):
-        return None
+    except ValueError as error:
+        message = str(error)
+        if "Premature end" in message:
+            raise ImageRejected("truncated image data") from None
+        raise ImageRejected(f"corrupt JPEG data: {message}") from None
     return stripped
 
 

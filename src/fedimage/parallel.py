@@ -1,4 +1,4 @@
-"""Ordered, bounded parallel map over worker processes."""
+"""Worker processes with an ordered, bounded map."""
 
 from __future__ import annotations
 
@@ -21,30 +21,50 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def ordered_map(
-    function: Callable[[T], R],
-    items: Iterable[T],
-    workers: int,
-    in_flight_per_worker: int = 4,
-) -> Iterator[R]:
-    """``map(function, items)`` run in ``workers`` processes, results in input order.
+def _ready(_: int) -> int:
+    return os.getpid()
 
-    At most ``workers * in_flight_per_worker`` items are submitted ahead of the
-    consumer, so memory stays bounded however many items there are. With one
-    worker everything runs in this process. Workers are spawned, never forked:
-    the caller may hold HDF5 files open, which must not cross a fork.
+
+class WorkerPool:
+    """``workers`` processes (none when ``workers`` is 1: work then runs in this process).
+
+    Enter it before opening any HDF5 file: the workers are started on entry,
+    forked where the platform allows (fast, and scripts need no ``__main__``
+    guard), so no open HDF5 handle ever crosses a fork.
     """
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    window = workers * in_flight_per_worker
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+
+    def __init__(self, workers: int, in_flight_per_worker: int = 4):
+        self.workers = workers
+        self.window = workers * in_flight_per_worker
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WorkerPool:
+        if self.workers > 1:
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            list(self._executor.map(_ready, range(self.workers)))  # start every worker now
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def ordered_map(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """``map(function, items)`` in the workers, results in input order.
+
+        At most ``workers * in_flight_per_worker`` items are submitted ahead of
+        the consumer, so memory stays bounded however many items there are.
+        """
+        if self._executor is None:
+            yield from map(function, items)
+            return
         pending: deque[Future[R]] = deque()
         try:
             for item in items:
-                pending.append(pool.submit(function, item))
-                if len(pending) >= window:
+                pending.append(self._executor.submit(function, item))
+                if len(pending) >= self.window:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
