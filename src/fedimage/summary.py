@@ -67,7 +67,7 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 
 def _top(store: FederatedStore, counter_name: str) -> list[tuple[str, int]]:
-    counter = Counter(store._json(counter_name))
+    counter = Counter(store.read_metadata(counter_name))
     return [(label, count) for label, count in counter.most_common(TOP_LABELS) if count]
 
 

@@ -39,8 +39,8 @@ def verify_store(path: str | Path, *, decode: bool = False) -> VerifyReport:
         coarse_counts: Counter[int] = Counter()
         fine_counts: Counter[int] = Counter()
         for split in store.splits:
-            listed = store._users[split]
-            stored = set(store._file[split].keys()) if split in store._file else set()
+            listed = store.manifest["users"][split]
+            stored = set(store.h5[split].keys()) if split in store.h5 else set()
             expected_keys = {layout.user_key(user): user for user in listed}
             for key in sorted(stored - expected_keys.keys()):
                 report.problems.append(f"{split}/{key}: group not listed in the manifest")
@@ -49,7 +49,7 @@ def verify_store(path: str | Path, *, decode: bool = False) -> VerifyReport:
                 if layout.user_key(user_id) not in stored:
                     report.problems.append(f"{where}: group missing")
                     continue
-                group = store._file[split][layout.user_key(user_id)]
+                group = store.h5[split][layout.user_key(user_id)]
                 problems = _check_group(store, group, info["images"], decode)
                 if not problems and checksum_of_group(group) != info["sha256"]:
                     problems.append("checksum mismatch (content changed since it was written)")
@@ -122,7 +122,7 @@ def _check_counters(store: FederatedStore, coarse: Counter[int], fine: Counter[i
         (layout.LABEL_COUNTER, store.label_mapping, coarse),
         (layout.FINE_LABEL_COUNTER, store.fine_label_mapping, fine),
     ):
-        recorded = store._json(name)
+        recorded = store.read_metadata(name)
         actual = {label: counts.get(index, 0) for label, index in mapping.items()}
         wrong = sorted(label for label in actual if recorded.get(label, 0) != actual[label])
         if wrong:

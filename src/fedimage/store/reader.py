@@ -69,33 +69,35 @@ class FederatedStore:
         if not self.path.is_file():
             raise StoreError(f"store not found: {self.path}")
         try:
-            self._file = h5py.File(self.path, "r")
+            #: The open ``h5py.File``, for direct access to the layout.
+            self.h5 = h5py.File(self.path, "r")
         except OSError as error:
             raise StoreError(f"{self.path} is not a readable HDF5 file: {error}") from None
         try:
-            self.manifest: dict[str, Any] = self._json(layout.MANIFEST)
+            self.manifest: dict[str, Any] = self.read_metadata(layout.MANIFEST)
         except KeyError:
-            self._file.close()
+            self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store (no /metadata/manifest)") from None
         if self.manifest.get("format") != layout.FORMAT_NAME:
-            self._file.close()
+            self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store")
         version = self.manifest.get("format_version")
         if version != layout.FORMAT_VERSION:
-            self._file.close()
+            self.h5.close()
             raise StoreError(
                 f"{self.path} has store format version {version}; this fedimage reads "
                 f"version {layout.FORMAT_VERSION}"
             )
         self.storage: str = self.manifest["storage"]
         self.image_size: int = self.manifest["image_size"]
-        self.label_mapping: dict[str, int] = self._json(layout.LABEL_MAPPING)
-        self.fine_label_mapping: dict[str, int] = self._json(layout.FINE_LABEL_MAPPING)
-        self.taxonomy: dict[str, str] = self._json(layout.TAXONOMY)
+        self.label_mapping: dict[str, int] = self.read_metadata(layout.LABEL_MAPPING)
+        self.fine_label_mapping: dict[str, int] = self.read_metadata(layout.FINE_LABEL_MAPPING)
+        self.taxonomy: dict[str, str] = self.read_metadata(layout.TAXONOMY)
         self._users: dict[str, dict[str, dict[str, Any]]] = self.manifest["users"]
 
-    def _json(self, name: str) -> Any:
-        return json.loads(self._file[f"{layout.METADATA}/{name}"][()])
+    def read_metadata(self, name: str) -> Any:
+        """A JSON entry of ``/metadata`` (e.g. ``"label_counter"``), parsed."""
+        return json.loads(self.h5[f"{layout.METADATA}/{name}"][()])
 
     # -- Python object protocol ------------------------------------------------------------
     def __enter__(self) -> FederatedStore:
@@ -105,10 +107,10 @@ class FederatedStore:
         self.close()
 
     def close(self) -> None:
-        self._file.close()
+        self.h5.close()
 
     def __repr__(self) -> str:
-        state = "open" if self._file.id.valid else "closed"
+        state = "open" if self.h5.id.valid else "closed"
         counts = ", ".join(f"{split}: {len(users)} users" for split, users in self._users.items())
         return f'<fedimage store "{self.path}" ({self.storage}, {counts}) ({state})>'
 
@@ -151,7 +153,7 @@ class FederatedStore:
                 f"user {user_id!r} is not in split {split!r} of {self.path.name} "
                 f"({len(users)} users, e.g. {examples})"
             )
-        return self._file[f"{split}/{layout.user_key(user_id)}"]
+        return self.h5[f"{split}/{layout.user_key(user_id)}"]
 
     # -- data -----------------------------------------------------------------------------------
     def load_user(self, split: str, user_id: str) -> UserData:
