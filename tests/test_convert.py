@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -13,7 +14,7 @@ from conftest import fast_options, jpeg_bytes, photo, save_image, write_jsonl
 from PIL import Image
 
 import fedimage
-from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
+from fedimage import ImageOptions, PlanOptions, SplitRatios, conversion, convert, open_source
 from fedimage.errors import StoreError
 from fedimage.rejects import read_rejects
 from fedimage.store import writer as writer_module
@@ -301,3 +302,15 @@ def test_quality_and_size_options_reach_the_store(user_folder: Path, tmp_path: P
                 for blob in store.encoded_images(split, user)
             )
     assert sizes[30] < 0.6 * sizes[95]
+
+
+def _die_in_worker(batch):
+    os._exit(9)
+
+
+def test_a_dying_worker_is_a_clear_error_and_leaves_no_store(user_folder: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(conversion, "_standardize_batch", _die_in_worker)
+    output = tmp_path / "out.h5"
+    with pytest.raises(fedimage.FedimageError, match="a worker process died while converting"):
+        convert(open_source(user_folder, layout="user"), output, fast_options(workers=2))
+    assert not output.exists() and not list(tmp_path.glob("*.partial"))

@@ -11,7 +11,7 @@ The public API lives in this namespace::
 from __future__ import annotations
 
 from fedimage._version import __version__
-from fedimage.convert import ConvertOptions, ConvertReport, convert
+from fedimage.conversion import ConvertOptions, ConvertReport, convert
 from fedimage.errors import (
     FedimageError,
     IntegrityError,

@@ -157,21 +157,24 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageRejected("not an image file (unrecognized format)") from None
+    except Image.DecompressionBombError:
+        raise ImageRejected(_bomb_message(max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageRejected(f"corrupt image header: {error}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageRejected(f"{width}x{height}: " + _bomb_message(max_pixels))
+        raise ImageRejected(_bomb_message(max_pixels, f"{width}x{height} is "))
     if width == 0 or height == 0:
         raise ImageRejected(f"image has no pixels ({width}x{height})")
     return image
 
 
-def _bomb_message(max_pixels: int) -> str:
+def _bomb_message(max_pixels: int, size: str = "") -> str:
     return (
-        f"decompression bomb: more than {max_pixels:,} pixels (raise --max-pixels if the image is legitimate)"
+        f"decompression bomb: {size}more than {max_pixels:,} pixels "
+        "(raise --max-pixels if the image is legitimate)"
     )
 
 

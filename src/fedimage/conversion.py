@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fedimage._version import __version__
-from fedimage.errors import OptionError
+from fedimage.errors import FedimageError, OptionError
 from fedimage.imaging import ImageOptions, ImageRejected, standardize_file
 from fedimage.parallel import WorkerPool, default_workers
 from fedimage.plan import ConversionPlan, PlanOptions, make_plan
@@ -119,7 +120,14 @@ def convert(
             for user in plan.users:
                 group = writer.user(user.split, user.user_id)
                 for record in user.images:
-                    ok, payload = next(results)
+                    try:
+                        ok, payload = next(results)
+                    except BrokenProcessPool:
+                        raise FedimageError(
+                            f"a worker process died while converting {record.origin} ({record.path}): "
+                            "out of memory, or a decoder crashed on that file; rerun with --workers 1 "
+                            "to see which"
+                        ) from None
                     if ok:
                         group.add(payload, record.image_id, record.labels, record.fine_labels)
                     else:
