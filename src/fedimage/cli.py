@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 
     conv = commands.add_parser("convert", help="convert an image collection into a store")
     conv.add_argument(
-        "source", type=Path, help="folder tree, manifest (CSV/JSONL/JSON/Parquet) or FLAIR folder"
+        "source",
+        type=Path,
+        help="folder tree, manifest (CSV/JSONL/JSON/Parquet), FLAIR folder, or Hugging Face dataset",
     )
     conv.add_argument("-o", "--output", type=Path, required=True, help="store file to write (.h5)")
     _add_convert_options(conv)
@@ -62,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 def _add_convert_options(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source")
     src.add_argument("--source-format", choices=SOURCE_FORMATS, help="default: detected")
+    src.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="with --source-format hf: fetch a Hub dataset that is not in the local cache",
+    )
     src.add_argument("--layout", choices=FOLDER_LAYOUTS, help="folder tree layout")
     src.add_argument("--image-column")
     src.add_argument("--user-column")
@@ -117,6 +124,7 @@ def _convert_command(args: argparse.Namespace) -> int:
         columns=columns,
         label_delimiter=args.label_delimiter,
         taxonomy=taxonomy,
+        allow_download=args.allow_download,
     )
     if taxonomy is None and source.default_taxonomy is not None:
         taxonomy = load_taxonomy(source.default_taxonomy)
@@ -140,7 +148,8 @@ def _convert_command(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(f"reading {source.describe()}", file=sys.stderr)
-    report = convert(source, args.output, options, taxonomy=taxonomy)
+    with source:
+        report = convert(source, args.output, options, taxonomy=taxonomy)
     print(_report_text(report))
     if report.written == 0:
         print("error: no image was converted", file=sys.stderr)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from fedimage._version import __version__
 from fedimage.errors import FedimageError, OptionError
-from fedimage.imaging import ImageOptions, ImageRejected, standardize_file
+from fedimage.imaging import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 from fedimage.parallel import WorkerPool, default_workers
 from fedimage.plan import ConversionPlan, PlanOptions, make_plan
 from fedimage.records import ImageRecord, Reject
@@ -59,13 +60,23 @@ class ConvertReport:
         return len(self.rejects)
 
 
-def _standardize_batch(batch: tuple[tuple[str, ...], ImageOptions]) -> list[tuple[bool, bytes | str]]:
-    """Worker: standardize each path; a failure becomes (False, reason), never an exception."""
-    paths, options = batch
+ImageInput = tuple[str, bytes | None]  # (path to read, or the bytes themselves)
+
+
+def _standardize_batch(
+    batch: tuple[tuple[ImageInput, ...], ImageOptions],
+) -> list[tuple[bool, bytes | str]]:
+    """Worker: standardize each image; a failure becomes (False, reason), never an exception."""
+    inputs, options = batch
     results: list[tuple[bool, bytes | str]] = []
-    for path in paths:
+    for path, data in inputs:
         try:
-            results.append((True, standardize_file(path, options)))
+            if data is not None:
+                results.append((True, standardize_bytes(data, options)))
+            elif path:
+                results.append((True, standardize_file(path, options)))
+            else:
+                results.append((False, "the row holds neither image bytes nor an image path"))
         except ImageRejected as rejection:
             results.append((False, str(rejection)))
         except Exception as error:
@@ -73,16 +84,21 @@ def _standardize_batch(batch: tuple[tuple[str, ...], ImageOptions]) -> list[tupl
     return results
 
 
-def _batches(plan: ConversionPlan, options: ImageOptions) -> Iterator[tuple[tuple[str, ...], ImageOptions]]:
-    batch: list[str] = []
-    for user in plan.users:
-        for record in user.images:
-            batch.append(record.path)
-            if len(batch) == BATCH_SIZE:
-                yield tuple(batch), options
-                batch = []
-    if batch:
-        yield tuple(batch), options
+def _batches(
+    plan: ConversionPlan, source: Source, options: ImageOptions
+) -> Iterator[tuple[tuple[ImageInput, ...], ImageOptions]]:
+    """Batches of worker inputs in store order; sources holding bytes are read here."""
+    batch: list[ImageRecord] = []
+    records = (record for user in plan.users for record in user.images)
+    while True:
+        batch = list(islice(records, BATCH_SIZE))
+        if not batch:
+            return
+        payloads = source.read_images(batch)
+        yield (
+            tuple((payload, None) if isinstance(payload, str) else ("", payload) for payload in payloads),
+            options,
+        )
 
 
 def convert(
@@ -111,7 +127,7 @@ def convert(
             overwrite=options.overwrite,
         ) as writer,
     ):
-        batch_results = pool.ordered_map(_standardize_batch, _batches(plan, options.image))
+        batch_results = pool.ordered_map(_standardize_batch, _batches(plan, source, options.image))
         results = (result for batch in batch_results for result in batch)
         with (
             closing(batch_results),

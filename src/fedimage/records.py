@@ -21,6 +21,7 @@ class ImageRecord:
     fine_labels: tuple[str, ...] = ()
     partition: str | None = None
     origin: str = ""
+    row: int = -1
 
 
 @dataclass(frozen=True, slots=True)

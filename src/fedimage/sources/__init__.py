@@ -8,16 +8,19 @@ from fedimage.errors import SourceError
 from fedimage.sources.base import Source
 from fedimage.sources.flair import FlairSource
 from fedimage.sources.folder import FOLDER_LAYOUTS, FolderSource
+from fedimage.sources.huggingface import HuggingFaceSource, resolve_hub_name
 from fedimage.sources.manifest import MANIFEST_SUFFIXES, ManifestColumns, ManifestSource
 from fedimage.taxonomy import Taxonomy
 
-SOURCE_FORMATS = ("folder", "manifest", "flair")
+SOURCE_FORMATS = ("folder", "manifest", "flair", "hf")
+DATASET_SUFFIXES = (".parquet", ".arrow")
 
 __all__ = [
     "FOLDER_LAYOUTS",
     "SOURCE_FORMATS",
     "FlairSource",
     "FolderSource",
+    "HuggingFaceSource",
     "ManifestColumns",
     "ManifestSource",
     "Source",
@@ -31,6 +34,8 @@ def detect_source_format(path: Path) -> str:
     if not path.exists():
         raise SourceError(f"source not found: {path}")
     if path.is_file():
+        if path.suffix.lower() == ".arrow" or (path.suffix.lower() == ".parquet" and _has_image_struct(path)):
+            return "hf"
         if path.suffix.lower() in MANIFEST_SUFFIXES:
             return "manifest"
         raise SourceError(
@@ -39,7 +44,31 @@ def detect_source_format(path: Path) -> str:
         )
     if FlairSource.looks_like(path):
         return "flair"
+    if _looks_like_hf_folder(path):
+        return "hf"
     return "folder"
+
+
+def _has_image_struct(path: Path) -> bool:
+    """A Parquet file with a ``datasets`` Image column (struct with ``bytes``) holds the images."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception:
+        return False
+    return any(
+        pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0 for field in schema
+    )
+
+
+def _looks_like_hf_folder(path: Path) -> bool:
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return True
+    data_files = [p for p in path.rglob("*") if p.suffix in DATASET_SUFFIXES]
+    images = [p for p in path.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".gif")]
+    return bool(data_files) and not images
 
 
 def open_source(
@@ -50,9 +79,16 @@ def open_source(
     columns: ManifestColumns | None = None,
     label_delimiter: str = "|",
     taxonomy: Taxonomy | None = None,
+    allow_download: bool = False,
 ) -> Source:
-    """Open ``path`` as the given (or detected) kind of source."""
+    """Open ``path`` as the given (or detected) kind of source.
+
+    With ``source_format="hf"``, ``path`` may also name a Hub dataset (``owner/name``)
+    already in the local Hugging Face cache; it is downloaded only with ``allow_download``.
+    """
     path = Path(path)
+    if source_format == "hf" and not path.exists() and len(path.parts) == 2:
+        path = resolve_hub_name(str(path.as_posix()), allow_download)
     if source_format is None:
         source_format = detect_source_format(path)
     elif not path.exists():
@@ -65,4 +101,6 @@ def open_source(
         return ManifestSource(path, columns=columns, label_delimiter=label_delimiter)
     if source_format == "flair":
         return FlairSource(path)
+    if source_format == "hf":
+        return HuggingFaceSource(path, columns=columns, label_delimiter=label_delimiter)
     raise SourceError(f"unknown source format {source_format!r}; expected one of {', '.join(SOURCE_FORMATS)}")

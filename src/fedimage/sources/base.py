@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +39,22 @@ class Source(ABC):
     @abstractmethod
     def records(self) -> Iterator[ImageRecord | Reject]:
         """Every input image, in a deterministic order."""
+
+    def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
+        """For each record, its encoded bytes, or a file path for the worker to read.
+
+        File-based sources return the paths: reading happens in the workers.
+        """
+        return [record.path for record in records]
+
+    def close(self) -> None:  # noqa: B027 - a hook: most sources hold nothing open
+        """Release files the source holds open (temporary files included)."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def name(self) -> str:

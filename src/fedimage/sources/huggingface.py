@@ -1,0 +1,286 @@
+"""Hugging Face datasets on local disk: ``save_to_disk`` folders, Arrow or Parquet files.
+
+The user index is built from the metadata columns alone (zero-copy from
+memory-mapped Arrow, or column-pruned Parquet reads): image bytes are never
+loaded to group users. They are read later, batch by batch in store order,
+from memory-mapped Arrow files; Parquet files are first streamed into a
+temporary Arrow file so that this random access stays cheap and memory bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fedimage.errors import SourceError
+from fedimage.records import ImageRecord, Reject
+from fedimage.sources.base import Source, clean_text, parse_label_list
+from fedimage.sources.manifest import ManifestColumns
+
+PARQUET_BATCH_ROWS = 1024
+
+
+@dataclass
+class _Shard:
+    """One data file: where its rows start in the source, and its split (DatasetDict)."""
+
+    path: Path
+    kind: str  # "arrow-stream", "arrow-file" or "parquet"
+    split: str | None
+    first_row: int = 0
+    num_rows: int = 0
+    images: pa.ChunkedArray | None = None  # memory-mapped image column, opened on first use
+
+
+class HuggingFaceSource(Source):
+    """A Hugging Face dataset saved on disk, with a ``datasets.Image`` column ({bytes, path}).
+
+    Accepts a ``save_to_disk`` folder (``Dataset`` or ``DatasetDict``: each split's
+    name becomes the partition unless a partition column is mapped), a folder of
+    ``.parquet``/``.arrow`` files (a Hub snapshot such as ``apple/flair``), or one file.
+    Columns are mapped as for manifests and default to FLAIR's names.
+    """
+
+    kind = "hf"
+
+    def __init__(
+        self,
+        path: Path,
+        columns: ManifestColumns | None = None,
+        label_delimiter: str = "|",
+    ):
+        super().__init__(path if path.is_dir() else path.parent)
+        self.path = path
+        self.label_delimiter = label_delimiter
+        self._shards = _find_shards(path)
+        schema = self._schema(self._shards[0])
+        names = list(schema.names)
+        self.columns = (columns or ManifestColumns()).resolve(names, str(path))
+        image_type = schema.field(self.columns["image"]).type
+        if not (pa.types.is_struct(image_type) and image_type.get_field_index("bytes") >= 0):
+            raise SourceError(
+                f"column {self.columns['image']!r} of {path} is {image_type}, not a datasets Image "
+                "column (struct<bytes, path>); for image paths use a manifest instead"
+            )
+        self._tmpdir: str | None = None
+        self._finalizer: weakref.finalize | None = None
+        row = 0
+        for shard in self._shards:
+            shard.first_row = row
+            shard.num_rows = self._num_rows(shard)
+            row += shard.num_rows
+        self._starts = np.array([shard.first_row for shard in self._shards], dtype=np.int64)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def has_users(self) -> bool:
+        return self.columns["user"] is not None
+
+    def describe(self) -> str:
+        mapped = ", ".join(f"{field}={name}" for field, name in self.columns.items() if name)
+        rows = sum(shard.num_rows for shard in self._shards)
+        return f"hugging face dataset {self.path} ({len(self._shards)} files, {rows} rows; {mapped})"
+
+    # -- metadata -------------------------------------------------------------------------
+    @staticmethod
+    def _schema(shard: _Shard) -> pa.Schema:
+        if shard.kind == "parquet":
+            return pq.read_schema(shard.path)
+        return _open_arrow(shard).schema
+
+    @staticmethod
+    def _num_rows(shard: _Shard) -> int:
+        if shard.kind == "parquet":
+            return pq.ParquetFile(shard.path).metadata.num_rows
+        return _open_arrow(shard).num_rows
+
+    def _metadata_columns(self, shard: _Shard) -> dict[str, list[Any]]:
+        wanted = {field: name for field, name in self.columns.items() if name and field != "image"}
+        if shard.kind == "parquet":
+            table = pq.read_table(shard.path, columns=sorted(set(wanted.values())), memory_map=True)
+        else:
+            table = _open_arrow(shard).select(sorted(set(wanted.values())))
+        return {field: table.column(name).to_pylist() for field, name in wanted.items()}
+
+    def records(self) -> Iterator[ImageRecord | Reject]:
+        delimiter = self.label_delimiter
+        for shard in self._shards:
+            values = self._metadata_columns(shard)
+            empty = [None] * shard.num_rows
+            users = values.get("user", empty)
+            ids = values.get("image_id", empty)
+            labels = values.get("labels", empty)
+            fine = values.get("fine_labels", empty)
+            partitions = values.get("partition")
+            for index in range(shard.num_rows):
+                row = shard.first_row + index
+                origin = f"{shard.path.name} row {index}"
+                if partitions is not None:
+                    partition: str | None = clean_text(partitions[index])
+                else:
+                    partition = shard.split
+                yield ImageRecord(
+                    path="",
+                    image_id=clean_text(ids[index]) or f"{shard.path.stem}-{index}",
+                    user_id=clean_text(users[index]),
+                    labels=parse_label_list(labels[index], delimiter),
+                    fine_labels=parse_label_list(fine[index], delimiter),
+                    partition=partition,
+                    origin=origin,
+                    row=row,
+                )
+
+    # -- image bytes ------------------------------------------------------------------------
+    def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
+        """Each record's encoded image, a file path when the row stores only a path, or None."""
+        rows = np.fromiter((record.row for record in records), dtype=np.int64, count=len(records))
+        shard_of = np.searchsorted(self._starts, rows, side="right") - 1
+        out: list[bytes | str | None] = [None] * len(records)
+        for shard_index in np.unique(shard_of):
+            shard = self._shards[int(shard_index)]
+            positions = np.flatnonzero(shard_of == shard_index)
+            taken = self._images(shard).take(pa.array(rows[positions] - shard.first_row))
+            for position, cell in zip(positions, taken.to_pylist(), strict=True):
+                out[position] = _image_payload(cell, self.root)
+        return out
+
+    def _images(self, shard: _Shard) -> pa.ChunkedArray:
+        if shard.images is None:
+            if shard.kind == "parquet":
+                shard.images = self._parquet_images_as_arrow(shard)
+            else:
+                shard.images = _open_arrow(shard).column(self.columns["image"])
+        return shard.images
+
+    def _parquet_images_as_arrow(self, shard: _Shard) -> pa.ChunkedArray:
+        """Stream a Parquet file's image column into a temporary Arrow file and map it."""
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="fedimage-hf-")
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
+        target = Path(self._tmpdir) / f"{len(os.listdir(self._tmpdir))}.arrow"
+        column = self.columns["image"]
+        parquet = pq.ParquetFile(shard.path)
+        schema = pa.schema([parquet.schema_arrow.field(column)])
+        with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[column]):
+                writer.write_batch(batch)
+        return pa.ipc.open_file(pa.memory_map(str(target))).read_all().column(0)
+
+    def close(self) -> None:
+        """Delete temporary files (also done when the source is garbage collected)."""
+        for shard in self._shards:
+            shard.images = None
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _image_payload(cell: dict[str, Any] | None, root: Path) -> bytes | str | None:
+    if not cell:
+        return None
+    if cell.get("bytes"):
+        return cell["bytes"]
+    path = cell.get("path")
+    if not path:
+        return None
+    return path if os.path.isabs(path) else str(root / path)
+
+
+def _open_arrow(shard: _Shard) -> pa.Table:
+    source = pa.memory_map(str(shard.path))
+    try:
+        if shard.kind == "arrow-stream":
+            return pa.ipc.open_stream(source).read_all()
+        return pa.ipc.open_file(source).read_all()
+    except pa.ArrowInvalid as error:
+        raise SourceError(f"cannot read Arrow file {shard.path}: {error}") from None
+
+
+def _arrow_kind(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return "arrow-file" if handle.read(6) == b"ARROW1" else "arrow-stream"
+
+
+def _find_shards(path: Path) -> list[_Shard]:
+    """The data files of a dataset on disk, in a deterministic order."""
+    if not path.exists():
+        raise SourceError(f"source not found: {path}")
+    if path.is_file():
+        return [_file_shard(path, None)]
+    splits_file = path / "dataset_dict.json"
+    if splits_file.is_file():
+        splits = json.loads(splits_file.read_text())["splits"]
+        shards = [shard for split in splits for shard in _saved_dataset_shards(path / split, split)]
+    elif (path / "state.json").is_file():
+        shards = _saved_dataset_shards(path, None)
+    else:
+        files = sorted(
+            candidate
+            for candidate in path.rglob("*")
+            if candidate.suffix in (".parquet", ".arrow") and not candidate.name.startswith(".")
+        )
+        shards = [_file_shard(candidate, None) for candidate in files]
+    if not shards:
+        raise SourceError(f"{path} holds no Hugging Face dataset (.arrow or .parquet files)")
+    return shards
+
+
+def _saved_dataset_shards(folder: Path, split: str | None) -> list[_Shard]:
+    state = json.loads((folder / "state.json").read_text())
+    return [_file_shard(folder / entry["filename"], split) for entry in state["_data_files"]]
+
+
+def _file_shard(path: Path, split: str | None) -> _Shard:
+    if path.suffix == ".parquet":
+        return _Shard(path, "parquet", split)
+    if path.suffix == ".arrow":
+        return _Shard(path, _arrow_kind(path), split)
+    raise SourceError(f"{path} is neither a .parquet nor an .arrow file")
+
+
+def resolve_hub_name(name: str, allow_download: bool) -> Path:
+    """The local snapshot folder of a Hub dataset ``owner/name`` in the Hugging Face cache.
+
+    Nothing is downloaded unless ``allow_download`` (which needs ``huggingface_hub``).
+    """
+    cache = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    )
+    repo = cache / f"datasets--{name.replace('/', '--')}"
+    snapshot = _cached_snapshot(repo)
+    if snapshot is not None:
+        return snapshot
+    if not allow_download:
+        raise SourceError(
+            f"dataset {name!r} is not in the local Hugging Face cache ({cache}); "
+            "pass --allow-download to fetch it from the Hub"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise SourceError("--allow-download needs huggingface_hub: pip install huggingface_hub") from None
+    return Path(snapshot_download(repo_id=name, repo_type="dataset", cache_dir=str(cache)))
+
+
+def _cached_snapshot(repo: Path) -> Path | None:
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snapshot = repo / "snapshots" / ref.read_text().strip()
+        if snapshot.is_dir():
+            return snapshot
+    snapshots = sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
+    return snapshots[-1] if snapshots else None

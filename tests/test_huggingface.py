@@ -1,0 +1,207 @@
+"""Hugging Face datasets on disk: Parquet/Arrow with an Image column, save_to_disk folders, the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import fast_options, jpeg_bytes, photo
+
+import fedimage
+from fedimage import ImageOptions, PlanOptions, convert, open_source
+from fedimage.errors import SourceError
+from fedimage.plan import make_plan
+from fedimage.sources import HuggingFaceSource, detect_source_format
+
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+FLAIR_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("image_id", pa.int64()),
+        ("labels", pa.list_(pa.string())),
+        ("partition", pa.string()),
+        ("fine_grained_labels", pa.list_(pa.string())),
+        ("image", IMAGE_TYPE),
+    ]
+)
+
+
+def flair_rows(flair_folder: Path) -> list[dict]:
+    """The rows of the apple/flair schema for the miniature FLAIR folder (same images)."""
+    rows = json.loads((flair_folder / "labels_and_metadata.json").read_text())
+    return [
+        {
+            **row,
+            "image_id": int(row["image_id"]),
+            "image": {
+                "bytes": (flair_folder / "small_images" / f"{row['image_id']}.jpg").read_bytes(),
+                "path": f"{row['image_id']}.jpg",
+            },
+        }
+        for row in rows
+    ]
+
+
+def write_parquet(path: Path, rows: list[dict], row_group_size: int = 4) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=FLAIR_SCHEMA), path, row_group_size=row_group_size)
+    return path
+
+
+def user_groups(path: Path) -> dict[str, dict[str, bytes]]:
+    with h5py.File(path, "r") as handle:
+        return {
+            f"{split}/{user}/{name}": handle[split][user][name][()].tobytes()
+            for split in handle
+            if split != "metadata"
+            for user in handle[split]
+            for name in handle[split][user]
+        }
+
+
+def test_flair_parquet_gives_the_same_store_as_the_flair_folder(flair_folder: Path, tmp_path: Path):
+    rows = flair_rows(flair_folder)
+    shards = tmp_path / "apple_flair" / "data"
+    write_parquet(shards / "train-00000-of-00002.parquet", rows[:7])
+    write_parquet(shards / "train-00001-of-00002.parquet", rows[7:])
+    assert detect_source_format(tmp_path / "apple_flair") == "hf"
+    taxonomy = fedimage.load_taxonomy(flair_folder / "label_relationship.txt")
+    for storage in ("jpeg", "raw"):
+        options = fast_options(image=ImageOptions(storage=storage))
+        with open_source(tmp_path / "apple_flair") as source:
+            convert(source, tmp_path / f"hf-{storage}.h5", options, taxonomy=taxonomy)
+        convert(open_source(flair_folder), tmp_path / f"flair-{storage}.h5", options, taxonomy=taxonomy)
+        assert user_groups(tmp_path / f"hf-{storage}.h5") == user_groups(tmp_path / f"flair-{storage}.h5")
+    assert fedimage.verify_store(tmp_path / "hf-raw.h5").ok
+
+
+def test_user_index_reads_no_image_bytes(flair_folder: Path, tmp_path: Path, monkeypatch):
+    path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
+    read_columns: list[list[str]] = []
+    original = pq.read_table
+
+    def spy(source, columns=None, **kwargs):
+        read_columns.append(list(columns or []))
+        return original(source, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", spy)
+    source = open_source(path)
+    assert isinstance(source, HuggingFaceSource)
+    plan = make_plan(source.records(), PlanOptions(), has_users=source.has_users)
+    assert plan.planned_images == 14
+    assert read_columns and all("image" not in columns for columns in read_columns)
+    assert all(shard.images is None for shard in source._shards)  # image column never opened
+    assert {record.row for user in plan.users for record in user.images} == set(range(14))
+
+
+def test_parquet_images_go_through_a_temporary_arrow_file_that_is_removed(flair_folder: Path, tmp_path: Path):
+    path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
+    source = open_source(path)
+    records = [record for record in source.records()]
+    payloads = source.read_images(records[::-1])
+    assert payloads[-1] == (flair_folder / "small_images" / f"{records[0].image_id}.jpg").read_bytes()
+    temporary = Path(source._tmpdir)
+    assert list(temporary.glob("*.arrow"))
+    source.close()
+    assert not temporary.exists()
+
+
+def test_cells_with_only_a_path_or_nothing(tmp_path: Path):
+    (tmp_path / "pictures").mkdir()
+    photo(40, 30).save(tmp_path / "pictures" / "a.png")
+    rows = [
+        {"user_id": "u", "image_id": 1, "image": {"bytes": None, "path": "pictures/a.png"}},
+        {"user_id": "u", "image_id": 2, "image": None},
+        {"user_id": "u", "image_id": 3, "image": {"bytes": jpeg_bytes(photo(50, 50)), "path": None}},
+        {"user_id": "u", "image_id": 4, "image": {"bytes": b"garbage", "path": None}},
+    ]
+    path = tmp_path / "data.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(
+            rows,
+            schema=pa.schema([("user_id", pa.string()), ("image_id", pa.int64()), ("image", IMAGE_TYPE)]),
+        ),
+        path,
+    )
+    options = fast_options(plan=PlanOptions(split=fedimage.SplitRatios(("train",), (1.0,))))
+    with open_source(path) as source:
+        report = convert(source, tmp_path / "out.h5", options)
+    reasons = {reject.image_id: reject.reason for reject in report.rejects}
+    assert report.written == 2
+    assert reasons == {
+        "2": "the row holds neither image bytes nor an image path",
+        "4": "not an image file (unrecognized format)",
+    }
+    assert "data.parquet row 3" in [reject.origin for reject in report.rejects]
+
+
+def test_a_column_that_is_not_an_image_column(tmp_path: Path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"image": ["a.jpg"], "user_id": ["u"]}), path)
+    assert detect_source_format(path) == "manifest"  # paths in a Parquet table: a manifest
+    with pytest.raises(SourceError, match="not a datasets Image column"):
+        open_source(path, "hf")
+
+
+def test_hub_cache_names(flair_folder: Path, tmp_path: Path, monkeypatch):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    with pytest.raises(SourceError, match=r"not in the local Hugging Face cache .* --allow-download"):
+        open_source("apple/flair", "hf")
+    repo = cache / "datasets--apple--flair"
+    write_parquet(
+        repo / "snapshots" / "abc123" / "data" / "test-00000-of-00001.parquet", flair_rows(flair_folder)
+    )
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    with open_source("apple/flair", "hf") as source:
+        assert source.path == repo / "snapshots" / "abc123"
+        assert len(list(source.records())) == 14
+
+
+datasets = pytest.importorskip("datasets")
+
+
+def as_dataset(rows: list[dict]):
+    features = datasets.Features(
+        {
+            "user_id": datasets.Value("string"),
+            "image_id": datasets.Value("int64"),
+            "labels": datasets.Sequence(datasets.Value("string")),
+            "fine_grained_labels": datasets.Sequence(datasets.Value("string")),
+            "image": datasets.Image(),
+        }
+    )
+    columns = {name: [row[name] for row in rows] for name in features}
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def test_save_to_disk_dataset_dict_splits_become_partitions(flair_folder: Path, tmp_path: Path):
+    rows = flair_rows(flair_folder)
+    by_split = {name: [row for row in rows if row["partition"] == name] for name in ("train", "val", "test")}
+    datasets.DatasetDict({name: as_dataset(part) for name, part in by_split.items()}).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    assert detect_source_format(tmp_path / "saved") == "hf"
+    with open_source(tmp_path / "saved") as source:
+        convert(source, tmp_path / "out.h5", fast_options(image=ImageOptions(size=256)))
+    with fedimage.open(tmp_path / "out.h5") as store:
+        for name, part in by_split.items():
+            assert set(store.users(name)) == {row["user_id"] for row in part}
+            user = next(iter(store.users(name)))
+            data = store.load_user(name, user)
+            expected = [row for row in part if row["user_id"] == user]
+            assert data.image_ids == sorted(str(row["image_id"]) for row in expected)
+            assert data.images.dtype == np.uint8
+
+
+def test_save_to_disk_single_dataset_uses_the_seeded_split(flair_folder: Path, tmp_path: Path):
+    as_dataset(flair_rows(flair_folder)).save_to_disk(str(tmp_path / "single"))
+    with open_source(tmp_path / "single") as source:
+        report = convert(source, tmp_path / "out.h5", fast_options(image=ImageOptions(size=64)))
+    assert report.written == 14 and sum(info["users"] for info in report.splits.values()) == 6
