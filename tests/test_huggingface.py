@@ -205,3 +205,17 @@ def test_save_to_disk_single_dataset_uses_the_seeded_split(flair_folder: Path, t
     with open_source(tmp_path / "single") as source:
         report = convert(source, tmp_path / "out.h5", fast_options(image=ImageOptions(size=64)))
     assert report.written == 14 and sum(info["users"] for info in report.splits.values()) == 6
+
+
+@pytest.mark.parametrize("list_type", [pa.list_(pa.string()), pa.large_list(pa.string())])
+def test_label_lists_are_cleaned_like_manifest_labels(list_type):
+    from fedimage.sources.base import parse_label_list
+    from fedimage.sources.huggingface import _label_tuples
+
+    # rows: plain, duplicates and blanks, null list, null item, empty list
+    values = [["cat", "dog"], [" dog ", "", "dog", "cat"], None, ["x", None], []]
+    column = pa.chunked_array([pa.array(values[:2], type=list_type), pa.array(values[2:], type=list_type)])
+    expected = [parse_label_list(value, "|") for value in values]
+    assert _label_tuples(column, "|") == expected == [("cat", "dog"), ("dog", "cat"), (), ("x",), ()]
+    joined = pa.chunked_array([pa.array(["a|b", None, " c | c "])])
+    assert _label_tuples(joined, "|") == [("a", "b"), (), ("c",)]

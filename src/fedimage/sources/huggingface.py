@@ -135,17 +135,18 @@ class HuggingFaceSource(Source):
             labels = values.get("labels", no_labels)
             fine = values.get("fine_labels", no_labels)
             partitions = values.get("partition", [shard.split] * shard.num_rows)
-            name, stem = shard.path.name, shard.path.stem
-            for index in range(shard.num_rows):
+            name, stem, first = shard.path.name, shard.path.stem, shard.first_row
+            rows = zip(ids, users, labels, fine, partitions, strict=True)
+            for index, (image_id, user, coarse, fine_labels, partition) in enumerate(rows):
                 yield ImageRecord(
-                    path="",
-                    image_id=ids[index] or f"{stem}-{index}",
-                    user_id=users[index],
-                    labels=labels[index],
-                    fine_labels=fine[index],
-                    partition=partitions[index],
-                    origin=f"{name} row {index}",
-                    row=shard.first_row + index,
+                    "",
+                    image_id or f"{stem}-{index}",
+                    user,
+                    coarse,
+                    fine_labels,
+                    partition,
+                    f"{name} row {index}",
+                    first + index,
                 )
 
     # -- image bytes ------------------------------------------------------------------------
