@@ -165,15 +165,17 @@ class FederatedStore:
             split=split,
             user_id=user_id,
             images=self._read_images(group, count),
-            labels=self.load_targets(split, user_id, "coarse"),
-            fine_labels=self.load_targets(split, user_id, "fine"),
+            labels=self._targets(group, count, "coarse"),
+            fine_labels=self._targets(group, count, "fine"),
             image_ids=image_ids,
         )
 
     def load_targets(self, split: str, user_id: str, labels: str = "coarse") -> np.ndarray:
         """One user's multi-hot targets, float32 [N, L], without reading any image."""
         group = self.group(split, user_id)
-        count = group[layout.IMAGE_IDS].shape[0]
+        return self._targets(group, group[layout.IMAGE_IDS].shape[0], labels)
+
+    def _targets(self, group: h5py.Group, count: int, labels: str) -> np.ndarray:
         if labels == "coarse":
             return _multi_hot(group, layout.LABELS_ROW, layout.LABELS_COL, count, len(self.label_mapping))
         if labels == "fine":
