@@ -75,3 +75,38 @@ def _looks_like_hf_folder(path: Path) -> bool:
             return False  # one walk, stopped at the first image of an image folder
         found_data = found_data or suffix in DATASET_SUFFIXES
     return found_data
+
+
+def open_source(
+    path: str | Path,
+    source_format: str | None = None,
+    *,
+    layout: str | None = None,
+    columns: ManifestColumns | None = None,
+    label_delimiter: str = "|",
+    taxonomy: Taxonomy | None = None,
+    allow_download: bool = False,
+) -> Source:
+    """Open ``path`` as the given (or detected) kind of source.
+
+    With ``source_format="hf"``, ``path`` may also name a Hub dataset (``owner/name``)
+    already in the local Hugging Face cache; it is downloaded only with ``allow_download``.
+    """
+    path = Path(path)
+    if source_format == "hf" and not path.exists() and len(path.parts) == 2:
+        path = resolve_hub_name(str(path.as_posix()), allow_download)
+    if source_format is None:
+        source_format = detect_source_format(path)
+    elif not path.exists():
+        raise SourceError(f"source not found: {path}")
+    if source_format == "folder":
+        return FolderSource(path, layout=layout, taxonomy=taxonomy)
+    if source_format == "manifest":
+        if path.is_dir():
+            raise SourceError(f"--source-format manifest needs a table file, got folder {path}")
+        return ManifestSource(path, columns=columns, label_delimiter=label_delimiter)
+    if source_format == "flair":
+        return FlairSource(path)
+    if source_format == "hf":
+        return HuggingFaceSource(path, columns=columns, label_delimiter=label_delimiter)
+    raise SourceError(f"unknown source format {source_format!r}; expected one of {', '.join(SOURCE_FORMATS)}")
