@@ -14,7 +14,6 @@ from fedimage._version import __version__
 from fedimage.conversion import ConvertOptions, ConvertReport, convert
 from fedimage.errors import (
     FedimageError,
-    IntegrityError,
     OptionError,
     SourceError,
     StoreError,
@@ -35,7 +34,6 @@ __all__ = [
     "FederatedStore",
     "FedimageError",
     "ImageOptions",
-    "IntegrityError",
     "ManifestColumns",
     "OptionError",
     "PlanOptions",

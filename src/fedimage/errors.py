@@ -21,7 +21,3 @@ class OptionError(FedimageError, ValueError):
 
 class StoreError(FedimageError):
     """A store file is missing, not a fedimage store, or cannot be written."""
-
-
-class IntegrityError(StoreError):
-    """A store's content does not match its recorded checksums or structure."""

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from fedimage.errors import SourceError
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source, parse_label_list
-from fedimage.sources.manifest import ManifestColumns
+from fedimage.sources.manifest import ManifestColumns, describe_columns
 
 PARQUET_BATCH_ROWS = 1024
 
@@ -92,7 +92,7 @@ class HuggingFaceSource(Source):
         return self.columns["user"] is not None
 
     def describe(self) -> str:
-        mapped = ", ".join(f"{field}={name}" for field, name in self.columns.items() if name)
+        mapped = describe_columns(self.columns)
         rows = sum(shard.num_rows for shard in self._shards)
         return f"hugging face dataset {self.path} ({len(self._shards)} files, {rows} rows; {mapped})"
 

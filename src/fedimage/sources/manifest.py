@@ -116,8 +116,7 @@ class ManifestSource(Source):
         return self.path.name
 
     def describe(self) -> str:
-        mapped = ", ".join(f"{field}={name}" for field, name in self.columns.items() if name)
-        return f"{self.table_format} manifest {self.path} ({mapped})"
+        return f"{self.table_format} manifest {self.path} ({describe_columns(self.columns)})"
 
     def _open_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
         """An iterator of (origin, row-or-error) and the list of column names."""
@@ -208,6 +207,11 @@ def records_from_rows(
             yield Reject(origin=origin, reason=str(row), stage="source")
         else:
             yield row_to_record(row, origin, columns, root, delimiter)
+
+
+def describe_columns(columns: dict[str, str | None]) -> str:
+    """``field=column`` for every field a table provides, for progress messages."""
+    return ", ".join(f"{field}={name}" for field, name in columns.items() if name)
 
 
 def json_list_rows(data: list[Any], name: str) -> tuple[Iterator[tuple[str, Any]], list[str]]:

@@ -171,9 +171,6 @@ class UserGroupWriter:
         self._spilled: h5py.Dataset | None = None
         self._group: h5py.Group | None = None
 
-    def __len__(self) -> int:
-        return len(self._image_ids)
-
     def add(self, payload: bytes, image_id: str, labels: tuple[str, ...], fine: tuple[str, ...]) -> None:
         """Append one standardized image (JPEG bytes or raw pixel bytes)."""
         self._image_ids.append(image_id.encode("utf-8"))
