@@ -13,7 +13,7 @@ import pytest
 from conftest import fast_options, jpeg_bytes, photo
 
 import fedimage
-from fedimage import ImageOptions, PlanOptions, convert, open_source
+from fedimage import ImageOptions, ManifestColumns, PlanOptions, convert, open_source
 from fedimage.errors import SourceError
 from fedimage.plan import make_plan
 from fedimage.sources import HuggingFaceSource, detect_source_format
@@ -83,20 +83,20 @@ def test_flair_parquet_gives_the_same_store_as_the_flair_folder(flair_folder: Pa
 def test_user_index_reads_no_image_bytes(flair_folder: Path, tmp_path: Path, monkeypatch):
     path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
     read_columns: list[list[str]] = []
-    original = pq.read_table
+    original = pq.ParquetFile.iter_batches
 
-    def spy(source, columns=None, **kwargs):
+    def spy(self, *args, columns=None, **kwargs):
         read_columns.append(list(columns or []))
-        return original(source, columns=columns, **kwargs)
+        return original(self, *args, columns=columns, **kwargs)
 
-    monkeypatch.setattr(pq, "read_table", spy)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
     source = open_source(path)
     assert isinstance(source, HuggingFaceSource)
-    plan = make_plan(source.records(), PlanOptions(), has_users=source.has_users)
+    plan = make_plan(source.metadata(), PlanOptions(), has_users=source.has_users)
     assert plan.planned_images == 14
     assert read_columns and all("image" not in columns for columns in read_columns)
     assert all(shard.images is None for shard in source._shards)  # image column never opened
-    assert {record.row for user in plan.users for record in user.images} == set(range(14))
+    assert sorted(plan.table.column("row").take(pa.array(plan.order)).to_pylist()) == list(range(14))
 
 
 def test_parquet_images_go_through_a_temporary_arrow_file_that_is_removed(flair_folder: Path, tmp_path: Path):
@@ -209,8 +209,11 @@ def test_save_to_disk_single_dataset_uses_the_seeded_split(flair_folder: Path, t
 
 @pytest.mark.parametrize("list_type", [pa.list_(pa.string()), pa.large_list(pa.string())])
 def test_label_lists_are_cleaned_like_manifest_labels(list_type):
+    from fedimage.record_table import clean_label_lists
     from fedimage.sources.base import parse_label_list
-    from fedimage.sources.huggingface import _label_tuples
+
+    def _label_tuples(column, delimiter):
+        return [tuple(labels) for labels in clean_label_lists(column, delimiter).to_pylist()]
 
     # rows: plain, duplicates and blanks, null list, null item, empty list
     values = [["cat", "dog"], [" dog ", "", "dog", "cat"], None, ["x", None], []]
@@ -219,3 +222,23 @@ def test_label_lists_are_cleaned_like_manifest_labels(list_type):
     assert _label_tuples(column, "|") == expected == [("cat", "dog"), ("dog", "cat"), (), ("x",), ()]
     joined = pa.chunked_array([pa.array(["a|b", None, " c | c "])])
     assert _label_tuples(joined, "|") == [("a", "b"), (), ("c",)]
+
+
+def test_class_label_columns_become_label_names(tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "user_id": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["cat", "dog"]),
+            "tags": datasets.Sequence(datasets.ClassLabel(names=["indoor", "outdoor"])),
+        }
+    )
+    image = {"bytes": jpeg_bytes(photo(32, 32)), "path": None}
+    rows = {"image": [image] * 3, "user_id": ["a", "a", "b"], "label": [1, 0, -1], "tags": [[0, 1], [], [1]]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "classes.parquet"))
+    columns = ManifestColumns(labels="label", fine_labels="tags")
+    source = open_source(tmp_path / "classes.parquet", columns=columns)
+    table = source.metadata().table
+    assert table.column("labels").to_pylist() == [["dog"], ["cat"], []]
+    assert table.column("fine_labels").to_pylist() == [["indoor", "outdoor"], [], ["outdoor"]]

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +87,8 @@ def _batches(
     plan: ConversionPlan, source: Source, options: ImageOptions
 ) -> Iterator[tuple[tuple[ImageInput, ...], ImageOptions]]:
     """Batches of worker inputs in store order; sources holding bytes are read here."""
-    batch: list[ImageRecord] = []
-    records = (record for user in plan.users for record in user.images)
-    while True:
-        batch = list(islice(records, BATCH_SIZE))
-        if not batch:
-            return
+    for start in range(0, plan.planned_images, BATCH_SIZE):
+        batch = plan.records(start, min(start + BATCH_SIZE, plan.planned_images))
         payloads = source.read_images(batch)
         yield (
             tuple((payload, None) if isinstance(payload, str) else ("", payload) for payload in payloads),
@@ -113,7 +108,7 @@ def convert(
     output = Path(output)
     rejects_path = Path(layout.rejects_path_for(str(output)))
     check_output(output, options.overwrite)
-    plan = make_plan(source.records(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
+    plan = make_plan(source.metadata(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
     rejects = list(plan.rejects)
     written = 0
     with (
@@ -135,7 +130,7 @@ def convert(
         ):
             for user in plan.users:
                 group = writer.user(user.split, user.user_id)
-                for record in user.images:
+                for record in plan.user_records(user):
                     try:
                         ok, payload = next(results)
                     except BrokenProcessPool:

@@ -1,19 +1,29 @@
-"""Turn a source's records into a conversion plan: validated, grouped by user, split, capped.
+"""Turn a source's metadata into a conversion plan: validated, grouped by user, split, capped.
 
-Everything here works on metadata only and is deterministic: the same records
-and options give the same plan whatever order the source yields them in
-(except which of two duplicate image ids is kept: the first one seen).
+Everything here works on metadata only, column-wise (see :mod:`fedimage.record_table`),
+and is deterministic: the same rows and options give the same plan whatever order
+the source yields them in (except which of two duplicate image ids is kept: the
+first one seen).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fedimage.errors import OptionError
+from fedimage.record_table import (
+    SourceMetadata,
+    first_per_row,
+    label_rows,
+    metadata_from_records,
+    records_of,
+    string_codes,
+)
 from fedimage.records import ImageRecord, Reject
 from fedimage.splits import (
     DEFAULT_SPLIT_NAMES,
@@ -43,15 +53,28 @@ class PlanOptions:
 
 @dataclass(frozen=True, slots=True)
 class UserPlan:
-    """One user group of the store, with its images in store order."""
+    """One user group of the store: rows ``start:stop`` of the plan's table."""
 
     split: str
     user_id: str
-    images: tuple[ImageRecord, ...]
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
 
 
 @dataclass
 class ConversionPlan:
+    """The accepted images in store order (split, user, image id), their users, and the rejects.
+
+    ``table`` keeps the source's rows (with derived labels, users and splits filled in);
+    ``order`` lists the rows that go into the store, in store order.
+    """
+
+    table: pa.Table
+    order: np.ndarray
     users: list[UserPlan]
     rejects: list[Reject]
     inputs: int
@@ -61,72 +84,187 @@ class ConversionPlan:
 
     @property
     def planned_images(self) -> int:
-        return sum(len(user.images) for user in self.users)
+        return len(self.order)
+
+    def records(self, start: int = 0, stop: int | None = None) -> list[ImageRecord]:
+        """Images ``start:stop`` of the store order as records (materialized on demand)."""
+        rows = self.order[start:stop]
+        return records_of(self.table.take(pa.array(rows, pa.int64())))
+
+    def user_records(self, user: UserPlan) -> list[ImageRecord]:
+        return self.records(user.start, user.stop)
+
+    def iter_records(self, batch: int = 1024) -> Iterator[ImageRecord]:
+        for start in range(0, len(self.order), batch):
+            yield from self.records(start, start + batch)
 
 
 def make_plan(
-    records: Iterable[ImageRecord | Reject],
+    metadata: SourceMetadata | Iterable[ImageRecord | Reject],
     options: PlanOptions,
     *,
     has_users: bool = True,
     taxonomy: Taxonomy | None = None,
 ) -> ConversionPlan:
-    """Validate every record and lay out users, splits and caps."""
-    rejects: list[Reject] = []
-    accepted: list[ImageRecord] = []
-    first_seen: dict[str, str] = {}
-    inputs = 0
-    for item in records:
-        inputs += 1
-        if isinstance(item, Reject):
-            rejects.append(item)
-            continue
-        record, reason = _validate(item, has_users, taxonomy)
-        if reason is None and record.image_id in first_seen:
-            reason = f"duplicate image id {record.image_id!r} (first seen at {first_seen[record.image_id]})"
-        if reason is not None:
-            rejects.append(_reject(item, reason, "source"))
-            continue
-        first_seen[record.image_id] = record.origin
-        accepted.append(record)
+    """Validate every row and lay out users, splits and caps."""
+    if not isinstance(metadata, SourceMetadata):
+        metadata = metadata_from_records(metadata)
+    table = metadata.table
+    rejects = list(metadata.rejects)
+    checks = _RowChecks(table)
+    checks.run(has_users, taxonomy)
+    if taxonomy is not None:
+        labels = _derive_coarse(table, taxonomy, checks.bad)
+        table = table.set_column(table.schema.get_field_index("labels"), "labels", labels)
+    checks.flag_duplicates()
+    rejects.extend(checks.rejects("source"))
 
+    # The layout works on a narrow table of the valid rows' keys.
+    valid = np.flatnonzero(~checks.bad)
+    keys = table.select(["image_id", "user_id", "partition"])
+    if len(valid) < table.num_rows:
+        keys = keys.take(pa.array(valid))
     if not has_users:
-        accepted = _assign_clients(accepted, options)
-    by_user: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in accepted:
-        by_user[record.user_id].append(record)
-
-    partitions = _user_partitions(by_user, options)
-    users: list[UserPlan] = []
-    for user_id, images in by_user.items():
-        images.sort(key=lambda record: record.image_id)
-        cap = options.max_images_per_user
-        if cap is not None and len(images) > cap:
-            keep = set(choose_capped(len(images), cap, options.seed, user_id))
-            for index, record in enumerate(images):
-                if index not in keep:
-                    reason = f"over --max-images-per-user {cap} (user has {len(images)} images)"
-                    rejects.append(_reject(record, reason, "cap"))
-            images = [record for index, record in enumerate(images) if index in keep]
-        for split_name, split_images in _by_partition(images, partitions[user_id]).items():
-            users.append(UserPlan(split_name, user_id, tuple(split_images)))
-
-    split_rank = {name: rank for rank, name in enumerate(DEFAULT_SPLIT_NAMES)}
-    users.sort(key=lambda user: (split_rank.get(user.split, len(split_rank)), user.split, user.user_id))
-    planned = [record for user in users for record in user.images]
-    coarse = {label for record in planned for label in record.labels}
-    fine = {label for record in planned for label in record.fine_labels}
+        keys = keys.set_column(1, "user_id", _assign_clients(keys.column("image_id"), options))
+        table = table.set_column(2, "user_id", _scatter(keys.column("user_id"), valid, table.num_rows))
+    layout = _layout(keys, options)
+    table = table.set_column(
+        table.schema.get_field_index("partition"), "partition", _scatter(layout.splits, valid, table.num_rows)
+    )
+    for position, size in layout.over_cap:
+        record = records_of(table.slice(int(valid[position]), 1))[0]
+        reason = f"over --max-images-per-user {options.max_images_per_user} (user has {size} images)"
+        rejects.append(_reject(record, reason, "cap"))
+    order = valid[layout.order]
+    kept = table if len(order) == table.num_rows else table.take(pa.array(np.sort(order)))
+    coarse = set(pc.unique(kept.column("labels").combine_chunks().flatten()).to_pylist())
+    fine = set(pc.unique(kept.column("fine_labels").combine_chunks().flatten()).to_pylist())
     if taxonomy is not None:
         coarse.update(taxonomy.coarse_labels)
         fine.update(taxonomy.fine_labels)
     return ConversionPlan(
-        users=users,
+        table=table,
+        order=order,
+        users=layout.users,
         rejects=rejects,
-        inputs=inputs,
+        inputs=metadata.inputs,
         coarse_labels=sorted(coarse),
         fine_labels=sorted(fine),
         users_assigned=not has_users,
     )
+
+
+def _scatter(values: pa.Array | pa.ChunkedArray, rows: np.ndarray, count: int) -> pa.Array:
+    """A column of ``count`` rows holding ``values`` at ``rows`` (nulls elsewhere)."""
+    position = np.full(count, -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    indices = pa.array(position, mask=position < 0)
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return array.take(indices)
+
+
+class _RowChecks:
+    """Column-wise validation; each bad row keeps the reason of the first check it fails."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.count = table.num_rows
+        self.bad = np.zeros(self.count, dtype=bool)
+        self.reasons: dict[int, str] = {}
+
+    def flag(self, mask: np.ndarray, reason: Callable[[int], str]) -> None:
+        for row in np.flatnonzero(mask & ~self.bad).tolist():
+            self.reasons[row] = reason(row)
+        self.bad |= mask
+
+    def _empty(self, name: str) -> np.ndarray:
+        column = pc.fill_null(self.table.column(name), "")
+        return pc.equal(column, "").to_numpy(zero_copy_only=False)
+
+    def run(self, has_users: bool, taxonomy: Taxonomy | None) -> None:
+        self.flag(self._empty("image_id"), lambda _: "row has no image id")
+        if has_users:
+            self.flag(self._empty("user_id"), lambda _: "row has no user id")
+        partition = self.table.column("partition")
+        has_partition = pc.is_valid(partition).to_numpy(zero_copy_only=False)
+        self.flag(has_partition & self._empty("partition"), lambda _: "row has no partition value")
+        for name in pc.unique(pc.drop_null(partition)).to_pylist():
+            try:
+                check_split_name(name)
+            except OptionError as error:
+                mask = pc.fill_null(pc.equal(partition, name), False).to_numpy(zero_copy_only=False)
+                self.flag(mask, lambda _, message=str(error): message)
+        for column in ("labels", "fine_labels"):
+            self._flag_labels(
+                column,
+                lambda values: pc.match_substring(values, LABEL_JOIN),
+                lambda label: f"label {label!r} contains {LABEL_JOIN!r}, FLAIR's label separator",
+            )
+        if taxonomy is not None:
+            fine_set = pa.array(taxonomy.fine_labels, pa.string())
+            coarse_set = pa.array(taxonomy.coarse_labels, pa.string())
+            self._flag_labels(
+                "fine_labels",
+                lambda values: pc.invert(pc.is_in(values, value_set=fine_set)),
+                lambda label: f"fine label {label!r} is not in the taxonomy",
+            )
+            self._flag_labels(
+                "labels",
+                lambda values: pc.invert(pc.is_in(values, value_set=coarse_set)),
+                lambda label: f"label {label!r} is not a coarse label of the taxonomy",
+            )
+
+    def _flag_labels(
+        self,
+        column: str,
+        is_bad: Callable[[pa.Array], pa.BooleanArray],
+        reason: Callable[[str], str],
+    ) -> None:
+        """Flag rows holding a label for which ``is_bad`` (vectorized over all labels) is true."""
+        lists = self.table.column(column).combine_chunks()
+        values = lists.flatten()
+        bad = pc.fill_null(is_bad(values), False).to_numpy(zero_copy_only=False)
+        if not bad.any():
+            return
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        rows = np.repeat(np.arange(self.count, dtype=np.int64), lengths)
+        first = first_per_row(rows, bad, self.count)
+        self.flag(first >= 0, lambda row: reason(values[int(first[row])].as_py()))
+
+    def flag_duplicates(self) -> None:
+        """Reject every later row of an image id (among otherwise valid rows)."""
+        valid = np.flatnonzero(~self.bad)
+        ids = self.table.column("image_id")
+        if len(valid) < self.count:
+            ids = ids.take(pa.array(valid))
+        encoded = pc.dictionary_encode(ids.combine_chunks())
+        if len(encoded.dictionary) == len(valid):
+            return
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        _, first_index = np.unique(codes, return_index=True)
+        duplicate = np.ones(len(valid), dtype=bool)
+        duplicate[first_index] = False
+        if not duplicate.any():
+            return
+        first_row = valid[first_index][np.searchsorted(codes[first_index], codes)]
+        ids = self.table.column("image_id")
+        origins = self.table.column("origin")
+        mask = np.zeros(self.count, dtype=bool)
+        mask[valid[duplicate]] = True
+        self.flag(
+            mask,
+            lambda row: (
+                f"duplicate image id {ids[row].as_py()!r} "
+                f"(first seen at {origins[int(first_row[np.searchsorted(valid, row)])].as_py()})"
+            ),
+        )
+
+    def rejects(self, stage: str) -> list[Reject]:
+        rows = sorted(self.reasons)
+        return [
+            _reject(record, self.reasons[row], stage)
+            for row, record in zip(rows, records_of(self.table.take(pa.array(rows, pa.int64()))), strict=True)
+        ]
 
 
 def _reject(record: ImageRecord, reason: str, stage: str) -> Reject:
@@ -140,62 +278,129 @@ def _reject(record: ImageRecord, reason: str, stage: str) -> Reject:
     )
 
 
-def _validate(
-    record: ImageRecord, has_users: bool, taxonomy: Taxonomy | None
-) -> tuple[ImageRecord, str | None]:
-    """The record with derived labels, and the reason it is unusable (None if usable)."""
-    if not record.image_id:
-        return record, "row has no image id"
-    if has_users and not record.user_id:
-        return record, "row has no user id"
-    if record.partition is not None:
-        if not record.partition:
-            return record, "row has no partition value"
-        try:
-            check_split_name(record.partition)
-        except OptionError as error:
-            return record, str(error)
-    for label in (*record.labels, *record.fine_labels):
-        if LABEL_JOIN in label:
-            return record, f"label {label!r} contains {LABEL_JOIN!r}, FLAIR's label separator"
-    if taxonomy is None:
-        return record, None
-    unknown = [label for label in record.fine_labels if label not in taxonomy.fine_to_coarse]
-    if unknown:
-        return record, f"fine label {unknown[0]!r} is not in the taxonomy"
-    known_coarse = set(taxonomy.coarse_labels)
-    unknown = [label for label in record.labels if label not in known_coarse]
-    if unknown:
-        return record, f"label {unknown[0]!r} is not a coarse label of the taxonomy"
-    if not record.labels and record.fine_labels:
-        record = replace(record, labels=taxonomy.coarse_of(record.fine_labels))
-    return record, None
+def _derive_coarse(table: pa.Table, taxonomy: Taxonomy, bad: np.ndarray) -> pa.ListArray:
+    """The labels column, with the coarse labels of their fine labels for rows that have none."""
+    labels = table.column("labels").combine_chunks()
+    coarse_lengths = pc.fill_null(pc.list_value_length(labels), 0).to_numpy(zero_copy_only=False)
+    fine_rows, fine_vocabulary, fine_codes = label_rows(table.column("fine_labels"))
+    fine_lengths = pc.fill_null(pc.list_value_length(table.column("fine_labels")), 0)
+    needs = (coarse_lengths == 0) & (fine_lengths.to_numpy(zero_copy_only=False) > 0) & ~bad
+    if not needs.any():
+        return labels
+    coarse_names = taxonomy.coarse_labels
+    coarse_index = {name: index for index, name in enumerate(coarse_names)}
+    coarse_of_fine = np.array(
+        [coarse_index.get(taxonomy.fine_to_coarse.get(label, ""), -1) for label in fine_vocabulary] + [-1]
+    )
+    own_rows, own_vocabulary, own_codes = label_rows(labels)
+    # One vocabulary for the labels kept and the labels derived: [own..., taxonomy coarse...].
+    derived = needs[fine_rows]
+    keys = np.unique(fine_rows[derived] * len(coarse_names) + coarse_of_fine[fine_codes[derived]])
+    rows = np.concatenate([own_rows, keys // len(coarse_names)])
+    codes = np.concatenate([own_codes, len(own_vocabulary) + keys % len(coarse_names)])
+    order = np.argsort(rows, kind="stable")
+    offsets = np.zeros(len(labels) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=len(labels)), out=offsets[1:])
+    vocabulary = pa.array([*own_vocabulary, *coarse_names], pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), vocabulary.take(pa.array(codes[order])))
 
 
-def _assign_clients(records: list[ImageRecord], options: PlanOptions) -> list[ImageRecord]:
+def _assign_clients(image_ids: pa.ChunkedArray, options: PlanOptions) -> pa.Array:
     """IID users for collections without any: a seeded shuffle dealt into equal clients."""
-    ordered = sorted(records, key=lambda record: record.image_id)
-    count = min(options.num_clients, max(1, len(ordered)))
+    count = min(options.num_clients, max(1, len(image_ids)))
     width = len(str(count - 1))
-    permutation = np.random.default_rng(options.seed).permutation(len(ordered))
-    assigned: list[ImageRecord] = []
+    by_id = pc.sort_indices(image_ids).to_numpy()
+    client_of_position = np.empty(len(image_ids), dtype=np.int64)
+    permutation = np.random.default_rng(options.seed).permutation(len(image_ids))
     for client, positions in enumerate(np.array_split(permutation, count)):
-        for position in positions:
-            assigned.append(replace(ordered[position], user_id=f"client_{client:0{width}d}"))
-    return assigned
+        client_of_position[positions] = client
+    client_of_row = np.empty(len(image_ids), dtype=np.int64)
+    client_of_row[by_id] = client_of_position
+    names = pa.array([f"client_{client:0{width}d}" for client in range(count)], pa.string())
+    return names.take(pa.array(client_of_row))
 
 
-def _user_partitions(by_user: dict[str, list[ImageRecord]], options: PlanOptions) -> dict[str, str | None]:
-    """Each user's split from the source, or None when its rows carry partitions."""
-    given = {user for user, images in by_user.items() if images[0].partition is not None}
-    assigned = assign_splits([user for user in by_user if user not in given], options.split, options.seed)
-    return {user: (None if user in given else assigned[user]) for user in by_user}
+@dataclass
+class _Layout:
+    order: np.ndarray  # rows of the keys table, in store order
+    splits: pa.Array  # the split of each row of the keys table
+    users: list[UserPlan]
+    over_cap: list[tuple[int, int]]  # (row, its user's image count) of the rows dropped by the cap
 
 
-def _by_partition(images: list[ImageRecord], split: str | None) -> dict[str, list[ImageRecord]]:
-    if split is not None:
-        return {split: images}
-    groups: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in images:
-        groups[record.partition or ""].append(record)
-    return dict(groups)
+def _layout(keys: pa.Table, options: PlanOptions) -> _Layout:
+    """Store order (split, user, image id) of the rows, after the per-user cap, and the user groups."""
+    user_codes, user_vocabulary = string_codes(keys.column("user_id"))
+    user_names = user_vocabulary.to_pylist()
+    id_codes, _ = string_codes(keys.column("image_id"))
+    keep = np.ones(keys.num_rows, dtype=bool)
+    over_cap: list[tuple[int, int]] = []
+    cap = options.max_images_per_user
+    if cap is not None:
+        by_user = np.lexsort((id_codes, user_codes))
+        sorted_users = user_codes[by_user]
+        starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+        stops = np.r_[starts[1:], len(by_user)]
+        for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+            if stop - start > cap:
+                rows = by_user[start:stop]
+                kept = np.zeros(stop - start, dtype=bool)
+                kept[choose_capped(stop - start, cap, options.seed, user_names[sorted_users[start]])] = True
+                keep[rows[~kept]] = False
+                over_cap.extend((row, stop - start) for row in sorted(rows[~kept].tolist()))
+
+    split_codes, split_names = _split_codes(keys, user_codes, user_names, options)
+    rank = {name: index for index, name in enumerate(DEFAULT_SPLIT_NAMES)}
+    split_order = sorted(range(len(split_names)), key=lambda i: (rank.get(split_names[i], len(rank)), i))
+    split_key = np.empty(len(split_names), dtype=np.int64)
+    split_key[split_order] = np.arange(len(split_names))
+    order = np.lexsort((id_codes, user_codes, split_key[split_codes]))
+    order = order[keep[order]]
+    return _Layout(
+        order=order,
+        splits=pa.array(split_names, pa.string()).take(pa.array(split_codes)),
+        users=_user_ranges(split_codes[order], user_codes[order], split_names, user_names),
+        over_cap=sorted(over_cap),
+    )
+
+
+def _split_codes(
+    table: pa.Table, user_codes: np.ndarray, user_names: list[str], options: PlanOptions
+) -> tuple[np.ndarray, list[str]]:
+    """Each row's split: its partition when its user's rows carry one, else its user's assigned split."""
+    partition = table.column("partition").combine_chunks()
+    encoded = pc.dictionary_encode(partition)
+    partition_names = encoded.dictionary.to_pylist()
+    partition_codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    # A user's rows carry partitions when the first of its rows, in source order, has one.
+    first_row = np.full(len(user_names), table.num_rows, dtype=np.int64)
+    np.minimum.at(first_row, user_codes, np.arange(table.num_rows))
+    given = partition_codes[first_row] >= 0 if table.num_rows else np.zeros(0, dtype=bool)
+    assigned = assign_splits(
+        [name for name, has in zip(user_names, given.tolist(), strict=True) if not has],
+        options.split,
+        options.seed,
+    )
+    names = sorted({*partition_names, *options.split.names, ""})
+    index = {name: position for position, name in enumerate(names)}
+    from_partition = np.array([index[name] for name in partition_names] + [index[""]], dtype=np.int64)
+    of_user = np.array([index[assigned.get(name, "")] for name in user_names] or [0], dtype=np.int64)
+    codes = np.where(given[user_codes], from_partition[partition_codes], of_user[user_codes])
+    return codes, names
+
+
+def _user_ranges(
+    split_codes: np.ndarray, user_codes: np.ndarray, split_names: list[str], user_names: list[str]
+) -> list[UserPlan]:
+    """The (split, user) groups of rows in store order."""
+    if not len(user_codes):
+        return []
+    changed = (split_codes[1:] != split_codes[:-1]) | (user_codes[1:] != user_codes[:-1])
+    starts = np.flatnonzero(np.r_[True, changed])
+    stops = [*starts[1:].tolist(), len(user_codes)]
+    splits = split_codes[starts].tolist()
+    users = user_codes[starts].tolist()
+    return [
+        UserPlan(split_names[split], user_names[user], start, stop)
+        for split, user, start, stop in zip(splits, users, starts.tolist(), stops, strict=True)
+    ]

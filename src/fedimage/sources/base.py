@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fedimage.record_table import SourceMetadata, metadata_from_records
 from fedimage.records import ImageRecord, Reject
 
 
@@ -39,6 +40,10 @@ class Source(ABC):
     @abstractmethod
     def records(self) -> Iterator[ImageRecord | Reject]:
         """Every input image, in a deterministic order."""
+
+    def metadata(self) -> SourceMetadata:
+        """Every input as one table row (or a reject). Columnar sources override this."""
+        return metadata_from_records(self.records())
 
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
         """For each record, its encoded bytes, or a file path for the worker to read.

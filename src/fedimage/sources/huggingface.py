@@ -25,11 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
+from fedimage.record_table import LABELS, SCHEMA, SourceMetadata, clean_label_lists, records_of
 from fedimage.records import ImageRecord, Reject
-from fedimage.sources.base import Source, parse_label_list
+from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
 
 PARQUET_BATCH_ROWS = 1024
+METADATA_BATCH_ROWS = 65_536
 
 
 @dataclass
@@ -109,45 +111,73 @@ class HuggingFaceSource(Source):
             return pq.ParquetFile(shard.path).metadata.num_rows
         return _open_arrow(shard).num_rows
 
-    def _metadata_columns(self, shard: _Shard) -> dict[str, list[Any]]:
-        """The metadata fields of one file as Python lists, cleaned column-wise in Arrow."""
-        wanted = {field: name for field, name in self.columns.items() if name and field != "image"}
+    def _metadata_batches(self, shard: _Shard, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """The metadata columns of one file, a bounded batch of rows at a time."""
         if shard.kind == "parquet":
-            table = pq.read_table(shard.path, columns=sorted(set(wanted.values())), memory_map=True)
+            yield from pq.ParquetFile(shard.path, memory_map=True).iter_batches(
+                batch_size=METADATA_BATCH_ROWS, columns=columns
+            )
         else:
-            table = _open_arrow(shard).select(sorted(set(wanted.values())))
-        values: dict[str, list[Any]] = {}
-        for field, name in wanted.items():
-            column = table.column(name)
-            if field in ("labels", "fine_labels"):
-                values[field] = _label_tuples(column, self.label_delimiter)
-            else:
-                values[field] = _texts(column)
-        return values
+            yield from _open_arrow(shard).select(columns).to_batches(max_chunksize=METADATA_BATCH_ROWS)
+
+    def _metadata_table(self, shard: _Shard) -> pa.Table:
+        """One file's rows as a record table, built column-wise in Arrow (image bytes never read)."""
+        wanted = {field: name for field, name in self.columns.items() if name and field != "image"}
+        schema = self._schema(shard)
+        class_names = {name: _class_names(schema, name) for name in wanted.values()}
+        tables, first = [], 0
+        for batch in self._metadata_batches(shard, sorted(set(wanted.values()))):
+            tables.append(self._record_chunk(shard, batch, first, wanted, class_names))
+            first += batch.num_rows
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+    def _record_chunk(
+        self,
+        shard: _Shard,
+        table: pa.RecordBatch,
+        first: int,
+        wanted: dict[str, str],
+        class_names: dict[str, list[str] | None],
+    ) -> pa.Table:
+        count = table.num_rows
+        index = pa.array(np.arange(first, first + count, dtype=np.int64))
+        blank = pc.fill_null(pa.nulls(count, pa.string()), "")
+
+        def text(field: str) -> pa.Array:
+            return _texts(table.column(wanted[field])) if field in wanted else blank
+
+        def labels(field: str) -> pa.Array:
+            if field not in wanted:
+                return pa.array([[]] * count, LABELS)
+            column = table.column(wanted[field])
+            names = class_names[wanted[field]]
+            return clean_label_lists(_named(column, names) if names else column, self.label_delimiter)
+
+        image_ids = text("image_id")
+        default_ids = pc.binary_join_element_wise(f"{shard.path.stem}-", pc.cast(index, pa.string()), "")
+        if "partition" in wanted:
+            partition = text("partition")
+        else:
+            partition = pa.array([shard.split] * count, pa.string())
+        columns = {
+            "path": blank,
+            "image_id": pc.if_else(pc.equal(image_ids, ""), default_ids, image_ids),
+            "user_id": text("user"),
+            "labels": labels("labels"),
+            "fine_labels": labels("fine_labels"),
+            "partition": partition,
+            "origin": pc.binary_join_element_wise(f"{shard.path.name} row ", pc.cast(index, pa.string()), ""),
+            "row": pc.add(index, shard.first_row),
+        }
+        return pa.table(columns, schema=SCHEMA)
+
+    def metadata(self) -> SourceMetadata:
+        tables = [self._metadata_table(shard) for shard in self._shards]
+        return SourceMetadata(pa.concat_tables(tables))
 
     def records(self) -> Iterator[ImageRecord | Reject]:
         for shard in self._shards:
-            values = self._metadata_columns(shard)
-            empty: list[Any] = [""] * shard.num_rows
-            no_labels: list[tuple[str, ...]] = [()] * shard.num_rows
-            users = values.get("user", empty)
-            ids = values.get("image_id", empty)
-            labels = values.get("labels", no_labels)
-            fine = values.get("fine_labels", no_labels)
-            partitions = values.get("partition", [shard.split] * shard.num_rows)
-            name, stem, first = shard.path.name, shard.path.stem, shard.first_row
-            rows = zip(ids, users, labels, fine, partitions, strict=True)
-            for index, (image_id, user, coarse, fine_labels, partition) in enumerate(rows):
-                yield ImageRecord(
-                    "",
-                    image_id or f"{stem}-{index}",
-                    user,
-                    coarse,
-                    fine_labels,
-                    partition,
-                    f"{name} row {index}",
-                    first + index,
-                )
+            yield from records_of(self._metadata_table(shard))
 
     # -- image bytes ------------------------------------------------------------------------
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
@@ -193,33 +223,38 @@ class HuggingFaceSource(Source):
             self._finalizer()
 
 
-def _texts(column: pa.ChunkedArray) -> list[str]:
+def _texts(column: pa.Array) -> pa.Array:
     """A scalar column as stripped strings ('' for nulls), whatever its type."""
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+    if not pa.types.is_string(column.type):
         column = pc.cast(column, pa.string())
-    return pc.fill_null(pc.utf8_trim_whitespace(column), "").to_pylist()
+    return pc.fill_null(pc.utf8_trim_whitespace(column), "")
 
 
-def _label_tuples(column: pa.ChunkedArray, delimiter: str) -> list[tuple[str, ...]]:
-    """Per row, its labels: stripped, empty ones dropped, deduplicated in order.
+def _class_names(schema: pa.Schema, column: str) -> list[str] | None:
+    """The names of a ``datasets`` ClassLabel column (or list of ClassLabel), from the schema metadata."""
+    try:
+        features = json.loads((schema.metadata or {})[b"huggingface"])["info"]["features"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    feature = features.get(column) or {}
+    if feature.get("_type") in ("Sequence", "List", "LargeList") and isinstance(feature.get("feature"), dict):
+        feature = feature["feature"]
+    names = feature.get("names") if feature.get("_type") == "ClassLabel" else None
+    return [str(name) for name in names] if isinstance(names, list) else None
 
-    List columns are cleaned in Arrow and every distinct label becomes one shared
-    Python string, so 430,000 rows take about a second and little memory.
-    """
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
-        return [parse_label_list(value, delimiter) for value in column.to_pylist()]
-    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
-    encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(pc.cast(column.flatten(), pa.string())))
-    vocabulary = np.array([*encoded.dictionary.to_pylist(), ""], dtype=object)
-    codes = pc.fill_null(encoded.indices, len(vocabulary) - 1).to_numpy(zero_copy_only=False)
-    names = vocabulary[codes].tolist()
-    ends = np.cumsum(lengths).tolist()
-    starts = [0, *ends[:-1]]
-    has_empty = "" in encoded.dictionary.to_pylist() or encoded.indices.null_count > 0
-    if has_empty:
-        return [tuple(dict.fromkeys(n for n in names[a:b] if n)) for a, b in zip(starts, ends, strict=True)]
-    return [tuple(dict.fromkeys(names[a:b])) for a, b in zip(starts, ends, strict=True)]
+
+def _named(array: pa.Array, names: list[str]) -> pa.Array:
+    """ClassLabel indices (or lists of them) replaced by their names; -1 (no label) becomes null."""
+    vocabulary = pa.array(names, pa.string())
+
+    def name(indices: pa.Array) -> pa.Array:
+        valid = pc.and_(pc.greater_equal(indices, 0), pc.less(indices, len(names)))
+        return vocabulary.take(pc.if_else(valid, indices, pa.scalar(None, indices.type)))
+
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        offsets = array.offsets
+        return type(array).from_arrays(offsets, name(array.values), mask=array.is_null())
+    return name(array)
 
 
 def _image_payload(cell: dict[str, Any] | None, root: Path) -> bytes | str | None:
