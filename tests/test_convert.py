@@ -14,7 +14,7 @@ from conftest import fast_options, jpeg_bytes, photo, save_image, write_jsonl
 from PIL import Image
 
 import fedimage
-from fedimage import ImageOptions, PlanOptions, SplitRatios, conversion, convert, open_source
+from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source, shard_writing
 from fedimage.errors import StoreError
 from fedimage.rejects import read_rejects
 from fedimage.store import writer as writer_module
@@ -255,7 +255,7 @@ class TestAtomicWriting:
         with pytest.raises(KeyboardInterrupt):
             convert(open_source(user_folder, layout="user"), output, fast_options())
         assert not output.exists()
-        partial = tmp_path / "out.h5.partial"
+        partial = tmp_path / "out.h5.work" / "shard-00000.h5.partial"
         assert partial.exists()
         with pytest.raises(StoreError, match="not a fedimage store"):
             fedimage.open(partial)
@@ -309,7 +309,7 @@ def _die_in_worker(batch):
 
 
 def test_a_dying_worker_is_a_clear_error_and_leaves_no_store(user_folder: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(conversion, "_standardize_batch", _die_in_worker)
+    monkeypatch.setattr(shard_writing, "standardize_batch", _die_in_worker)
     output = tmp_path / "out.h5"
     with pytest.raises(fedimage.FedimageError, match="a worker process died while converting"):
         convert(open_source(user_folder, layout="user"), output, fast_options(workers=2))

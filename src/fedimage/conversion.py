@@ -1,45 +1,55 @@
-"""The conversion pipeline: source -> plan -> parallel standardization -> store."""
+"""The conversion pipeline: source -> plan -> shards (standardized in parallel) -> store."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Iterator
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from fedimage._version import __version__
-from fedimage.errors import FedimageError, OptionError
-from fedimage.imaging import ImageOptions, ImageRejected, standardize_bytes, standardize_file
-from fedimage.parallel import WorkerPool, default_workers
+from fedimage.errors import OptionError, StoreError
+from fedimage.imaging import ImageOptions
+from fedimage.parallel import default_workers
 from fedimage.plan import ConversionPlan, PlanOptions, make_plan
-from fedimage.records import ImageRecord, Reject
+from fedimage.records import Reject
 from fedimage.rejects import write_rejects
+from fedimage.shard_writing import ShardFormat, run_local, shard_key
 from fedimage.sources import Source
 from fedimage.store import layout
+from fedimage.store.shards import ShardInfo, WorkDir, move_shards, shard_specs, shards_dir_for
 from fedimage.store.writer import StoreWriter, check_output
 from fedimage.taxonomy import Taxonomy
 
-BATCH_SIZE = 32
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True, slots=True)
 class ConvertOptions:
-    """Everything that shapes a conversion. ``workers``/``quiet`` do not change the output."""
+    """Everything that shapes a conversion.
+
+    ``workers``, ``quiet``, ``resume`` and ``engine`` do not change the images or labels written.
+    ``resume`` continues an interrupted run from the shards it finished (see
+    :mod:`fedimage.store.shards`); ``engine="ray"`` runs shards as Ray tasks (on the
+    cluster at ``ray_address``, or a local instance) and links them from the output.
+    """
 
     image: ImageOptions = field(default_factory=ImageOptions)
     plan: PlanOptions = field(default_factory=PlanOptions)
     workers: int | None = None
     overwrite: bool = False
     quiet: bool = False
+    resume: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {self.workers}")
+        if self.engine not in ENGINES:
+            raise OptionError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
 
 
 @dataclass
@@ -53,47 +63,11 @@ class ConvertReport:
     rejects: list[Reject]
     splits: dict[str, dict[str, int]]
     seconds: float
+    shards_reused: int = 0
 
     @property
     def rejected(self) -> int:
         return len(self.rejects)
-
-
-ImageInput = tuple[str, bytes | None]  # (path to read, or the bytes themselves)
-
-
-def _standardize_batch(
-    batch: tuple[tuple[ImageInput, ...], ImageOptions],
-) -> list[tuple[bool, bytes | str]]:
-    """Worker: standardize each image; a failure becomes (False, reason), never an exception."""
-    inputs, options = batch
-    results: list[tuple[bool, bytes | str]] = []
-    for path, data in inputs:
-        try:
-            if data is not None:
-                results.append((True, standardize_bytes(data, options)))
-            elif path:
-                results.append((True, standardize_file(path, options)))
-            else:
-                results.append((False, "the row holds neither image bytes nor an image path"))
-        except ImageRejected as rejection:
-            results.append((False, str(rejection)))
-        except Exception as error:
-            results.append((False, f"unexpected error while decoding: {type(error).__name__}: {error}"))
-    return results
-
-
-def _batches(
-    plan: ConversionPlan, source: Source, options: ImageOptions
-) -> Iterator[tuple[tuple[ImageInput, ...], ImageOptions]]:
-    """Batches of worker inputs in store order; sources holding bytes are read here."""
-    for start in range(0, plan.planned_images, BATCH_SIZE):
-        batch = plan.records(start, min(start + BATCH_SIZE, plan.planned_images))
-        payloads = source.read_images(batch)
-        yield (
-            tuple((payload, None) if isinstance(payload, str) else ("", payload) for payload in payloads),
-            options,
-        )
 
 
 def convert(
@@ -107,49 +81,76 @@ def convert(
     started = time.perf_counter()
     output = Path(output)
     rejects_path = Path(layout.rejects_path_for(str(output)))
+    if options.resume and output.exists() and not options.overwrite:
+        raise StoreError(f"{output} already exists: that conversion finished, there is nothing to resume")
     check_output(output, options.overwrite)
     plan = make_plan(source.metadata(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
+    run = _run_settings(source, options, taxonomy, plan)
+    shard_format = ShardFormat(
+        storage=options.image.storage,
+        image_size=options.image.size,
+        coarse_labels=tuple(plan.coarse_labels),
+        fine_labels=tuple(plan.fine_labels),
+        run_key=hashlib.sha256(json.dumps(run, sort_keys=True).encode("utf-8")).hexdigest(),
+    )
+    work = WorkDir(output)
+    resuming = work.prepare(run, resume=options.resume, overwrite=options.overwrite)
+    specs = shard_specs([user.size for user in plan.users])
+    infos: dict[int, ShardInfo] = {}
+    if resuming:
+        for spec in specs:
+            info = work.finished(spec, shard_key(plan, spec, shard_format.run_key))
+            if info is not None:
+                infos[spec.index] = info
+    reused = len(infos)
+    pending = [spec for spec in specs if spec.index not in infos]
+    workers = options.workers or default_workers()
+    if options.engine == "ray":
+        from fedimage.ray_engine import run_ray
+
+        made = run_ray(
+            plan,
+            source,
+            options.image,
+            pending,
+            work,
+            shard_format,
+            options.ray_address,
+            options.workers,
+            options.quiet,
+        )
+    else:
+        made = run_local(plan, source, options.image, pending, work, shard_format, workers, options.quiet)
+    for info in made:
+        infos[info.index] = info
+
     rejects = list(plan.rejects)
-    written = 0
-    with (
-        WorkerPool(options.workers or default_workers()) as pool,
-        StoreWriter(
-            output,
-            storage=options.image.storage,
-            image_size=options.image.size,
-            coarse_labels=plan.coarse_labels,
-            fine_labels=plan.fine_labels,
-            overwrite=options.overwrite,
-        ) as writer,
-    ):
-        batch_results = pool.ordered_map(_standardize_batch, _batches(plan, source, options.image))
-        results = (result for batch in batch_results for result in batch)
-        with (
-            closing(batch_results),
-            tqdm(total=plan.planned_images, unit="img", disable=options.quiet, desc="converting") as bar,
-        ):
-            for user in plan.users:
-                group = writer.user(user.split, user.user_id)
-                for record in plan.user_records(user):
-                    try:
-                        ok, payload = next(results)
-                    except BrokenProcessPool:
-                        raise FedimageError(
-                            f"a worker process died while converting {record.origin} ({record.path}): "
-                            "out of memory, or a decoder crashed on that file; rerun with --workers 1 "
-                            "to see which"
-                        ) from None
-                    if ok:
-                        group.add(payload, record.image_id, record.labels, record.fine_labels)
-                    else:
-                        rejects.append(_image_reject(record, str(payload)))
-                    bar.update()
-                written += group.close()
+    for spec in specs:
+        rejects.extend(infos[spec.index].rejects)
+    linked = options.engine == "ray"
+    if linked:
+        move_shards(work, specs, shards_dir_for(output), options.overwrite)
+    with StoreWriter(
+        output,
+        storage=options.image.storage,
+        image_size=options.image.size,
+        coarse_labels=plan.coarse_labels,
+        fine_labels=plan.fine_labels,
+        overwrite=options.overwrite,
+    ) as writer:
+        for spec in specs:
+            if linked:
+                shards = shards_dir_for(output)
+                writer.add_shard(shards / spec.name, link_as=f"{shards.name}/{spec.name}")
+            else:
+                writer.add_shard(work.shard_path(spec))
         splits = {
             split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
             for split, users in writer.users.items()
         }
+        written = sum(info["images"] for info in splits.values())
         writer.finish(_metadata(source, plan, options, taxonomy, writer, splits, written, rejects))
+    work.remove()
     write_rejects(rejects_path, rejects)
     return ConvertReport(
         output=output,
@@ -159,18 +160,26 @@ def convert(
         rejects=rejects,
         splits=splits,
         seconds=time.perf_counter() - started,
+        shards_reused=reused,
     )
 
 
-def _image_reject(record: ImageRecord, reason: str) -> Reject:
-    return Reject(
-        origin=record.origin,
-        reason=reason,
-        image_id=record.image_id,
-        path=record.path,
-        user_id=record.user_id,
-        stage="image",
-    )
+def _run_settings(
+    source: Source, options: ConvertOptions, taxonomy: Taxonomy | None, plan: ConversionPlan
+) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption."""
+    plan_options = asdict(options.plan)
+    plan_options["split"] = dict(zip(options.plan.split.names, options.plan.split.ratios, strict=True))
+    return {
+        "fedimage_version": __version__,
+        "source": source.describe(),
+        "image options": asdict(options.image),
+        "plan options": plan_options,
+        "taxonomy": taxonomy.fine_to_coarse if taxonomy else None,
+        "engine": options.engine,
+        "planned images": plan.planned_images,
+        "labels": [plan.coarse_labels, plan.fine_labels],
+    }
 
 
 def _metadata(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,6 +28,18 @@ def default_workers() -> int:
 
 def _ready(_: int) -> int:
     return os.getpid()
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to kill this worker when its parent dies.
+
+    Without it, a main process killed with SIGKILL would leave its workers waiting forever.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
 
 
 class WorkerPool:
@@ -42,7 +59,9 @@ class WorkerPool:
         if self.workers > 1:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             context = multiprocessing.get_context(method)
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=context, initializer=_die_with_parent
+            )
             list(self._executor.map(_ready, range(self.workers)))  # start every worker now
         return self
 

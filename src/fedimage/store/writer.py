@@ -116,6 +116,22 @@ class StoreWriter:
         """A writer for one user group (created when its first image arrives)."""
         return UserGroupWriter(self, split, user_id)
 
+    def add_shard(self, path: Path, link_as: str | None = None) -> None:
+        """Take over a finished shard's user groups: copied, or as external links to ``link_as``."""
+        from fedimage.store.shards import SHARD_INFO, copy_user_groups, link_user_groups
+
+        with h5py.File(path, "r") as shard:
+            meta = shard[layout.METADATA]
+            users = json.loads(meta[SHARD_INFO][()])["users"]
+            if link_as is None:
+                copy_user_groups(shard, self._file, users)
+            else:
+                link_user_groups(link_as, self._file, users)
+            self.coarse_counter.update(json.loads(meta[layout.LABEL_COUNTER][()]))
+            self.fine_counter.update(json.loads(meta[layout.FINE_LABEL_COUNTER][()]))
+        for split, entries in users.items():
+            self.users.setdefault(split, {}).update(entries)
+
     def finish(self, metadata: dict[str, Any]) -> None:
         """Write ``/metadata`` (counters, mappings, taxonomy, ``metadata``'s entries) and publish."""
         meta = self._file.require_group(layout.METADATA)

@@ -1,0 +1,107 @@
+"""``--engine ray``: the same per-shard work as the local engine, as tasks on a Ray cluster.
+
+The driver plans the conversion and hands each shard's rows to one task: the
+image bytes themselves for sources that hold them (Hugging Face tables), file
+paths otherwise. A task standardizes its images and writes its shard file into
+the conversion's work folder, so that folder (and file paths of the source)
+must be reachable from every node: a shared file system. The driver then links
+the shards from one top-level store (HDF5 external links), which the reader
+opens like any other store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from fedimage.errors import OptionError
+from fedimage.imaging import ImageOptions
+from fedimage.plan import ConversionPlan, UserPlan
+from fedimage.records import ImageRecord
+from fedimage.sources import Source
+from fedimage.store.shards import ShardInfo, ShardSpec, WorkDir
+
+TASKS_IN_FLIGHT_PER_CPU = 2
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise OptionError("--engine ray needs Ray: pip install 'fedimage[ray]'") from None
+    return ray
+
+
+def convert_shard_task(
+    path: str,
+    spec: ShardSpec,
+    users: list[tuple[UserPlan, list[ImageRecord]]],
+    payloads: list[bytes | str | None],
+    image_options: ImageOptions,
+    shard_format: Any,
+) -> ShardInfo:
+    """One Ray task: standardize a shard's images and write the shard file."""
+    from fedimage.shard_writing import image_inputs, standardize_one, write_shard
+
+    results = (standardize_one(path, data, image_options) for path, data in image_inputs(payloads))
+    return write_shard(Path(path), spec, users, results, shard_format)
+
+
+def run_ray(
+    plan: ConversionPlan,
+    source: Source,
+    image_options: ImageOptions,
+    pending: Sequence[ShardSpec],
+    work: WorkDir,
+    shard_format: Any,
+    address: str | None,
+    workers: int | None,
+    quiet: bool,
+) -> Iterator[ShardInfo]:
+    """Run the pending shards as Ray tasks (a local Ray instance unless ``address`` names a cluster)."""
+    from fedimage.shard_writing import shard_users
+
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            num_cpus=workers if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        task = ray.remote(convert_shard_task)
+        window = max(1, int(ray.cluster_resources().get("CPU", 1)) * TASKS_IN_FLIGHT_PER_CPU)
+        in_flight: dict[Any, ShardSpec] = {}
+        queue = list(pending)
+        todo = sum(spec.stop_image - spec.first_image for spec in pending)
+        with tqdm(
+            total=plan.planned_images,
+            initial=plan.planned_images - todo,
+            unit="img",
+            disable=quiet,
+            desc="converting (ray)",
+        ) as bar:
+            while queue or in_flight:
+                while queue and len(in_flight) < window:
+                    spec = queue.pop(0)
+                    users = list(shard_users(plan, spec))
+                    records = [record for _, user_records in users for record in user_records]
+                    payloads = source.read_images(records)
+                    ref = task.remote(
+                        str(work.shard_path(spec)), spec, users, payloads, image_options, shard_format
+                    )
+                    in_flight[ref] = spec
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                spec = in_flight.pop(done[0])
+                info = ray.get(done[0])
+                bar.update(spec.stop_image - spec.first_image)
+                yield info
+    finally:
+        if started_here:
+            ray.shutdown()
