@@ -1,0 +1,109 @@
+"""``dirs``: one folder per client with its JPEG files and a ``metadata.json``.
+
+::
+
+    DEST/index.json                  format, label mappings, taxonomy, and per split its users:
+                                     {user id: {"folder": "train/<user>", "images": N}}
+    DEST/{split}/{user}/metadata.json {"split", "user_id", "images": [{"image_id", "file",
+                                     "labels", "fine_grained_labels", "sha256"}]}
+    DEST/{split}/{user}/{image}.jpg
+
+Folder and file names are the ids made portable (:func:`fedimage.exports.names.safe_name`);
+``metadata.json`` and ``index.json`` give the original ids. Before the export is published,
+every user folder is counted against what was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fedimage._version import __version__
+from fedimage.errors import FedimageError
+from fedimage.exports.base import ExportRun
+from fedimage.exports.names import NameTable
+
+INDEX = "index.json"
+METADATA = "metadata.json"
+FORMAT = "fedimage-dirs"
+FORMAT_VERSION = 1
+IMAGE_SUFFIX = ".jpg"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_dirs(run: ExportRun, path: Path) -> None:
+    """Write one folder per user under ``path`` (see the module's docstring), then count them."""
+    store = run.store
+    coarse_names, fine_names = store.label_names, store.fine_label_names
+    splits: dict[str, dict[str, dict[str, Any]]] = {}
+    for split in store.splits:
+        split_users = splits[split] = {}
+        folders = NameTable()
+        for user in run.users(split):
+            folder_name = folders.assign(user.user_id)
+            folder = path / split / folder_name
+            folder.mkdir(parents=True)
+            files = NameTable()
+            images = []
+            rows = zip(
+                user.image_ids, user.labels, user.fine_labels, user.jpegs(run.options.quality), strict=True
+            )
+            for image_id, labels, fine, jpeg in rows:
+                file_name = files.assign(image_id) + IMAGE_SUFFIX
+                (folder / file_name).write_bytes(jpeg)
+                images.append(
+                    {
+                        "image_id": image_id,
+                        "file": file_name,
+                        "labels": [coarse_names[index] for index in labels],
+                        "fine_grained_labels": [fine_names[index] for index in fine],
+                        "sha256": hashlib.sha256(jpeg).hexdigest(),
+                    }
+                )
+            _write_json(folder / METADATA, {"split": split, "user_id": user.user_id, "images": images})
+            split_users[user.user_id] = {"folder": f"{split}/{folder_name}", "images": len(images)}
+    _write_json(
+        path / INDEX,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fedimage_version": __version__,
+            "store": store.path.name,
+            "image_size": store.image_size,
+            "label_mapping": store.label_mapping,
+            "fine_grained_label_mapping": store.fine_label_mapping,
+            "label_relationship": store.taxonomy,
+            "splits": {
+                split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
+                for split, users in splits.items()
+            },
+            "users": splits,
+        },
+    )
+    check_counts(path, splits)
+
+
+def check_counts(path: Path, splits: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Every user folder holds exactly its images and a metadata.json; the splits hold no other folder."""
+    problems = []
+    for split, users in splits.items():
+        expected = {info["folder"].rsplit("/", 1)[1] for info in users.values()}
+        found = {entry.name for entry in os.scandir(path / split)} if users else set()
+        problems += [f"{split}/{name}: unexpected folder" for name in sorted(found - expected)]
+        for user_id, info in users.items():
+            folder = path / info["folder"]
+            names = [entry.name for entry in os.scandir(folder)] if folder.is_dir() else []
+            jpegs = sum(name.endswith(IMAGE_SUFFIX) for name in names)
+            if jpegs != info["images"] or METADATA not in names:
+                problems.append(
+                    f"{info['folder']} (user {user_id!r}): {jpegs} images of {info['images']}"
+                    + ("" if METADATA in names else f", no {METADATA}")
+                )
+    if problems:
+        raise FedimageError(f"dirs export {path} is incomplete: " + "; ".join(problems[:5]))

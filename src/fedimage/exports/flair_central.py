@@ -1,0 +1,83 @@
+"""``flair-central``: ml-flair's ungrouped HDF5 layout (``prepare_dataset.py --not_group_data_by_user``).
+
+::
+
+    /{partition}/{image_id}/image                uint8 [S, S, 3]
+    /{partition}/{image_id}/labels               scalar UTF-8 string, coarse labels joined by "|"
+    /{partition}/{image_id}/fine_grained_labels  scalar UTF-8 string, joined by "|"
+    /{partition}/{image_id}/user_id              scalar UTF-8 string
+    /metadata/...                                the source store's JSON entries (label counters,
+                                                 mappings, taxonomy) and ``export`` (provenance)
+
+The strings are variable-length UTF-8 scalars, what h5py writes for ``file[name] = "text"``
+as ml-flair does. Image ids are group names encoded as the store encodes user ids.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fedimage._version import __version__
+from fedimage.exports.base import ExportRun
+from fedimage.store import layout
+from fedimage.store.writer import write_dataset
+from fedimage.taxonomy import LABEL_JOIN
+
+IMAGE = "image"
+USER_ID = "user_id"
+EXPORT_INFO = "export"
+
+_STRING_TYPE = h5py.h5t.py_create(h5py.string_dtype("utf-8"), logical=True)
+_STRING_DTYPE = h5py.string_dtype("utf-8")
+
+
+@cache
+def _string_creation() -> tuple[h5py.h5p.PropDCID, h5py.h5s.SpaceID]:
+    """Creation properties (no timestamps: same store, same bytes) and the scalar space of strings."""
+    properties = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    properties.set_obj_track_times(False)
+    return properties, h5py.h5s.create(h5py.h5s.SCALAR)
+
+
+def write_string(group: h5py.Group, name: str, value: str) -> None:
+    """``group[name] = value`` (a scalar variable-length UTF-8 string) through the low-level API."""
+    properties, space = _string_creation()
+    dataset = h5py.h5d.create(group.id, name.encode("utf-8"), _STRING_TYPE, space, dcpl=properties)
+    dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(value, dtype=_STRING_DTYPE))
+
+
+def write_flair_central(run: ExportRun, path: Path) -> None:
+    """Write every image of the store as its own group of ``path`` (see the module's docstring)."""
+    store = run.store
+    coarse_names, fine_names = store.label_names, store.fine_label_names
+    with h5py.File(path, "w") as h5:
+        for split in store.splits:
+            partition = h5.require_group(split)
+            for user in run.users(split):
+                rows = zip(user.image_ids, user.labels, user.fine_labels, user.pixels(), strict=True)
+                for image_id, labels, fine, pixels in rows:
+                    group = h5py.Group(
+                        h5py.h5g.create(partition.id, layout.user_key(image_id).encode("utf-8"))
+                    )
+                    write_dataset(group, IMAGE, pixels)
+                    write_string(group, layout.LABELS, LABEL_JOIN.join(coarse_names[i] for i in labels))
+                    write_string(group, layout.FINE_LABELS, LABEL_JOIN.join(fine_names[i] for i in fine))
+                    write_string(group, USER_ID, user.user_id)
+        metadata = h5.require_group(layout.METADATA)
+        for name in store.h5[layout.METADATA]:
+            if name != layout.MANIFEST:  # a manifest would make the file look like a fedimage store
+                write_string(metadata, name, store.h5[layout.METADATA][name].asstr()[()])
+        info = {
+            "format": "flair-central",
+            "fedimage_version": __version__,
+            "store": store.path.name,
+            "source": store.manifest.get("source"),
+            "image_size": store.image_size,
+            "splits": run.splits,
+        }
+        write_string(metadata, EXPORT_INFO, json.dumps(info, ensure_ascii=False))
