@@ -1,0 +1,51 @@
+"""Partitioners: deal images that have no user ids into federated clients.
+
+Pure numpy: every scheme maps images, given in a stable key order (sorted by image id),
+to an int64 client index, deterministically for a seed. Schemes (:data:`SCHEMES`):
+``iid``, ``dirichlet`` (label skew), ``shards`` (McMahan et al.), ``quantity`` (size skew) and
+``pathological`` (k labels per client); every one guarantees ``min_per_client`` images per
+client, and raises :class:`~fedimage.errors.OptionError` only when that is impossible.
+
+    from fedimage.partitioning import PartitionOptions, partition, skew_labels
+    clients = partition(len(ids), PartitionOptions("dirichlet", num_clients=100, alpha=0.1),
+                        skew_labels(multi_hot))
+"""
+
+from __future__ import annotations
+
+from fedimage.partitioning.api import partition, partition_images
+from fedimage.partitioning.dirichlet import dirichlet_partition
+from fedimage.partitioning.iid import iid_partition
+from fedimage.partitioning.labels import NO_LABEL, SKEW_STRATEGIES, label_pairs, pick_label, skew_labels
+from fedimage.partitioning.options import SCHEMES, SIZE_DISTRIBUTIONS, PartitionOptions
+from fedimage.partitioning.pathological import pathological_partition
+from fedimage.partitioning.quantity import quantity_partition
+from fedimage.partitioning.regroup import group_users, regroup
+from fedimage.partitioning.repair import enforce_min_size
+from fedimage.partitioning.shards import shards_partition
+from fedimage.partitioning.store import StoreLabels, read_store_labels, regroup_store, repartition_store
+
+__all__ = [
+    "NO_LABEL",
+    "SCHEMES",
+    "SIZE_DISTRIBUTIONS",
+    "SKEW_STRATEGIES",
+    "PartitionOptions",
+    "StoreLabels",
+    "dirichlet_partition",
+    "enforce_min_size",
+    "group_users",
+    "iid_partition",
+    "label_pairs",
+    "partition",
+    "partition_images",
+    "pathological_partition",
+    "pick_label",
+    "quantity_partition",
+    "read_store_labels",
+    "regroup",
+    "regroup_store",
+    "repartition_store",
+    "shards_partition",
+    "skew_labels",
+]

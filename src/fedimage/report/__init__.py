@@ -1,0 +1,135 @@
+"""``fedimage report``: heterogeneity of one or more stores as stats.json, PNG plots and one
+self-contained report.html (needs the ``report`` extra: matplotlib)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedimage._version import __version__
+from fedimage.errors import FedimageError, OptionError
+from fedimage.heterogeneity import Heterogeneity, heterogeneity_from_store
+
+LEVELS = ("coarse", "fine")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`write_report` wrote."""
+
+    html: Path
+    stats: Path
+    plots: list[Path]
+
+
+def _plots_module() -> Any:
+    try:
+        importlib.import_module("matplotlib")
+        from fedimage.report import plots
+    except ImportError as error:
+        raise FedimageError(
+            f"fedimage report needs matplotlib ({error.name} is missing): pip install 'fedimage[report]'"
+        ) from None
+    return plots
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for path in paths:
+        name, suffix = path.stem, 2
+        while name in names:
+            name, suffix = f"{path.stem}-{suffix}", suffix + 1
+        names.append(name)
+    return names
+
+
+def _table_rows(stats: dict[str, Heterogeneity], level: str) -> list[tuple[str, list[Any]]]:
+    summaries = [s.summary() for s in stats.values()]
+    rows: list[tuple[str, list[Any]]] = [
+        ("clients", [s["clients"] for s in summaries]),
+        ("images", [s["images"] for s in summaries]),
+    ]
+    for key in ("mean", "min", "p50", "max"):
+        rows.append((f"images per client, {key}", [s["images_per_client"].get(key) for s in summaries]))
+    rows.append((f"{level} labels", [s[level]["num_labels"] for s in summaries]))
+    rows.append(("global effective labels", [s[level]["global_effective_labels"] for s in summaries]))
+    for measure in ("effective_labels", "labels_present", "hellinger", "jensen_shannon", "emd"):
+        for key in ("mean", "p50", "p95"):
+            rows.append((f"{measure}, {key}", [s[level][measure].get(key) for s in summaries]))
+    return rows
+
+
+def write_report(
+    stores: Sequence[str | Path],
+    output: str | Path,
+    splits: list[str] | None = None,
+    level: str = "coarse",
+    top_clients: int = 30,
+) -> ReportFiles:
+    """Write ``stats.json``, PNGs and ``report.html`` for ``stores`` (side by side) into ``output``."""
+    if not stores:
+        raise OptionError("fedimage report needs at least one store")
+    if level not in LEVELS:
+        raise OptionError(f"labels must be one of {', '.join(LEVELS)}, got {level!r}")
+    if top_clients < 1:
+        raise OptionError(f"--top-clients must be at least 1, got {top_clients}")
+    plots = _plots_module()
+    from fedimage.report.html import page, summary_table
+
+    paths = [Path(store) for store in stores]
+    names = _unique_names(paths)
+    stats = {name: heterogeneity_from_store(path, splits) for name, path in zip(names, paths, strict=True)}
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    kinds = {
+        "sizes": ("Images per client", lambda s, t: plots.sizes_histogram(s, t)),
+        "labels": ("Labels per client", lambda s, t: plots.labels_per_client(s, t, level)),
+        "heatmap": (
+            f"Label shares of the {top_clients} largest clients",
+            lambda s, t: plots.label_heatmap(s, t, level, top_clients),
+        ),
+        "divergence": (
+            "Divergence from the global label distribution",
+            lambda s, t: plots.divergence_distribution(s, t, level),
+        ),
+    }
+    written: list[Path] = []
+    sections: list[tuple[str, list[tuple[bytes, str]]]] = []
+
+    def save(png: bytes, filename: str) -> bytes:
+        (out / filename).write_bytes(png)
+        written.append(out / filename)
+        return png
+
+    if len(stats) > 1:
+        png = save(plots.comparison(stats, level), "comparison.png")
+        sections.append(("All stores", [(png, "cumulative distributions of client sizes and JS distances")]))
+    for kind, (heading, draw) in kinds.items():
+        figures = [(save(draw(s, name), f"{name}_{kind}.png"), name) for name, s in stats.items()]
+        sections.append((heading, figures))
+
+    document = {
+        "fedimage_version": __version__,
+        "labels": level,
+        "splits": splits,
+        "stores": [
+            {"name": name, "path": str(path), "summary": s.summary(), "clients": s.per_client()}
+            for (name, s), path in zip(stats.items(), paths, strict=True)
+        ],
+    }
+    stats_path = out / "stats.json"
+    stats_path.write_text(json.dumps(document, indent=1, allow_nan=False))
+    title = "fedimage heterogeneity report: " + ", ".join(names)
+    html_path = out / "report.html"
+    html_path.write_text(
+        page(title, summary_table(names, _table_rows(stats, level)), sections), encoding="utf-8"
+    )
+    return ReportFiles(html=html_path, stats=stats_path, plots=written)
+
+
+__all__ = ["ReportFiles", "write_report"]
