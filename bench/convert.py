@@ -109,12 +109,40 @@ class ChildRssSampler:
         return sum(self.peaks.values()) / 1024
 
 
+def manifest_users(manifest: Path) -> dict[str, list[dict[str, Any]]]:
+    """The rows of a ``manifest.jsonl`` grouped by user, in first-seen order."""
+    users: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with open(manifest, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            users[row["user_id"]].append(row)
+    return users
+
+
+def flair_users(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """The rows of a raw FLAIR folder grouped by user, each with its ``image`` path (as ml-flair reads it)."""
+    users: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with open(root / "labels_and_metadata.json", encoding="utf-8") as handle:
+        for row in json.load(handle):
+            row["image"] = f"small_images/{row['image_id']}.jpg"
+            users[row["user_id"]].append(row)
+    return users
+
+
 def run_baseline(manifest: Path, output: Path, resize: bool, size: int = IMAGE_SIZE) -> int:
+    """Convert a ``manifest.jsonl`` like ml-flair's ``prepare_dataset.py``; see :func:`baseline_convert`."""
+    return baseline_convert(manifest_users(manifest), manifest.parent, output, resize, size)
+
+
+def baseline_convert(
+    users: dict[str, list[dict[str, Any]]], root: Path, output: Path, resize: bool, size: int = IMAGE_SIZE
+) -> int:
     """Convert like ml-flair's ``prepare_dataset.py``; returns the number of images written.
 
     One process; for each user: Pillow open, RGB, (for large inputs) a plain resize
     of the center square to ``size`` (no JPEG draft), ``np.asarray``, stack, and one
-    uncompressed uint8 ``[N, size, size, 3]`` dataset per user group plus labels.
+    uncompressed uint8 ``[N, size, size, 3]`` dataset per user group plus labels, in
+    ``/{partition}/{user}`` (``train`` when rows have no partition).
     """
     from collections import Counter
 
@@ -122,17 +150,12 @@ def run_baseline(manifest: Path, output: Path, resize: bool, size: int = IMAGE_S
     import numpy as np
     from PIL import Image
 
-    users: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    with open(manifest, encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            users[row["user_id"]].append(row)
-    root = manifest.parent
     label_counter: Counter[str] = Counter()
+    fine_counter: Counter[str] = Counter()
     written = 0
     with h5py.File(output, "w") as h5file:
         for user_id, rows in users.items():
-            images, image_ids, labels = [], [], []
+            images, image_ids, labels, fine = [], [], [], []
             for row in rows:
                 image = Image.open(root / row["image"])
                 if resize:
@@ -144,15 +167,19 @@ def run_baseline(manifest: Path, output: Path, resize: bool, size: int = IMAGE_S
                 elif image.mode != "RGB":  # ml-flair's small images are all RGB already
                     image = image.convert("RGB")
                 images.append(np.asarray(image))
-                image_ids.append(row["image"])
+                image_ids.append(str(row.get("image_id", row["image"])))
                 labels.append(LABEL_DELIMITER.join(row["labels"]))
+                fine.append(LABEL_DELIMITER.join(row.get("fine_grained_labels", ())))
                 label_counter.update(row["labels"])
-            group = f"/train/{user_id}"
+                fine_counter.update(row.get("fine_grained_labels", ()))
+            group = f"/{rows[0].get('partition', 'train')}/{user_id}"
             h5file[f"{group}/labels"] = np.asarray(labels, dtype="S")
+            h5file[f"{group}/fine_grained_labels"] = np.asarray(fine, dtype="S")
             h5file[f"{group}/image_ids"] = np.asarray(image_ids, dtype="S")
             h5file.create_dataset(f"{group}/images", data=np.stack(images))
             written += len(images)
         h5file["/metadata/label_counter"] = json.dumps(label_counter)
+        h5file["/metadata/fine_grained_label_counter"] = json.dumps(fine_counter)
     return written
 
 
@@ -184,6 +211,11 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
         def work() -> tuple[int, int]:
             return run_baseline(manifest, output, resize=spec["resize"]), 0
+
+    elif spec["tool"] == "baseline-flair":  # ``manifest`` is a raw FLAIR folder
+
+        def work() -> tuple[int, int]:
+            return baseline_convert(flair_users(manifest), manifest, output, resize=spec["resize"]), 0
 
     else:
 

@@ -1,0 +1,204 @@
+"""FLAIR-scale conversion: fedimage against ml-flair's way and against the JPEG library's bare loop.
+
+Usage::
+
+    .venv/bin/python bench/flair_scale.py                      # 20,000 FLAIR-shaped 256 px images
+    .venv/bin/python bench/flair_scale.py --content photos --images 3000   # the general (resize) path
+    .venv/bin/python bench/flair_scale.py --images 2000 --sources folder    # a quick run
+
+The input (``_flair_shaped.py``, cached under ``--workdir``) is one FLAIR-shaped set written
+as a raw FLAIR folder and as an ``apple/flair``-schema Parquet file. Measured in one run:
+
+* ``baseline``: ml-flair's ``prepare_dataset.py`` way on the raw folder (one process,
+  every image decoded to pixels, uncompressed uint8 per user in h5py; see ``convert.py``);
+* ``ceiling``: the same JPEG library calls fedimage's path makes, in a bare loop over
+  image bytes already in memory, one core, no I/O or bookkeeping. For 256 px inputs
+  (byte copy) that is simplejpeg's validating decode at 1/8 scale; for larger photos,
+  simplejpeg's DCT-scaled decode + Pillow's bicubic crop-resize + simplejpeg's encode;
+* ``fedimage`` from each source with 1 and 2 workers (JPEG storage).
+
+Each conversion runs in a fresh interpreter (``convert.py``'s measured runs). Ratios are
+taken within the run; on a shared 2-core machine absolute figures are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _flair_shaped  # bench/ helper modules, not part of the package
+import convert
+
+TARGET_OF_CEILING = 0.85
+TARGET_SCALING = 1.8
+TARGET_COPY_VS_BASELINE = 10.0
+SIZE = convert.IMAGE_SIZE
+
+
+def ceiling_copy(datas: list[bytes]) -> None:
+    """The byte-copy path's library work: simplejpeg's validating decode of every entropy-coded byte."""
+    import simplejpeg
+
+    for data in datas:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=1, min_width=1, min_factor=8)
+
+
+def ceiling_resize(datas: list[bytes]) -> None:
+    """The general path's library work: DCT-scaled decode, bicubic crop-resize, encode."""
+    import simplejpeg
+    from PIL import Image
+
+    for data in datas:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        side = min(width, height)
+        wanted = (math.ceil(width * SIZE / side), math.ceil(height * SIZE / side))
+        fit = min(width // wanted[0], height // wanted[1])
+        factor = next((f for f in (8, 4, 2) if fit >= f), 1)
+        pixels = simplejpeg.decode_jpeg(
+            data, "RGB", min_height=-(-height // factor), min_width=-(-width // factor)
+        )
+        rows, cols = pixels.shape[:2]
+        side = min(rows, cols)
+        box = ((cols - side) / 2, (rows - side) / 2, (cols + side) / 2, (rows + side) / 2)
+        image = Image.fromarray(pixels).resize(
+            (SIZE, SIZE), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0
+        )
+        simplejpeg.encode_jpeg(image.__array__(), quality=90, colorspace="RGB", colorsubsampling="420")
+
+
+def measure_ceiling(flair_set: _flair_shaped.FlairSet, content: str, sample: int) -> dict[str, Any]:
+    """Images/s of the bare loop on up to ``sample`` images of the set (bytes read beforehand)."""
+    rows = json.loads(flair_set.metadata.read_text())[:sample]
+    datas = [(flair_set.root / "small_images" / f"{row['image_id']}.jpg").read_bytes() for row in rows]
+    loop = ceiling_copy if content == "flair256" else ceiling_resize
+    loop(datas[:50])  # warm-up
+    wall, cpu = time.perf_counter(), time.process_time()
+    loop(datas)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"images": len(datas), "seconds": wall, "cpu_seconds": cpu, "images_per_second": len(datas) / wall}
+
+
+def warm(flair_set: _flair_shaped.FlairSet) -> None:
+    """Read every input once so no run pays for cold disk reads."""
+    for path in (flair_set.root / "small_images").iterdir():
+        path.read_bytes()
+    flair_set.parquet.read_bytes()
+
+
+def run(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    output = args.workdir / f"out-flairscale-{name}.h5"
+    spec = {**spec, "name": name, "output": str(output)}
+    print(f"  {name} ...", end="", flush=True, file=sys.stderr)
+    attempts = sorted((convert.spawn_run(spec) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+    result = attempts[len(attempts) // 2]
+    result["all_seconds"] = [attempt["seconds"] for attempt in attempts]
+    result["images_per_second"] = result["written"] / result["seconds"]
+    result["peak_rss_mb"] = result["rss_main_mb"] + result["rss_workers_mb"]
+    result["store_mb"] = output.stat().st_size / 1e6
+    print(f" {result['seconds']:.1f} s", file=sys.stderr)
+    output.unlink()
+    Path(str(output)[: -len(".h5")] + ".rejects.jsonl").unlink(missing_ok=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--content", choices=("flair256", "photos"), default="flair256")
+    parser.add_argument("--sources", default="folder,parquet", help="comma-separated: folder,parquet")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts for fedimage")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the (slow) ml-flair-style baseline")
+    parser.add_argument("--ceiling-images", type=int, default=5_000, help="images in the bare loop")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each conversion; the median is shown")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating inputs")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/fedimage-bench"))
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    sources = [name.strip() for name in args.sources.split(",") if name.strip()]
+    if not set(sources) <= {"folder", "parquet"}:
+        parser.error(f"--sources takes folder and/or parquet, got {args.sources!r}")
+    workers = [int(count) for count in args.workers.split(",")]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    flair_set = _flair_shaped.ensure_flair_set(args.workdir, args.content, args.images, args.seed, args.jobs)
+    rows = json.loads(flair_set.metadata.read_text())
+    built = (
+        "cached" if not flair_set.generated_seconds else f"generated in {flair_set.generated_seconds:.0f} s"
+    )
+    print(f"FLAIR-shaped {args.content}: {_flair_shaped.describe(rows)}")
+    print(f"  {flair_set.image_bytes / 1e6:.0f} MB of JPEG, {built}; {flair_set.root}")
+    del rows
+    warm(flair_set)
+
+    resize = args.content != "flair256"
+    ceiling = measure_ceiling(flair_set, args.content, args.ceiling_images)
+    results: dict[str, dict[str, Any]] = {}
+    if not args.no_baseline:
+        spec = {"tool": "baseline-flair", "manifest": str(flair_set.root), "resize": resize}
+        results["baseline (folder)"] = run("baseline", spec, args)
+    paths = {"folder": flair_set.root, "parquet": flair_set.parquet}
+    for source in sources:
+        for count in workers:
+            spec = {"tool": "fedimage", "storage": "jpeg", "workers": count, "manifest": str(paths[source])}
+            results[f"fedimage {source} {count}w"] = run(f"{source}-{count}w", spec, args)
+
+    base = results.get("baseline (folder)", {}).get("images_per_second")
+    top = ceiling["images_per_second"]
+    header = (
+        f"{'run':<22}{'images/s':>10}{'vs base':>9}{'per worker / ceiling':>22}{'seconds':>9}"
+        f"{'CPU s':>8}{'peak RSS MB':>13}{'store MB':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    print(f"{'ceiling (bare loop)':<22}{top:>10.0f}{top / base if base else 0:>8.2f}x{'1 core':>22}")
+    for name, result in results.items():
+        rate = result["images_per_second"]
+        count = 1 if name.startswith("baseline") else int(name.rsplit(" ", 1)[1].rstrip("w"))
+        versus = f"{rate / base:.2f}x" if base else "-"
+        of_ceiling = "-" if name.startswith("baseline") else f"{rate / count / top * 100:.0f}%"
+        print(
+            f"{name:<22}{rate:>10.0f}{versus:>9}{of_ceiling:>22}{result['seconds']:>9.1f}"
+            f"{result['cpu_seconds']:>8.1f}{result['peak_rss_mb']:>13.0f}{result['store_mb']:>10.0f}"
+        )
+    print("targets:")
+    for source in sources:
+        one, two = results.get(f"fedimage {source} 1w"), results.get(f"fedimage {source} 2w")
+        checks = []
+        if one:
+            checks.append((f"{source} 1 worker / ceiling", one["images_per_second"] / top, TARGET_OF_CEILING))
+        if one and two:
+            scaling = two["images_per_second"] / one["images_per_second"]
+            checks.append((f"{source} 2 workers / 1 worker", scaling, TARGET_SCALING))
+        if base and not resize:
+            best = max((r for r in (one, two) if r), key=lambda r: r["images_per_second"], default=None)
+            if best:
+                checks.append(
+                    (
+                        f"{source} byte copy / baseline",
+                        best["images_per_second"] / base,
+                        TARGET_COPY_VS_BASELINE,
+                    )
+                )
+        for label, value, target in checks:
+            print(
+                f"  {label:<34}{value:>7.2f}   target >= {target:<5} {'PASS' if value >= target else 'MISS'}"
+            )
+    if args.json:
+        report = {"content": args.content, "images": args.images, "ceiling": ceiling, "runs": results}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
