@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedimage._version import __version__
-from fedimage.conversion import ConvertOptions, ConvertReport, convert
+from fedimage.conversion import ENGINES, ConvertOptions, ConvertReport, convert
 from fedimage.errors import FedimageError
+from fedimage.exports import EXPORT_FORMATS, ExportOptions, export
 from fedimage.imaging import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.plan import PlanOptions
 from fedimage.rejects import reason_counts
@@ -22,6 +23,7 @@ from fedimage.store.reader import FederatedStore
 from fedimage.store.writer import check_output
 from fedimage.summary import format_summary, summarize
 from fedimage.taxonomy import load_taxonomy
+from fedimage.training import cli as train_cli
 from fedimage.verify import verify_store
 
 EXIT_FAILED = 1
@@ -58,6 +60,26 @@ def _parser() -> argparse.ArgumentParser:
     ver = commands.add_parser("verify", help="re-check a store's structure and checksums")
     ver.add_argument("store", type=Path)
     ver.add_argument("--decode", action="store_true", help="also decode every stored JPEG")
+
+    key = commands.add_parser("keygen", help="write a new 256-bit pseudonym key file (mode 0600)")
+    key.add_argument("path", type=Path, help="key file to create (never overwritten)")
+    key.add_argument("--raw", action="store_true", help="32 raw bytes instead of 64 hex digits")
+
+    rep = commands.add_parser("report", help="heterogeneity report of stores: stats.json, PNGs, report.html")
+    rep.add_argument("stores", type=Path, nargs="+", help="one or more stores, shown side by side")
+    rep.add_argument("-o", "--output", type=Path, required=True, help="folder to write into")
+    rep.add_argument("--split", action="append", dest="splits", help="only this split (repeatable)")
+    rep.add_argument("--labels", choices=("coarse", "fine"), default="coarse", help="label vocabulary")
+    rep.add_argument("--top-clients", type=int, default=30, help="clients in the heatmap (default 30)")
+
+    exp = commands.add_parser("export", help="export a store (ml-flair HDF5/TFRecords, folders, Parquet)")
+    exp.add_argument("store", type=Path)
+    exp.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="format to write")
+    exp.add_argument("destination", type=Path, help="file (flair-central) or folder to create")
+    exp.add_argument("--quality", type=int, default=95, help="JPEG quality for raw stores (default 95)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_cli.add_parser(commands)
     return parser
 
 
@@ -102,12 +124,25 @@ def _add_convert_options(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, help="processes (default: all cores)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted conversion from the shards it finished (same inputs and options)",
+    )
+    run.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: worker processes here; ray: shards as Ray tasks, linked from the output",
+    )
+    run.add_argument("--ray-address", help="with --engine ray: the cluster to join (default: start one here)")
     run.add_argument("--strict", action="store_true", help="exit non-zero when any input is rejected")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _convert_command(args: argparse.Namespace) -> int:
-    check_output(args.output, args.overwrite)
+    if not args.resume:
+        check_output(args.output, args.overwrite)
     taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
     columns = ManifestColumns(
         image=args.image_column,
@@ -145,6 +180,9 @@ def _convert_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        resume=args.resume,
+        engine=args.engine,
+        ray_address=args.ray_address,
     )
     if not args.quiet:
         print(f"reading {source.describe()}", file=sys.stderr)
@@ -169,6 +207,8 @@ def _report_text(report: ConvertReport) -> str:
         f"inputs {report.inputs} = written {report.written} + rejected {report.rejected}"
         f" ({report.seconds:.1f} s, {report.written / max(report.seconds, 1e-9):.0f} images/s)",
     ]
+    if report.shards_reused:
+        lines.append(f"resumed: {report.shards_reused} shards of the interrupted run reused")
     if report.rejected:
         lines.append(f"rejects report: {report.rejects_path}")
         for reason, count in reason_counts(report.rejects).most_common(8):
@@ -219,11 +259,37 @@ def _verify_command(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
+def _keygen_command(args: argparse.Namespace) -> int:
+    from fedimage.privacy.pseudonyms import generate_key_file
+
+    path = generate_key_file(args.path, raw=args.raw)
+    print(f"wrote a 256-bit pseudonym key to {path} (mode 0600); keep it secret, no copy is kept")
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from fedimage.report import write_report  # matplotlib (the `report` extra) only when asked for
+
+    files = write_report(args.stores, args.output, args.splits, args.labels, args.top_clients)
+    print(f"wrote {files.html} ({len(files.plots)} plots, statistics in {files.stats})")
+    return 0
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    options = ExportOptions(overwrite=args.overwrite, quiet=args.quiet, quality=args.quality)
+    print(export(args.store, args.to, args.destination, options).summary())
+    return 0
+
+
 COMMANDS = {
     "convert": _convert_command,
     "demo": _demo_command,
     "inspect": _inspect_command,
     "verify": _verify_command,
+    "keygen": _keygen_command,
+    "report": _report_command,
+    "export": _export_command,
+    "train": train_cli.run,
 }
 
 
@@ -236,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = " (rerun with --resume to keep the shards already written)"
+        print(f"interrupted{resume if args.command == 'convert' else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `fedimage inspect store.h5 | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

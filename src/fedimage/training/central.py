@@ -1,0 +1,56 @@
+"""The non-federated baseline: the same model trained on all train images pooled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from fedimage.store.reader import FederatedStore
+from fedimage.training._deps import require
+from fedimage.training.config import TrainConfig
+from fedimage.training.evaluation import iter_batches
+from fedimage.training.tracking import ValidationTracker
+
+torch = require("torch")
+F = torch.nn.functional
+
+#: Images mixed in the shuffle buffer: memory stays bounded for any split.
+SHUFFLE_BUFFER = 4096
+
+
+def shuffled_batches(
+    store: FederatedStore, labels: str, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of train batches: users in random order, images mixed in a shuffle buffer."""
+    users = list(store.users("train"))
+    order = [users[i] for i in rng.permutation(len(users))]
+    for images, targets in iter_batches(store, "train", labels, SHUFFLE_BUFFER, user_ids=order):
+        mix = rng.permutation(len(images))
+        for start in range(0, len(mix), batch_size):
+            index = mix[start : start + batch_size]
+            yield images[index], targets[index]
+
+
+def run_central(
+    model: torch.nn.Module, store: FederatedStore, config: TrainConfig, tracker: ValidationTracker
+) -> int:
+    """Adam on minibatches for ``config.rounds`` epochs; validation every ``eval_every`` epochs."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.central_lr)
+    rng = np.random.default_rng(config.seed)
+    device = next(model.parameters()).device
+    for epoch in range(1, config.rounds + 1):
+        model.train()
+        total, count = 0.0, 0
+        for images, targets in shuffled_batches(store, config.labels, config.local_batch_size, rng):
+            optimizer.zero_grad()
+            loss = model.loss(torch.from_numpy(images).to(device), torch.from_numpy(targets).to(device))
+            loss.backward()
+            if config.local_max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.local_max_grad_norm)
+            optimizer.step()
+            total += loss.item() * len(images)
+            count += len(images)
+        if epoch % config.eval_every == 0 or epoch == config.rounds:
+            tracker(epoch, model, {"train loss": total / max(count, 1)})
+    return config.rounds

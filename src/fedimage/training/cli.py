@@ -1,0 +1,139 @@
+"""``fedimage train STORE``: FLAIR's federated benchmark (or the central baseline) on a store.
+
+Importing this module needs no training dependency; :func:`run` imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fedimage.errors import OptionError
+from fedimage.training.config import LABEL_KINDS, MODELS, DPConfig, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand to an ``add_subparsers()`` object."""
+    parser = commands.add_parser(
+        "train",
+        help="benchmark federated training on a store (FLAIR's recipe; pfl-research engine)",
+        description="FedAvg with FLAIR's defaults on a store's train users, validated on val, tested on test",
+    )
+    parser.add_argument("store", type=Path)
+    parser.add_argument(
+        "-o", "--out", type=Path, required=True, help="folder for metrics, summary, curves, checkpoint"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of a previous run in --out"
+    )
+    parser.add_argument("--engine", choices=("pfl",), default="pfl", help="simulation engine (default pfl)")
+    parser.add_argument(
+        "--central", action="store_true", help="non-federated baseline: all train images pooled"
+    )
+
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--model", choices=MODELS, default=DEFAULTS.model)
+    model.add_argument("--labels", choices=LABEL_KINDS, default=DEFAULTS.labels)
+    model.add_argument("--image-size", type=int, help="crop side (default 7/8 of the store's: 224 for 256)")
+    model.add_argument(
+        "--max-images-per-user",
+        type=int,
+        default=DEFAULTS.max_images_per_user,
+        help="0: no cap (default 512)",
+    )
+
+    fed = parser.add_argument_group("training (FLAIR's defaults)")
+    fed.add_argument("--rounds", type=int, default=DEFAULTS.rounds, help="rounds (epochs with --central)")
+    fed.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every)
+    fed.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    fed.add_argument(
+        "--cohort-size", type=int, default=DEFAULTS.cohort_size, help="capped at the train users"
+    )
+    fed.add_argument("--local-epochs", type=int, default=DEFAULTS.local_epochs)
+    fed.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.local_batch_size, help="local (or central) batch"
+    )
+    fed.add_argument("--local-lr", type=float, default=DEFAULTS.local_lr, help="local SGD learning rate")
+    fed.add_argument(
+        "--local-grad-clip",
+        type=float,
+        default=DEFAULTS.local_max_grad_norm,
+        help="local gradient norm clip; 0: off",
+    )
+    fed.add_argument("--server-lr", type=float, default=DEFAULTS.server_lr, help="central Adam learning rate")
+    fed.add_argument("--server-eps", type=float, default=DEFAULTS.server_eps, help="central Adam epsilon")
+    fed.add_argument(
+        "--central-lr", type=float, default=DEFAULTS.central_lr, help="Adam learning rate of --central"
+    )
+    fed.add_argument("--eval-batch-size", type=int, default=DEFAULTS.eval_batch_size)
+
+    dp = parser.add_argument_group("user-level differential privacy")
+    dp.add_argument("--dp-epsilon", type=float, help="target epsilon (with --dp-delta and --clip)")
+    dp.add_argument("--dp-delta", type=float)
+    dp.add_argument("--clip", type=float, help="L2 clipping bound of each user's model update")
+    dp.add_argument(
+        "--noise-cohort", type=int, help="calibrate noise for this cohort, scaled to the simulated one"
+    )
+    dp.add_argument(
+        "--adaptive-clip", type=float, metavar="QUANTILE", help="adapt the bound to this norm quantile"
+    )
+    return parser
+
+
+def dp_config(args: argparse.Namespace) -> DPConfig | None:
+    """The DP settings, or None when no DP flag is given; a partial set is an error."""
+    required = {"--dp-epsilon": args.dp_epsilon, "--dp-delta": args.dp_delta, "--clip": args.clip}
+    optional = (args.noise_cohort, args.adaptive_clip)
+    if all(value is None for value in (*required.values(), *optional)):
+        return None
+    missing = [flag for flag, value in required.items() if value is None]
+    if missing:
+        raise OptionError(
+            f"differential privacy needs --dp-epsilon, --dp-delta and --clip; missing {', '.join(missing)}"
+        )
+    return DPConfig(
+        epsilon=args.dp_epsilon,
+        delta=args.dp_delta,
+        clip=args.clip,
+        noise_cohort=args.noise_cohort,
+        adaptive_quantile=args.adaptive_clip,
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        model=args.model,
+        labels=args.labels,
+        image_size=args.image_size,
+        rounds=args.rounds,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        cohort_size=args.cohort_size,
+        local_epochs=args.local_epochs,
+        local_batch_size=args.batch_size,
+        local_lr=args.local_lr,
+        local_max_grad_norm=args.local_grad_clip or None,
+        server_lr=args.server_lr,
+        server_eps=args.server_eps,
+        max_images_per_user=args.max_images_per_user or None,
+        eval_batch_size=args.eval_batch_size,
+        central=args.central,
+        central_lr=args.central_lr,
+        dp=dp_config(args),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fedimage train``; returns the exit status."""
+    config = config_from_args(args)
+    from fedimage.training.runner import train
+
+    train(args.store, config, args.out, engine=args.engine, overwrite=args.overwrite, log=_log)
+    return 0
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)

@@ -1,0 +1,116 @@
+"""Settings of a training run, validated on construction (FLAIR's recipe as defaults)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fedimage.errors import OptionError
+
+MODELS = ("resnet18gn", "cnn")
+LABEL_KINDS = ("coarse", "fine")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise OptionError(message)
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """User-level central DP: clip each user's update to L2 norm ``clip``, add calibrated Gaussian noise.
+
+    ``noise_cohort`` (FLAIR's 5,000) calibrates the noise for that cohort and scales it down
+    to the simulated one; ``adaptive_quantile`` turns on Andrew et al.'s quantile-tracking
+    clipping bound, starting from ``clip``.
+    """
+
+    epsilon: float
+    delta: float
+    clip: float
+    noise_cohort: int | None = None
+    adaptive_quantile: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.epsilon > 0 and math.isfinite(self.epsilon), f"--dp-epsilon must be > 0, got {self.epsilon}"
+        )
+        _check(0 < self.delta < 1, f"--dp-delta must be in (0, 1), got {self.delta}")
+        _check(self.clip > 0 and math.isfinite(self.clip), f"--clip must be > 0, got {self.clip}")
+        _check(
+            self.noise_cohort is None or self.noise_cohort >= 1,
+            f"--noise-cohort must be >= 1, got {self.noise_cohort}",
+        )
+        _check(
+            self.adaptive_quantile is None or 0 < self.adaptive_quantile < 1,
+            f"--adaptive-clip must be a quantile in (0, 1), got {self.adaptive_quantile}",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. Defaults are FLAIR's federated benchmark settings.
+
+    ``image_size`` None means 7/8 of the store's image side (224 for FLAIR's 256).
+    With ``central`` the model trains on all train images pooled (``rounds`` epochs,
+    Adam at ``central_lr``); the federated settings are then unused.
+    """
+
+    model: str = "resnet18gn"
+    labels: str = "coarse"
+    image_size: int | None = None
+    rounds: int = 5000
+    eval_every: int = 20
+    seed: int = 0
+    cohort_size: int = 200
+    local_epochs: int = 2
+    local_batch_size: int = 16
+    local_lr: float = 0.01
+    local_max_grad_norm: float | None = 10.0
+    server_lr: float = 0.1
+    server_eps: float = 0.01
+    server_betas: tuple[float, float] = (0.9, 0.99)
+    max_images_per_user: int | None = 512
+    eval_batch_size: int = 512
+    central: bool = False
+    central_lr: float = 1e-3
+    dp: DPConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        _check(
+            self.labels in LABEL_KINDS,
+            f"--labels must be one of {', '.join(LABEL_KINDS)}, got {self.labels!r}",
+        )
+        _check(
+            self.image_size is None or self.image_size >= 8,
+            f"--image-size must be >= 8, got {self.image_size}",
+        )
+        for name in (
+            "rounds",
+            "eval_every",
+            "cohort_size",
+            "local_epochs",
+            "local_batch_size",
+            "eval_batch_size",
+        ):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}"
+            )
+        _check(
+            self.max_images_per_user is None or self.max_images_per_user >= 1,
+            f"--max-images-per-user must be >= 1, got {self.max_images_per_user}",
+        )
+        for name in ("local_lr", "server_lr", "server_eps", "central_lr"):
+            value = getattr(self, name)
+            _check(value > 0 and math.isfinite(value), f"--{name.replace('_', '-')} must be > 0, got {value}")
+        _check(
+            self.local_max_grad_norm is None or self.local_max_grad_norm > 0,
+            f"--local-max-grad-norm must be > 0, got {self.local_max_grad_norm}",
+        )
+        _check(not (self.central and self.dp), "--central trains without users: it cannot take DP flags")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

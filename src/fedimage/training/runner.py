@@ -1,0 +1,191 @@
+"""``train(store, config, out)``: one benchmark run from store to metrics, checkpoint and summary."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedimage._version import __version__
+from fedimage.errors import OptionError
+from fedimage.store.reader import FederatedStore
+from fedimage.training._deps import require
+from fedimage.training.config import TrainConfig
+from fedimage.training.evaluation import evaluate, split_targets
+from fedimage.training.metrics import prevalence_baseline
+from fedimage.training.models import build_model
+from fedimage.training.outputs import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    plot_curves,
+    prepare_output,
+    read_metrics,
+    write_summary,
+)
+from fedimage.training.privacy import PrivacyCalibration, calibrate, epsilon_spent
+from fedimage.training.tracking import ValidationTracker
+
+torch = require("torch")
+
+ENGINES = ("pfl",)
+
+
+def default_crop(store_image_size: int) -> int:
+    """FLAIR's 224 of 256: 7/8 of the store's side."""
+    return max(8, round(store_image_size * 7 / 8))
+
+
+def _require_split(store: FederatedStore, split: str) -> None:
+    if split not in store.splits or not store.users(split):
+        raise OptionError(
+            f"{store.path.name} has no users in a {split!r} split (splits: {', '.join(store.splits)}); "
+            "training needs one"
+        )
+
+
+def _optional_split(store: FederatedStore, split: str) -> str | None:
+    return split if split in store.splits and store.users(split) else None
+
+
+def train(
+    store_path: str | Path,
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    engine: str = "pfl",
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train on a store, validate every ``config.eval_every`` rounds, test the best round, return the summary.
+
+    Writes ``metrics.jsonl``, ``checkpoint.pt`` (best round), ``summary.json`` and ``curves.png``
+    under ``out``.
+    """
+    if engine not in ENGINES:
+        raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+    out = prepare_output(Path(out), overwrite)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    with FederatedStore(store_path) as store:
+        _require_split(store, "train")
+        val_split, test_split = _optional_split(store, "val"), _optional_split(store, "test")
+        label_names = store.label_names if config.labels == "coarse" else store.fine_label_names
+        crop = config.image_size or default_crop(store.image_size)
+        model = build_model(config.model, len(label_names), crop)
+        population = len(store.users("train"))
+        cohort = min(config.cohort_size, population)
+        mode = "central" if config.central else f"federated ({engine})"
+        log(
+            f"{store.path.name}: {population} train users, {store.num_images('train')} images, "
+            f"{len(label_names)} {config.labels} labels; {config.model} at {crop} px; {mode}"
+        )
+        if not config.central and cohort < config.cohort_size:
+            log(f"cohort size {config.cohort_size} capped to the {population} train users")
+        calibration = _calibrate(config, cohort, population, log)
+        checkpoint_info = {"model": config.model, "num_outputs": len(label_names), "crop": crop}
+        tracker = ValidationTracker(
+            out, store, val_split, config.labels, config.eval_batch_size, checkpoint_info, log
+        )
+        start = time.perf_counter()
+        if config.central:
+            from fedimage.training.central import run_central
+
+            rounds_done = run_central(model, store, config, tracker)
+        else:
+            from fedimage.training.fedavg_pfl import run_fedavg
+
+            rounds_done = run_fedavg(model, store, config, cohort, tracker, calibration)
+        train_seconds = time.perf_counter() - start
+        model.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE)["state_dict"])
+        test_metrics = baseline = None
+        if test_split is not None:
+            test_metrics = evaluate(model, store, test_split, config.labels, config.eval_batch_size)
+            baseline = prevalence_baseline(
+                split_targets(store, "train", config.labels), split_targets(store, test_split, config.labels)
+            )
+        val_baseline = None
+        if val_split is not None:
+            val_baseline = prevalence_baseline(
+                split_targets(store, "train", config.labels), split_targets(store, val_split, config.labels)
+            )
+        privacy = _privacy_summary(calibration, rounds_done, log)
+        summary = {
+            "fedimage_version": __version__,
+            "store": str(Path(store_path).resolve()),
+            "engine": "central" if config.central else engine,
+            "config": config.to_json(),
+            "crop": crop,
+            "train_users": population,
+            "cohort_size": None if config.central else cohort,
+            "label_names": label_names,
+            "rounds_run": rounds_done,
+            "best_round": tracker.best_round,
+            "best_val_macro_ap": tracker.best_value if val_split is not None else None,
+            "test": test_metrics,
+            "test_prevalence_baseline": baseline,
+            "val_prevalence_baseline": val_baseline,
+            "privacy": privacy,
+            "wall_time_s": round(train_seconds, 3),
+            "seconds_per_round": round(train_seconds / max(rounds_done, 1), 4),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+    write_summary(out, summary)
+    records = [record for record in read_metrics(out) if "val" in record]
+    if records:
+        plot_curves(out, records, val_baseline, f"{config.model}, {mode}" + (" + DP" if config.dp else ""))
+    if test_metrics is not None and baseline is not None:
+        log(
+            f"test (round {tracker.best_round}): macro AP {test_metrics['macro AP']:.4f} "
+            f"(prevalence baseline {baseline['macro AP']:.4f}), micro AP {test_metrics['micro AP']:.4f} "
+            f"(baseline {baseline['micro AP']:.4f})"
+        )
+    log(f"wrote {out}: metrics.jsonl, summary.json, curves.png, checkpoint.pt ({train_seconds:.1f} s)")
+    return summary
+
+
+def _calibrate(
+    config: TrainConfig, cohort: int, population: int, log: Callable[[str], None]
+) -> PrivacyCalibration | None:
+    if config.dp is None:
+        return None
+    calibration = calibrate(
+        config.dp.epsilon,
+        config.dp.delta,
+        rounds=config.rounds,
+        cohort_size=cohort,
+        population=population,
+        noise_cohort_size=config.dp.noise_cohort,
+    )
+    log(
+        f"DP: noise multiplier {calibration.noise_multiplier:.4f} for (epsilon {config.dp.epsilon}, delta "
+        f"{config.dp.delta}), {config.rounds} rounds, {calibration.noise_cohort_size} of {population} users "
+        f"a round (q = {calibration.sampling_probability:.4g}); noise added to the cohort sum: "
+        f"{calibration.applied_noise_multiplier:.4f} x clip {config.dp.clip}"
+        + (
+            f", adaptive clipping to quantile {config.dp.adaptive_quantile}"
+            if config.dp.adaptive_quantile
+            else ""
+        )
+    )
+    return calibration
+
+
+def _privacy_summary(
+    calibration: PrivacyCalibration | None, rounds_done: int, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    if calibration is None:
+        return None
+    spent = (
+        calibration.epsilon
+        if rounds_done == calibration.rounds
+        else epsilon_spent(
+            calibration.noise_multiplier, calibration.sampling_probability, rounds_done, calibration.delta
+        )
+    )
+    log(f"DP: epsilon spent {spent:.4f} at delta {calibration.delta} after {rounds_done} rounds (PLD)")
+    return {**calibration.to_json(), "rounds_run": rounds_done, "epsilon_spent": spent}

@@ -1,0 +1,67 @@
+"""Periodic validation during training: one ``metrics.jsonl`` line per evaluation, best checkpoint kept."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fedimage.store.reader import FederatedStore
+from fedimage.training.evaluation import evaluate
+from fedimage.training.outputs import append_metrics, save_checkpoint
+
+SELECTION_METRIC = "macro AP"
+
+
+class ValidationTracker:
+    """Evaluates on ``val_split`` when asked, logs progress, saves the checkpoint of the best round.
+
+    Without a validation split the latest evaluated round counts as the best one.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        store: FederatedStore,
+        val_split: str | None,
+        labels: str,
+        batch_size: int,
+        checkpoint_info: dict[str, Any],
+        log: Callable[[str], None],
+    ):
+        self.out = out
+        self.store = store
+        self.val_split = val_split
+        self.labels = labels
+        self.batch_size = batch_size
+        self.checkpoint_info = checkpoint_info
+        self.log = log
+        self.start = time.perf_counter()
+        self.best_round: int | None = None
+        self.best_value = float("-inf")
+        self.evaluations = 0
+
+    def __call__(self, round_number: int, model: Any, train_metrics: dict[str, float] | None = None) -> None:
+        elapsed = time.perf_counter() - self.start
+        record: dict[str, Any] = {"round": round_number, "elapsed_s": round(elapsed, 3)}
+        val: dict[str, float] = {}
+        if self.val_split is not None:
+            val = evaluate(model, self.store, self.val_split, self.labels, self.batch_size)
+            record["val"] = val
+        if train_metrics:
+            record["train"] = train_metrics
+        record["eval_s"] = round(time.perf_counter() - self.start - elapsed, 3)
+        append_metrics(self.out, record)
+        self.evaluations += 1
+        value = val.get(SELECTION_METRIC, float("-inf")) if val else float("inf")
+        improved = self.best_round is None or value > self.best_value or self.val_split is None
+        if improved:
+            self.best_round, self.best_value = round_number, value
+            save_checkpoint(self.out, model, {**self.checkpoint_info, "round": round_number})
+        shown = (
+            f"val macro AP {val['macro AP']:.4f}  micro AP {val['micro AP']:.4f}  loss {val['loss']:.4f}"
+            if val
+            else "no val split"
+        )
+        self.log(f"round {round_number:>5}  {shown}  {elapsed:8.1f} s{'  *' if improved else ''}")

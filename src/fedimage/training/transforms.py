@@ -1,0 +1,62 @@
+"""Image batches for the network: uint8 NHWC in, normalized float NCHW out, in PyTorch.
+
+FLAIR's pipeline generalized to any crop size N: images are resized to ``resize_to(N)``
+(= round(N * 8 / 7), so 256 for FLAIR's 224 and no resize for a 256-pixel store), then
+randomly cropped and horizontally flipped for training or center-cropped for evaluation,
+and normalized with ImageNet's channel statistics.
+"""
+
+from __future__ import annotations
+
+from fedimage.training._deps import require
+
+torch = require("torch")
+F = torch.nn.functional
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_to(crop: int) -> int:
+    """Side the images are resized to before cropping ``crop`` (FLAIR: 256 for 224)."""
+    return round(crop * 8 / 7)
+
+
+class ImageTransform(torch.nn.Module):
+    """uint8 [B, H, W, 3] -> float32 [B, 3, N, N]: random crop + flip when training, center crop in eval."""
+
+    def __init__(
+        self, crop: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ):
+        super().__init__()
+        self.crop = crop
+        self.size = resize_to(crop)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected uint8 images [B, H, W, 3], got shape {tuple(images.shape)}")
+        x = images.permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
+        x = (x - self.mean) / self.std
+        if self.training:
+            return self._random_crop_flip(x)
+        offset = (self.size - self.crop) // 2
+        return x[..., offset : offset + self.crop, offset : offset + self.crop]
+
+    def _random_crop_flip(self, x: torch.Tensor) -> torch.Tensor:
+        """An independent crop position and flip per image, drawn from torch's seeded generator."""
+        batch = x.shape[0]
+        span = self.size - self.crop + 1
+        tops = torch.randint(0, span, (batch,)).tolist()
+        lefts = torch.randint(0, span, (batch,)).tolist()
+        flips = (torch.rand(batch) < 0.5).tolist()
+        crops = []
+        for image, top, left, flip in zip(x, tops, lefts, flips, strict=True):
+            crop = image[:, top : top + self.crop, left : left + self.crop]
+            crops.append(crop.flip(-1) if flip else crop)
+        return torch.stack(crops)
