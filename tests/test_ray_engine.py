@@ -1,0 +1,50 @@
+"""--engine ray on a local Ray instance: shard files linked from one top-level store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import fast_options
+
+import fedimage
+from fedimage import convert, open_source
+from fedimage.store import shards
+
+ray = pytest.importorskip("ray")
+
+
+def test_ray_engine_links_shards_and_reads_like_a_local_store(
+    user_folder: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(shards, "SHARD_IMAGES", 4)
+    local = convert(open_source(user_folder, layout="user"), tmp_path / "local.h5", fast_options())
+    output = tmp_path / "ray.h5"
+    report = convert(
+        open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2)
+    )
+    assert report.written == local.written == 15 and report.splits == local.splits
+    shard_files = sorted((tmp_path / "ray.h5.shards").glob("shard-*.h5"))
+    assert len(shard_files) > 1
+    assert not (tmp_path / "ray.h5.work").exists()
+
+    with h5py.File(output, "r") as file:
+        split = next(iter(file[key] for key in file if key != "metadata"))
+        link = split.get(next(iter(split)), getlink=True)
+        assert isinstance(link, h5py.ExternalLink) and link.filename.startswith("ray.h5.shards/")
+
+    with fedimage.open(tmp_path / "local.h5") as a, fedimage.open(output) as b:
+        assert a.read_metadata("manifest")["users"] == b.read_metadata("manifest")["users"]
+        for split in a.splits:
+            for user in a.users(split):
+                np.testing.assert_array_equal(a.load_user(split, user).images, b.load_user(split, user).images)
+    assert fedimage.verify_store(output).ok
+
+    # The store and its shard folder move together: links are relative to the top-level file.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    output.rename(moved / output.name)
+    (tmp_path / "ray.h5.shards").rename(moved / "ray.h5.shards")
+    assert fedimage.verify_store(moved / output.name).ok
