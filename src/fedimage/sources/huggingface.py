@@ -17,7 +17,6 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +42,7 @@ class _Shard:
     split: str | None
     first_row: int = 0
     num_rows: int = 0
-    images: pa.ChunkedArray | None = None  # memory-mapped image column, opened on first use
+    images: _ImageColumn | None = None  # memory-mapped image column, opened on first use
 
 
 class HuggingFaceSource(Source):
@@ -184,21 +183,18 @@ class HuggingFaceSource(Source):
         """Each record's encoded image, a file path when the row stores only a path, or None."""
         rows = np.fromiter((record.row for record in records), dtype=np.int64, count=len(records))
         shard_of = np.searchsorted(self._starts, rows, side="right") - 1
-        out: list[bytes | str | None] = [None] * len(records)
-        for shard_index in np.unique(shard_of):
-            shard = self._shards[int(shard_index)]
-            positions = np.flatnonzero(shard_of == shard_index)
-            taken = self._images(shard).take(pa.array(rows[positions] - shard.first_row))
-            for position, cell in zip(positions, taken.to_pylist(), strict=True):
-                out[position] = _image_payload(cell, self.root)
+        out: list[bytes | str | None] = []
+        for row, shard_index in zip(rows.tolist(), shard_of.tolist(), strict=True):
+            shard = self._shards[shard_index]
+            out.append(self._images(shard).payload(row - shard.first_row, self.root))
         return out
 
-    def _images(self, shard: _Shard) -> pa.ChunkedArray:
+    def _images(self, shard: _Shard) -> _ImageColumn:
         if shard.images is None:
             if shard.kind == "parquet":
-                shard.images = self._parquet_images_as_arrow(shard)
+                shard.images = _ImageColumn(self._parquet_images_as_arrow(shard))
             else:
-                shard.images = _open_arrow(shard).column(self.columns["image"])
+                shard.images = _ImageColumn(_open_arrow(shard).column(self.columns["image"]))
         return shard.images
 
     def _parquet_images_as_arrow(self, shard: _Shard) -> pa.ChunkedArray:
@@ -257,15 +253,35 @@ def _named(array: pa.Array, names: list[str]) -> pa.Array:
     return name(array)
 
 
-def _image_payload(cell: dict[str, Any] | None, root: Path) -> bytes | str | None:
-    if not cell:
-        return None
-    if cell.get("bytes"):
-        return cell["bytes"]
-    path = cell.get("path")
-    if not path:
-        return None
-    return path if os.path.isabs(path) else str(root / path)
+class _ImageColumn:
+    """Random access to the cells of a (memory-mapped) ``datasets`` Image column, one row at a time.
+
+    Reading a cell touches only its own bytes: no per-batch ``take`` over the whole column.
+    """
+
+    def __init__(self, column: pa.ChunkedArray):
+        chunks = [chunk for chunk in column.chunks if len(chunk)]
+        self._starts = np.cumsum([0, *(len(chunk) for chunk in chunks)])[:-1]
+        self._chunks = chunks
+        self._bytes = [chunk.field("bytes") for chunk in chunks]
+        has_path = bool(chunks) and chunks[0].type.get_field_index("path") >= 0
+        self._paths = [chunk.field("path") if has_path else None for chunk in chunks]
+
+    def payload(self, row: int, root: Path) -> bytes | str | None:
+        """The row's image bytes, else its path (made absolute against ``root``), else None."""
+        index = int(np.searchsorted(self._starts, row, side="right")) - 1
+        offset = row - int(self._starts[index])
+        chunk = self._chunks[index]
+        if chunk.null_count and not chunk[offset].is_valid:
+            return None
+        data = self._bytes[index][offset].as_py()
+        if data:
+            return data
+        paths = self._paths[index]
+        path = paths[offset].as_py() if paths is not None else None
+        if not path:
+            return None
+        return path if os.path.isabs(path) else str(root / path)
 
 
 def _open_arrow(shard: _Shard) -> pa.Table:
