@@ -16,15 +16,11 @@ from fedimage.store import shards
 ray = pytest.importorskip("ray")
 
 
-def test_ray_engine_links_shards_and_reads_like_a_local_store(
-    user_folder: Path, tmp_path: Path, monkeypatch
-):
+def test_ray_engine_links_shards_and_reads_like_a_local_store(user_folder: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(shards, "SHARD_IMAGES", 4)
     local = convert(open_source(user_folder, layout="user"), tmp_path / "local.h5", fast_options())
     output = tmp_path / "ray.h5"
-    report = convert(
-        open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2)
-    )
+    report = convert(open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2))
     assert report.written == local.written == 15 and report.splits == local.splits
     shard_files = sorted((tmp_path / "ray.h5.shards").glob("shard-*.h5"))
     assert len(shard_files) > 1
@@ -39,7 +35,8 @@ def test_ray_engine_links_shards_and_reads_like_a_local_store(
         assert a.read_metadata("manifest")["users"] == b.read_metadata("manifest")["users"]
         for split in a.splits:
             for user in a.users(split):
-                np.testing.assert_array_equal(a.load_user(split, user).images, b.load_user(split, user).images)
+                expected = a.load_user(split, user).images
+                np.testing.assert_array_equal(expected, b.load_user(split, user).images)
     assert fedimage.verify_store(output).ok
 
     # The store and its shard folder move together: links are relative to the top-level file.

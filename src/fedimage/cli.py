@@ -11,9 +11,10 @@ from pathlib import Path
 
 from fedimage._version import __version__
 from fedimage.conversion import ENGINES, ConvertOptions, ConvertReport, convert
-from fedimage.errors import FedimageError
+from fedimage.errors import FedimageError, OptionError
 from fedimage.exports import EXPORT_FORMATS, ExportOptions, export
 from fedimage.imaging import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
 from fedimage.plan import PlanOptions
 from fedimage.rejects import reason_counts
 from fedimage.sample import sample_manifest, sample_taxonomy
@@ -117,9 +118,29 @@ def _add_convert_options(parser: argparse.ArgumentParser) -> None:
     fed.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test user ratios")
     fed.add_argument("--seed", type=int, default=0)
     fed.add_argument("--max-images-per-user", type=int)
+    fed.add_argument("--num-clients", type=int, default=10, help="clients to deal images into (default 10)")
     fed.add_argument(
-        "--num-clients", type=int, default=10, help="users to deal images into when the source has none (IID)"
+        "--partition",
+        choices=("natural", *SCHEMES),
+        help="natural: the source's users (default when it has some, else iid); the other schemes "
+        "deal images into --num-clients clients",
     )
+    fed.add_argument("--alpha", type=float, default=0.5, help="dirichlet: label concentration (default 0.5)")
+    fed.add_argument(
+        "--shards-per-client", type=int, default=2, help="shards: label-sorted shards per client"
+    )
+    fed.add_argument("--classes-per-client", type=int, default=2, help="pathological: labels per client")
+    fed.add_argument("--size-distribution", choices=SIZE_DISTRIBUTIONS, default="lognormal", help="quantity")
+    fed.add_argument("--size-sigma", type=float, default=1.0, help="quantity, lognormal: sigma (default 1)")
+    fed.add_argument("--size-exponent", type=float, default=1.5, help="quantity, powerlaw: Pareto shape")
+    fed.add_argument("--min-per-client", type=int, default=1, help="images every client gets at least")
+    fed.add_argument(
+        "--skew-label",
+        choices=SKEW_STRATEGIES,
+        default="rarest",
+        help="which label of a multi-label image label-skew schemes follow (default: its rarest)",
+    )
+    fed.add_argument("--group-size", type=int, help="merge the source's users into groups of this many")
 
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, help="processes (default: all cores)")
@@ -176,6 +197,9 @@ def _convert_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_images_per_user=args.max_images_per_user,
             num_clients=args.num_clients,
+            partition=_partition_options(args, source.has_users),
+            skew_label=args.skew_label,
+            group_size=args.group_size,
         ),
         workers=args.workers,
         overwrite=args.overwrite,
@@ -196,6 +220,29 @@ def _convert_command(args: argparse.Namespace) -> int:
         print(f"error: {report.rejected} inputs rejected (--strict)", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _partition_options(args: argparse.Namespace, has_users: bool) -> PartitionOptions | None:
+    """The partition scheme asked for, or None for the source's own users (IID if it has none)."""
+    if args.partition in (None, "natural"):
+        if args.partition == "natural" and not has_users:
+            schemes = "|".join(SCHEMES)
+            raise OptionError(
+                f"--partition natural: this source has no user ids; choose --partition {schemes}"
+            )
+        return None
+    return PartitionOptions(
+        args.partition,
+        num_clients=args.num_clients,
+        min_per_client=args.min_per_client,
+        seed=args.seed,
+        alpha=args.alpha,
+        shards_per_client=args.shards_per_client,
+        classes_per_client=args.classes_per_client,
+        size_distribution=args.size_distribution,
+        size_sigma=args.size_sigma,
+        size_exponent=args.size_exponent,
+    )
 
 
 def _report_text(report: ConvertReport) -> str:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import OptionError
+from fedimage.partitioning import SKEW_STRATEGIES, PartitionOptions, partition, pick_label, regroup
 from fedimage.record_table import (
     SourceMetadata,
     first_per_row,
@@ -43,12 +44,25 @@ class PlanOptions:
     seed: int = 0
     max_images_per_user: int | None = None
     num_clients: int = 10
+    #: None: the source's own users ("natural"), or IID clients when it has none.
+    partition: PartitionOptions | None = None
+    #: Which of an image's labels a label-skew scheme follows (see fedimage.partitioning.labels).
+    skew_label: str = "rarest"
+    #: Merge natural users into seeded groups of this many users.
+    group_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_images_per_user is not None and self.max_images_per_user < 1:
             raise OptionError(f"--max-images-per-user must be at least 1, got {self.max_images_per_user}")
         if self.num_clients < 1:
             raise OptionError(f"--num-clients must be at least 1, got {self.num_clients}")
+        if self.skew_label not in SKEW_STRATEGIES:
+            choices = ", ".join(SKEW_STRATEGIES)
+            raise OptionError(f"--skew-label must be one of {choices}, got {self.skew_label!r}")
+        if self.group_size is not None and self.group_size < 1:
+            raise OptionError(f"--group-size must be at least 1, got {self.group_size}")
+        if self.group_size is not None and self.partition is not None:
+            raise OptionError("--group-size merges natural users; it cannot be combined with --partition")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +138,10 @@ def make_plan(
     keys = table.select(["image_id", "user_id", "partition"])
     if len(valid) < table.num_rows:
         keys = keys.take(pa.array(valid))
-    if not has_users:
-        keys = keys.set_column(1, "user_id", _assign_clients(keys.column("image_id"), options))
-        table = table.set_column(2, "user_id", _scatter(keys.column("user_id"), valid, table.num_rows))
+    clients = _clients(keys, table.column("labels"), table.column("fine_labels"), valid, options, has_users)
+    if clients is not None:
+        keys = keys.set_column(1, "user_id", clients)
+        table = table.set_column(2, "user_id", _scatter(clients, valid, table.num_rows))
     layout = _layout(keys, options)
     table = table.set_column(
         table.schema.get_field_index("partition"), "partition", _scatter(layout.splits, valid, table.num_rows)
@@ -150,7 +165,7 @@ def make_plan(
         inputs=metadata.inputs,
         coarse_labels=sorted(coarse),
         fine_labels=sorted(fine),
-        users_assigned=not has_users,
+        users_assigned=clients is not None,
     )
 
 
@@ -305,19 +320,50 @@ def _derive_coarse(table: pa.Table, taxonomy: Taxonomy, bad: np.ndarray) -> pa.L
     return pa.ListArray.from_arrays(pa.array(offsets), vocabulary.take(pa.array(codes[order])))
 
 
-def _assign_clients(image_ids: pa.ChunkedArray, options: PlanOptions) -> pa.Array:
-    """IID users for collections without any: a seeded shuffle dealt into equal clients."""
-    count = min(options.num_clients, max(1, len(image_ids)))
+def _clients(
+    keys: pa.Table,
+    coarse: pa.ChunkedArray,
+    fine: pa.ChunkedArray,
+    valid: np.ndarray,
+    options: PlanOptions,
+    has_users: bool,
+) -> pa.Array | None:
+    """The client of each valid row when users are made rather than taken from the source (else None).
+
+    Partitions are computed over the images sorted by image id, so they do not depend
+    on the order of the source's rows.
+    """
+    if options.group_size is not None:
+        if not has_users:
+            raise OptionError("--group-size merges the source's users, but this source has none")
+        groups = regroup(keys.column("user_id").to_pylist(), options.group_size, options.seed)
+        return _client_names(groups, "group")
+    partition_options = options.partition
+    if partition_options is None:
+        if has_users:
+            return None
+        partition_options = PartitionOptions("iid", num_clients=options.num_clients, seed=options.seed)
+    count = keys.num_rows
+    by_id = pc.sort_indices(keys.column("image_id")).to_numpy()
+    position = np.empty(count, dtype=np.int64)
+    position[by_id] = np.arange(count)
+    skew = None
+    if partition_options.needs_labels:
+        labels = coarse if pc.sum(pc.list_value_length(coarse)).as_py() else fine
+        if len(valid) < len(labels):
+            labels = labels.take(pa.array(valid))
+        rows, vocabulary, codes = label_rows(labels)
+        rank = np.argsort(np.argsort(np.array(vocabulary, dtype=object))) if vocabulary else codes
+        skew = pick_label(position[rows], rank[codes], count, options.skew_label, partition_options.seed)
+    clients = partition(count, partition_options, skew)[position]
+    return _client_names(clients, "client")
+
+
+def _client_names(clients: np.ndarray, prefix: str) -> pa.Array:
+    count = int(clients.max()) + 1 if len(clients) else 1
     width = len(str(count - 1))
-    by_id = pc.sort_indices(image_ids).to_numpy()
-    client_of_position = np.empty(len(image_ids), dtype=np.int64)
-    permutation = np.random.default_rng(options.seed).permutation(len(image_ids))
-    for client, positions in enumerate(np.array_split(permutation, count)):
-        client_of_position[positions] = client
-    client_of_row = np.empty(len(image_ids), dtype=np.int64)
-    client_of_row[by_id] = client_of_position
-    names = pa.array([f"client_{client:0{width}d}" for client in range(count)], pa.string())
-    return names.take(pa.array(client_of_row))
+    names = pa.array([f"{prefix}_{client:0{width}d}" for client in range(count)], pa.string())
+    return names.take(pa.array(clients))
 
 
 @dataclass
