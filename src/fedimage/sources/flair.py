@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 from fedimage.errors import SourceError
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source
-from fedimage.sources.manifest import json_list_rows, records_from_rows
+from fedimage.sources.json_stream import iter_json_array
+from fedimage.sources.manifest import records_from_rows
 
 METADATA_FILE = "labels_and_metadata.json"
 IMAGE_FOLDER = "small_images"
@@ -53,15 +53,13 @@ class FlairSource(Source):
         return candidate if candidate.is_file() else None
 
     def records(self) -> Iterator[ImageRecord | Reject]:
-        try:
-            with open(self.metadata_path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise SourceError(f"cannot read {self.metadata_path}: {error}") from None
-        if not isinstance(data, list):
-            raise SourceError(f"{self.metadata_path} must hold a JSON list of image objects")
-        rows, _ = json_list_rows(data, METADATA_FILE)
-        yield from records_from_rows(self._with_image_paths(rows), FLAIR_COLUMNS, self.root, "|")
+        yield from records_from_rows(self._with_image_paths(self._rows()), FLAIR_COLUMNS, self.root, "|")
+
+    def _rows(self) -> Iterator[tuple[str, Any]]:
+        """(origin, object) per metadata item, streamed; a non-object item becomes its rejection."""
+        for index, item in enumerate(iter_json_array(self.metadata_path)):
+            origin = f"{METADATA_FILE} item {index}"
+            yield origin, item if isinstance(item, dict) else ValueError("item is not a JSON object")
 
     def _with_image_paths(self, rows: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for origin, row in rows:
