@@ -99,14 +99,20 @@ def test_user_index_reads_no_image_bytes(flair_folder: Path, tmp_path: Path, mon
     assert sorted(plan.table.column("row").take(pa.array(plan.order)).to_pylist()) == list(range(14))
 
 
-def test_parquet_images_go_through_a_temporary_arrow_file_that_is_removed(flair_folder: Path, tmp_path: Path):
+def test_parquet_images_go_through_a_temporary_file_that_is_removed(
+    flair_folder: Path, tmp_path: Path, monkeypatch
+):
+    from fedimage.sources import huggingface
+
+    monkeypatch.setattr(huggingface, "PARQUET_BATCH_ROWS", 3)  # several batches of cells
     path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
     source = open_source(path)
     records = [record for record in source.records()]
     payloads = source.read_images(records[::-1])
-    assert payloads[-1] == (flair_folder / "small_images" / f"{records[0].image_id}.jpg").read_bytes()
+    for record, payload in zip(records[::-1], payloads, strict=True):
+        assert payload == (flair_folder / "small_images" / f"{record.image_id}.jpg").read_bytes()
     temporary = Path(source._tmpdir)
-    assert list(temporary.glob("*.arrow"))
+    assert list(temporary.glob("*.bin"))
     source.close()
     assert not temporary.exists()
 

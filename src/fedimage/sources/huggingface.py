@@ -42,7 +42,7 @@ class _Shard:
     split: str | None
     first_row: int = 0
     num_rows: int = 0
-    images: _ImageColumn | None = None  # memory-mapped image column, opened on first use
+    images: _ImageColumn | _ImageBlob | None = None  # the image column, opened on first use
 
 
 class HuggingFaceSource(Source):
@@ -192,28 +192,27 @@ class HuggingFaceSource(Source):
     def _images(self, shard: _Shard) -> _ImageColumn:
         if shard.images is None:
             if shard.kind == "parquet":
-                shard.images = _ImageColumn(self._parquet_images_as_arrow(shard))
+                shard.images = self._parquet_images_as_blob(shard)
             else:
                 shard.images = _ImageColumn(_open_arrow(shard).column(self.columns["image"]))
         return shard.images
 
-    def _parquet_images_as_arrow(self, shard: _Shard) -> pa.ChunkedArray:
-        """Stream a Parquet file's image column into a temporary Arrow file and map it."""
+    def _parquet_images_as_blob(self, shard: _Shard) -> _ImageBlob:
+        """Stream a Parquet file's image column into a flat temporary file (read back with pread)."""
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="fedimage-hf-")
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
-        target = Path(self._tmpdir) / f"{len(os.listdir(self._tmpdir))}.arrow"
-        column = self.columns["image"]
-        parquet = pq.ParquetFile(shard.path)
-        schema = pa.schema([parquet.schema_arrow.field(column)])
-        with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[column]):
-                writer.write_batch(batch)
-        return pa.ipc.open_file(pa.memory_map(str(target))).read_all().column(0)
+        target = Path(self._tmpdir) / f"{len(os.listdir(self._tmpdir))}.bin"
+        batches = pq.ParquetFile(shard.path).iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, columns=[self.columns["image"]]
+        )
+        return _ImageBlob(target, (batch.column(0) for batch in batches))
 
     def close(self) -> None:
         """Delete temporary files (also done when the source is garbage collected)."""
         for shard in self._shards:
+            if isinstance(shard.images, _ImageBlob):
+                shard.images.close()
             shard.images = None
         if self._finalizer is not None:
             self._finalizer()
@@ -282,6 +281,62 @@ class _ImageColumn:
         if not path:
             return None
         return path if os.path.isabs(path) else str(root / path)
+
+
+class _ImageBlob:
+    """Image cells copied into one flat file: each row's bytes are read back with ``pread``.
+
+    Parquet cannot be read row by row cheaply, so its image column is streamed once into
+    this file. Only the offsets (8 bytes a row) stay in memory; unlike a memory map, reads
+    do not grow the process's resident memory with the size of the dataset.
+    """
+
+    def __init__(self, path: Path, columns: Iterator[pa.Array]):
+        self._offsets = [np.zeros(1, dtype=np.int64)]
+        self._valid: list[np.ndarray] = []
+        self._paths: dict[int, str] = {}
+        end, row = 0, 0
+        with open(path, "wb") as sink:
+            for cells in columns:
+                data = cells.field("bytes")
+                lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy(zero_copy_only=False)
+                valid = (
+                    np.ones(len(cells), dtype=bool)
+                    if not cells.null_count
+                    else cells.is_valid().to_numpy(zero_copy_only=False)
+                )
+                lengths = np.where(valid, lengths, 0).astype(np.int64)
+                for position in np.flatnonzero(valid & (lengths > 0)).tolist():
+                    sink.write(data[position].as_buffer())
+                if cells.type.get_field_index("path") >= 0:
+                    for position in np.flatnonzero(valid & (lengths == 0)).tolist():
+                        path_value = cells.field("path")[position].as_py()
+                        if path_value:
+                            self._paths[row + position] = path_value
+                self._offsets.append(end + np.cumsum(lengths))
+                self._valid.append(valid)
+                end += int(lengths.sum())
+                row += len(cells)
+        self.offsets = np.concatenate(self._offsets)
+        self.valid = np.concatenate(self._valid) if self._valid else np.zeros(0, dtype=bool)
+        del self._offsets, self._valid
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+
+    def payload(self, row: int, root: Path) -> bytes | str | None:
+        if not self.valid[row]:
+            return None
+        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+        if stop > start and self._fd is not None:
+            return os.pread(self._fd, stop - start, start)
+        path = self._paths.get(row)
+        if not path:
+            return None
+        return path if os.path.isabs(path) else str(root / path)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _open_arrow(shard: _Shard) -> pa.Table:
