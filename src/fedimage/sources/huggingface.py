@@ -30,6 +30,7 @@ from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
 
 PARQUET_BATCH_ROWS = 1024
+PARQUET_BUFFER_BYTES = 1 << 20
 METADATA_BATCH_ROWS = 65_536
 
 
@@ -203,8 +204,15 @@ class HuggingFaceSource(Source):
             self._tmpdir = tempfile.mkdtemp(prefix="fedimage-hf-")
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
         target = Path(self._tmpdir) / f"{len(os.listdir(self._tmpdir))}.bin"
-        batches = pq.ParquetFile(shard.path).iter_batches(
-            batch_size=PARQUET_BATCH_ROWS, columns=[self.columns["image"]]
+        parquet = pq.ParquetFile(shard.path, buffer_size=PARQUET_BUFFER_BYTES)
+        column = [self.columns["image"]]
+        # One row group at a time, no read-ahead: memory stays at about one row group.
+        batches = (
+            batch
+            for group in range(parquet.num_row_groups)
+            for batch in parquet.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=column, use_threads=False
+            )
         )
         return _ImageBlob(target, (batch.column(0) for batch in batches))
 
