@@ -31,7 +31,7 @@ SCHEMA = pa.schema(
         ("row", pa.int64()),
     ]
 )
-BUILD_BATCH_ROWS = 65_536
+BUILD_BATCH_ROWS = 4_096
 
 
 @dataclass
