@@ -55,7 +55,10 @@ def flair_shaped_table(rows: int, seed: int, image: bytes) -> pa.Table:
 
 
 def fedimage_index(path: Path) -> tuple[float, int, float]:
-    """Seconds, users and peak RSS (MB) of fedimage's index, in a fresh process."""
+    """Seconds, users and peak RSS (MB) of fedimage's index, in a fresh process.
+
+    Peak RSS is the child's VmHWM: ``ru_maxrss`` survives ``exec`` and would report the parent's.
+    """
     code = (
         "import time, resource; t = time.perf_counter()\n"
         "from fedimage import open_source, PlanOptions\n"
@@ -63,7 +66,7 @@ def fedimage_index(path: Path) -> tuple[float, int, float]:
         f"source = open_source({str(path)!r})\n"
         "plan = make_plan(source.metadata(), PlanOptions(), has_users=source.has_users)\n"
         "print(time.perf_counter() - t, len({u.user_id for u in plan.users}),"
-        " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        " next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     seconds, users, rss = out.split()
