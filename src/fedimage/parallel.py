@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -35,11 +36,9 @@ def _die_with_parent() -> None:
 
     Without it, a main process killed with SIGKILL would leave its workers waiting forever.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: nothing to do
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: nothing to do
-        pass
 
 
 class WorkerPool:

@@ -8,6 +8,7 @@ key to pseudonymize new data consistently, destroy it to make the pseudonyms per
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -69,10 +70,8 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
         return data
     text = data.strip()
     if len(text) == 2 * KEY_BYTES:
-        try:
+        with contextlib.suppress(UnicodeDecodeError, ValueError):  # not hex: the error below
             return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
     raise OptionError(
         f"key file {path} holds {len(data)} bytes;"
         f" expected {KEY_BYTES} raw bytes or {2 * KEY_BYTES} hex digits"
