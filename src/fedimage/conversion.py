@@ -128,8 +128,9 @@ def convert(
     for spec in specs:
         rejects.extend(infos[spec.index].rejects)
     linked = options.engine == "ray"
+    shards = shards_dir_for(output)
     if linked:
-        move_shards(work, specs, shards_dir_for(output), options.overwrite)
+        move_shards(work, specs, shards, options.overwrite)
     with StoreWriter(
         output,
         storage=options.image.storage,
@@ -140,7 +141,6 @@ def convert(
     ) as writer:
         for spec in specs:
             if linked:
-                shards = shards_dir_for(output)
                 writer.add_shard(shards / spec.name, link_as=f"{shards.name}/{spec.name}")
             else:
                 writer.add_shard(work.shard_path(spec))

@@ -36,7 +36,7 @@ def _import_ray() -> Any:
 
 
 def convert_shard_task(
-    path: str,
+    shard_path: str,
     spec: ShardSpec,
     users: list[tuple[UserPlan, list[ImageRecord]]],
     payloads: list[bytes | str | None],
@@ -47,7 +47,7 @@ def convert_shard_task(
     from fedimage.shard_writing import image_inputs, standardize_one, write_shard
 
     results = (standardize_one(path, data, image_options) for path, data in image_inputs(payloads))
-    return write_shard(Path(path), spec, users, results, shard_format)
+    return write_shard(Path(shard_path), spec, users, results, shard_format)
 
 
 def run_ray(

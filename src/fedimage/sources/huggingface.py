@@ -300,34 +300,31 @@ class _ImageBlob:
     """
 
     def __init__(self, path: Path, columns: Iterator[pa.Array]):
-        self._offsets = [np.zeros(1, dtype=np.int64)]
-        self._valid: list[np.ndarray] = []
+        offsets = [np.zeros(1, dtype=np.int64)]
+        valid_rows: list[np.ndarray] = []
         self._paths: dict[int, str] = {}
         end, row = 0, 0
         with open(path, "wb") as sink:
             for cells in columns:
                 data = cells.field("bytes")
                 lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy(zero_copy_only=False)
-                valid = (
-                    np.ones(len(cells), dtype=bool)
-                    if not cells.null_count
-                    else cells.is_valid().to_numpy(zero_copy_only=False)
-                )
+                valid = np.ones(len(cells), dtype=bool)
+                if cells.null_count:
+                    valid = cells.is_valid().to_numpy(zero_copy_only=False)
                 lengths = np.where(valid, lengths, 0).astype(np.int64)
-                for position in np.flatnonzero(valid & (lengths > 0)).tolist():
+                for position in np.flatnonzero(lengths > 0).tolist():
                     sink.write(data[position].as_buffer())
                 if cells.type.get_field_index("path") >= 0:
                     for position in np.flatnonzero(valid & (lengths == 0)).tolist():
                         path_value = cells.field("path")[position].as_py()
                         if path_value:
                             self._paths[row + position] = path_value
-                self._offsets.append(end + np.cumsum(lengths))
-                self._valid.append(valid)
+                offsets.append(end + np.cumsum(lengths))
+                valid_rows.append(valid)
                 end += int(lengths.sum())
                 row += len(cells)
-        self.offsets = np.concatenate(self._offsets)
-        self.valid = np.concatenate(self._valid) if self._valid else np.zeros(0, dtype=bool)
-        del self._offsets, self._valid
+        self.offsets = np.concatenate(offsets)
+        self.valid = np.concatenate(valid_rows) if valid_rows else np.zeros(0, dtype=bool)
         self._fd: int | None = os.open(path, os.O_RDONLY)
 
     def payload(self, row: int, root: Path) -> bytes | str | None:
