@@ -304,12 +304,12 @@ def test_quality_and_size_options_reach_the_store(user_folder: Path, tmp_path: P
     assert sizes[30] < 0.6 * sizes[95]
 
 
-def _die_in_worker(batch):
+def _die_in_worker(item):
     os._exit(9)
 
 
 def test_a_dying_worker_is_a_clear_error_and_leaves_no_store(user_folder: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(shard_writing, "standardize_batch", _die_in_worker)
+    monkeypatch.setattr(shard_writing, "_work_item", _die_in_worker)
     output = tmp_path / "out.h5"
     with pytest.raises(fedimage.FedimageError, match="a worker process died while converting"):
         convert(open_source(user_folder, layout="user"), output, fast_options(workers=2))

@@ -30,7 +30,11 @@ def small_shards(monkeypatch):
 
 
 def run_cli(args: list[str], kill_at: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
-    """``fedimage ARGS`` in a fresh process that SIGKILLs itself at the n-th call of a function."""
+    """``fedimage ARGS`` in a fresh process that is SIGKILLed at the n-th call of a function.
+
+    The count is per process: a hook on a function that workers run kills the main
+    process from the worker that makes that call first (the worker then dies with it).
+    """
     hook = ""
     if kill_at is not None:
         target, call = kill_at
@@ -40,6 +44,7 @@ def run_cli(args: list[str], kill_at: tuple[str, int] | None = None) -> subproce
             f"""
             import os, signal
             import {module} as module
+            main_pid = os.getpid()
             owner = getattr(module, {owner!r}) if {attribute!r} else module
             name = {attribute!r} or {owner!r}
             original = getattr(owner, name)
@@ -47,7 +52,8 @@ def run_cli(args: list[str], kill_at: tuple[str, int] | None = None) -> subproce
             def killer(*args, **kwargs):
                 calls[0] += 1
                 if calls[0] == {call}:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(main_pid, signal.SIGKILL)
+                    os._exit(9)
                 return original(*args, **kwargs)
             setattr(owner, name, killer)
             """
@@ -69,9 +75,9 @@ def convert_args(source: Path, output: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize(
     "kill_at",
     [
-        ("fedimage.store.writer.UserGroupWriter:close", 1),  # inside the first shard
-        ("fedimage.store.writer.UserGroupWriter:close", 4),  # after two shards were renamed
-        ("fedimage.store.writer.StoreWriter:finish", 3),  # while publishing the third shard
+        ("fedimage.store.writer.UserGroupWriter:close", 1),  # in a worker, inside the first shard
+        ("fedimage.store.writer.StoreWriter:finish", 1),  # in a worker, while publishing a shard
+        ("fedimage.shard_writing:_next_shard", 3),  # after two shards were renamed
         ("fedimage.store.shards.copy_user_groups", 2),  # while assembling the store
     ],
 )

@@ -12,11 +12,11 @@ from typing import Any
 from fedimage._version import __version__
 from fedimage.errors import OptionError, StoreError
 from fedimage.imaging import ImageOptions
-from fedimage.parallel import default_workers
+from fedimage.parallel import WorkerPool, default_workers
 from fedimage.plan import ConversionPlan, PlanOptions, make_plan
 from fedimage.records import Reject
 from fedimage.rejects import write_rejects
-from fedimage.shard_writing import ShardFormat, run_local, shard_key
+from fedimage.shard_writing import SHARDS_IN_FLIGHT_PER_WORKER, ShardFormat, run_local, shard_key
 from fedimage.sources import Source
 from fedimage.store import layout
 from fedimage.store.shards import ShardInfo, WorkDir, move_shards, shard_specs, shards_dir_for
@@ -105,7 +105,8 @@ def convert(
     reused = len(infos)
     pending = [spec for spec in specs if spec.index not in infos]
     workers = options.workers or default_workers()
-    if options.engine == "ray":
+    linked = options.engine == "ray"
+    if linked:
         from fedimage.ray_engine import run_ray
 
         made = run_ray(
@@ -119,31 +120,36 @@ def convert(
             options.workers,
             options.quiet,
         )
-    else:
-        made = run_local(plan, source, options.image, pending, work, shard_format, workers, options.quiet)
-    for info in made:
-        infos[info.index] = info
-
-    rejects = list(plan.rejects)
-    for spec in specs:
-        rejects.extend(infos[spec.index].rejects)
-    linked = options.engine == "ray"
-    shards = shards_dir_for(output)
-    if linked:
+        for info in made:
+            infos[info.index] = info
+        shards = shards_dir_for(output)
         move_shards(work, specs, shards, options.overwrite)
-    with StoreWriter(
-        output,
-        storage=options.image.storage,
-        image_size=options.image.size,
-        coarse_labels=plan.coarse_labels,
-        fine_labels=plan.fine_labels,
-        overwrite=options.overwrite,
-    ) as writer:
-        for spec in specs:
+
+    # The workers start before the store is opened, so no HDF5 handle crosses a fork.
+    with (
+        WorkerPool(1 if linked else workers, SHARDS_IN_FLIGHT_PER_WORKER) as pool,
+        StoreWriter(
+            output,
+            storage=options.image.storage,
+            image_size=options.image.size,
+            coarse_labels=plan.coarse_labels,
+            fine_labels=plan.fine_labels,
+            overwrite=options.overwrite,
+        ) as writer,
+    ):
+        if not linked:
+            made = run_local(plan, source, options.image, pending, work, shard_format, pool, options.quiet)
+        for spec in specs:  # local shards are copied in as they arrive, while workers write the next
             if linked:
                 writer.add_shard(shards / spec.name, link_as=f"{shards.name}/{spec.name}")
-            else:
-                writer.add_shard(work.shard_path(spec))
+                continue
+            if spec.index not in infos:
+                info = next(made)
+                infos[info.index] = info
+            writer.add_shard(work.shard_path(spec))
+        rejects = list(plan.rejects)
+        for spec in specs:
+            rejects.extend(infos[spec.index].rejects)
         splits = {
             split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
             for split, users in writer.users.items()

@@ -12,15 +12,13 @@ opens like any other store.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from fedimage.errors import OptionError
 from fedimage.imaging import ImageOptions
-from fedimage.plan import ConversionPlan, UserPlan
-from fedimage.records import ImageRecord
+from fedimage.plan import ConversionPlan
 from fedimage.sources import Source
 from fedimage.store.shards import ShardInfo, ShardSpec, WorkDir
 
@@ -35,21 +33,6 @@ def _import_ray() -> Any:
     return ray
 
 
-def convert_shard_task(
-    shard_path: str,
-    spec: ShardSpec,
-    users: list[tuple[UserPlan, list[ImageRecord]]],
-    payloads: list[bytes | str | None],
-    image_options: ImageOptions,
-    shard_format: Any,
-) -> ShardInfo:
-    """One Ray task: standardize a shard's images and write the shard file."""
-    from fedimage.shard_writing import image_inputs, standardize_one, write_shard
-
-    results = (standardize_one(path, data, image_options) for path, data in image_inputs(payloads))
-    return write_shard(Path(shard_path), spec, users, results, shard_format)
-
-
 def run_ray(
     plan: ConversionPlan,
     source: Source,
@@ -62,7 +45,7 @@ def run_ray(
     quiet: bool,
 ) -> Iterator[ShardInfo]:
     """Run the pending shards as Ray tasks (a local Ray instance unless ``address`` names a cluster)."""
-    from fedimage.shard_writing import shard_users
+    from fedimage.shard_writing import convert_shard, shard_task
 
     ray = _import_ray()
     started_here = not ray.is_initialized()
@@ -75,7 +58,7 @@ def run_ray(
             configure_logging=False,
         )
     try:
-        task = ray.remote(convert_shard_task)
+        task = ray.remote(convert_shard)
         window = max(1, int(ray.cluster_resources().get("CPU", 1)) * TASKS_IN_FLIGHT_PER_CPU)
         in_flight: dict[Any, ShardSpec] = {}
         queue = list(pending)
@@ -90,12 +73,8 @@ def run_ray(
             while queue or in_flight:
                 while queue and len(in_flight) < window:
                     spec = queue.pop(0)
-                    users = list(shard_users(plan, spec))
-                    records = [record for _, user_records in users for record in user_records]
-                    payloads = source.read_images(records)
-                    ref = task.remote(
-                        str(work.shard_path(spec)), spec, users, payloads, image_options, shard_format
-                    )
+                    path = work.shard_path(spec)
+                    ref = task.remote(shard_task(plan, source, spec, path, image_options, shard_format))
                     in_flight[ref] = spec
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 spec = in_flight.pop(done[0])

@@ -1,8 +1,11 @@
 """Standardizing images and writing them into shard files: the per-user work of a conversion.
 
-The same :func:`write_shard` runs in the local engine (images standardized by a
-pool of worker processes, written by the main process) and in the Ray engine
-(one task standardizes and writes one whole shard).
+A worker (a process of the local engine's pool, or a Ray task) standardizes and
+writes one whole shard (:func:`convert_shard`), so HDF5 writing runs in parallel
+too and the main process only plans, hands out shards and assembles the store.
+A shard that holds a large user (:data:`LARGE_USER_IMAGES` or more) would keep
+one worker busy alone: the local engine spreads its images over all workers in
+batches and writes that shard itself.
 """
 
 from __future__ import annotations
@@ -25,10 +28,25 @@ from fedimage.sources import Source
 from fedimage.store.shards import SHARD_INFO, ShardInfo, ShardSpec, WorkDir
 from fedimage.store.writer import StoreWriter
 
-BATCH_SIZE = 32
+BATCH_SIZE = 64
+LARGE_USER_IMAGES = 256
+SHARDS_IN_FLIGHT_PER_WORKER = 2
 
 ImageInput = tuple[str, bytes | None]  # (path to read, or the bytes themselves)
 Result = tuple[bool, bytes | str]  # (True, standardized bytes) or (False, why it was rejected)
+ShardUsers = list[tuple[UserPlan, list[ImageRecord]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    """Everything a worker needs to write one shard: its users' rows and image payloads."""
+
+    path: str
+    spec: ShardSpec
+    users: ShardUsers
+    payloads: list[bytes | str | None]
+    image_options: ImageOptions
+    shard_format: ShardFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +160,56 @@ def image_reject(record: ImageRecord, reason: str) -> Reject:
     )
 
 
-def shard_users(plan: ConversionPlan, spec: ShardSpec) -> Iterator[tuple[UserPlan, list[ImageRecord]]]:
+def shard_users(plan: ConversionPlan, spec: ShardSpec) -> ShardUsers:
+    """The shard's users with their records (one table read for the whole shard)."""
+    records = plan.records(spec.first_image, spec.stop_image)
+    users = []
     for user in plan.users[spec.first_user : spec.stop_user]:
-        yield user, plan.user_records(user)
+        start = user.start - spec.first_image
+        users.append((user, records[start : start + user.size]))
+    return users
+
+
+def shard_task(
+    plan: ConversionPlan,
+    source: Source,
+    spec: ShardSpec,
+    path: Path,
+    image_options: ImageOptions,
+    shard_format: ShardFormat,
+) -> ShardTask:
+    """A shard's work, with the payloads read from ``source`` (file paths, or bytes for tables)."""
+    users = shard_users(plan, spec)
+    payloads = source.read_images([record for _, records in users for record in records])
+    return ShardTask(str(path), spec, users, payloads, image_options, shard_format)
+
+
+def convert_shard(task: ShardTask) -> ShardInfo:
+    """Worker: standardize a shard's images and write the shard file."""
+    inputs = image_inputs(task.payloads)
+    results = (standardize_one(path, data, task.image_options) for path, data in inputs)
+    return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
+
+
+def _next_shard(outputs: Iterator[object], spec: ShardSpec, plan: ConversionPlan) -> ShardInfo:
+    try:
+        return next(outputs)  # type: ignore[return-value]
+    except BrokenProcessPool:
+        first = plan.users[spec.first_user]
+        raise FedimageError(
+            f"a worker process died while converting shard {spec.index} (users from {first.user_id!r}, "
+            f"{spec.stop_image - spec.first_image} images): out of memory, or a decoder crashed on one "
+            "of its files; rerun with --workers 1 to see which (then --resume to keep the work done)"
+        ) from None
+
+
+def _is_large(plan: ConversionPlan, spec: ShardSpec) -> bool:
+    return any(user.size >= LARGE_USER_IMAGES for user in plan.users[spec.first_user : spec.stop_user])
+
+
+def _work_item(item: ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]) -> ShardInfo | list[Result]:
+    """Worker: a whole shard, or one batch of a large user's images."""
+    return convert_shard(item) if isinstance(item, ShardTask) else standardize_batch(item)
 
 
 def run_local(
@@ -154,32 +219,43 @@ def run_local(
     pending: Sequence[ShardSpec],
     work: WorkDir,
     shard_format: ShardFormat,
-    workers: int,
+    pool: WorkerPool,
     quiet: bool,
 ) -> Iterator[ShardInfo]:
-    """Write the pending shards here, with images standardized by ``workers`` processes."""
+    """Write the pending shards with the ``pool``'s processes; yields their infos in ``pending`` order.
 
-    def batches() -> Iterator[tuple[tuple[ImageInput, ...], ImageOptions]]:
+    The pool must be entered before any HDF5 file is opened (see :class:`WorkerPool`).
+    """
+    large = {spec.index for spec in pending if _is_large(plan, spec)}
+
+    def items() -> Iterator[ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]]:
         for spec in pending:
+            if spec.index not in large:
+                yield shard_task(plan, source, spec, work.shard_path(spec), image_options, shard_format)
+                continue
             for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
                 records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
                 yield image_inputs(source.read_images(records)), image_options
 
     todo = sum(spec.stop_image - spec.first_image for spec in pending)
-    with WorkerPool(workers) as pool:
-        batch_results = pool.ordered_map(standardize_batch, batches())
-        results = (result for batch in batch_results for result in batch)
-        with (
-            closing(batch_results),
-            tqdm(
-                total=plan.planned_images,
-                initial=plan.planned_images - todo,
-                unit="img",
-                disable=quiet,
-                desc="converting",
-            ) as bar,
-        ):
-            for spec in pending:
-                yield write_shard(
-                    work.shard_path(spec), spec, shard_users(plan, spec), results, shard_format, bar
-                )
+    outputs = pool.ordered_map(_work_item, items())
+    with (
+        closing(outputs),
+        tqdm(
+            total=plan.planned_images,
+            initial=plan.planned_images - todo,
+            unit="img",
+            disable=quiet,
+            desc="converting",
+        ) as bar,
+    ):
+        for spec in pending:
+            if spec.index in large:
+                batches = (next(outputs) for _ in range(spec.first_image, spec.stop_image, BATCH_SIZE))
+                results = (result for batch in batches for result in batch)  # type: ignore[union-attr]
+                path = work.shard_path(spec)
+                yield write_shard(path, spec, shard_users(plan, spec), results, shard_format, bar)
+            else:
+                info = _next_shard(outputs, spec, plan)
+                bar.update(spec.stop_image - spec.first_image)
+                yield info  # type: ignore[misc]

@@ -97,15 +97,17 @@ def parse_label_list(value: Any, delimiter: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(label for label in labels if label))
 
 
-def resolve_inside(root: Path, relative: str) -> Path | None:
-    """``root / relative`` when it stays inside ``root`` (lexically), else None.
+def resolve_inside(root: Path, relative: str) -> str | None:
+    """``root / relative`` as a normalized absolute path when it stays inside ``root`` (lexically), else None.
 
-    Absolute paths are accepted only when they point inside ``root``.
+    Absolute paths are accepted only when they point inside ``root``. String operations
+    only: a FLAIR-sized manifest calls this 430,000 times.
     """
     if not relative:
         return None
-    base = Path(os.path.abspath(root))
-    candidate = Path(os.path.normpath(base / relative))
-    if candidate == base or not candidate.is_relative_to(base):
+    base = os.path.abspath(root)
+    candidate = os.path.normpath(os.path.join(base, relative))
+    inside = base if base.endswith(os.sep) else base + os.sep
+    if not candidate.startswith(inside):
         return None
     return candidate

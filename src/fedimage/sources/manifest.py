@@ -259,7 +259,7 @@ def row_to_record(
         )
     partition = clean_text(cell("partition")) if columns["partition"] else None
     return ImageRecord(
-        path=str(path),
+        path=path,
         image_id=image_id,
         user_id=user,
         labels=parse_label_list(cell("labels"), delimiter),

@@ -1,6 +1,8 @@
 """A conversion's work folder: the store written as shard files that a later run can resume.
 
-Users are cut, in store order, into shards of about :data:`SHARD_IMAGES` images.
+Users are cut, in store order, into shards of a 64th of the images, between
+:data:`MIN_SHARD_IMAGES` and :data:`SHARD_IMAGES` (whole users, so a larger user
+makes a larger shard).
 Each shard is a small store (``shard-00003.h5``) written under a temporary name
 and renamed when complete, so a run killed at any point leaves only whole
 shards behind. ``--resume`` reuses the shards whose key (options + the exact
@@ -27,6 +29,8 @@ from fedimage.records import Reject
 from fedimage.store import layout
 
 SHARD_IMAGES = 4096
+MIN_SHARD_IMAGES = 256
+SHARDS_PER_RUN = 64  # enough shards to keep every worker busy to the end
 RUN_FILE = "run.json"
 SHARD_INFO = "shard"
 
@@ -46,9 +50,14 @@ class ShardSpec:
         return f"shard-{self.index:05d}.h5"
 
 
+def shard_target(total_images: int) -> int:
+    """Images per shard for a run of ``total_images``: a function of the plan only, so resume finds them."""
+    return min(SHARD_IMAGES, max(MIN_SHARD_IMAGES, -(-total_images // SHARDS_PER_RUN)))
+
+
 def shard_specs(user_sizes: Sequence[int], target_images: int | None = None) -> list[ShardSpec]:
     """Cut users (in store order) into runs of at least ``target_images`` images (the last may be smaller)."""
-    target_images = SHARD_IMAGES if target_images is None else target_images
+    target_images = shard_target(sum(user_sizes)) if target_images is None else target_images
     specs: list[ShardSpec] = []
     first_user = first_image = image = 0
     for user, size in enumerate(user_sizes):
