@@ -12,8 +12,10 @@ import pytest
 from conftest import photo, save_image, write_jsonl
 
 from fedimage.errors import OptionError, SourceError
+from fedimage.record_table import metadata_from_records
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources import ManifestColumns, detect_source_format, open_source
+from fedimage.sources import flair as flair_module
 from fedimage.taxonomy import Taxonomy
 
 
@@ -187,6 +189,31 @@ class TestFlairFolder:
         first = found[0]
         assert first.path == str(flair_folder / "small_images" / "1000.jpg")
         assert first.user_id == "59769174@N00" and first.partition == "train"
+
+    def test_columnar_metadata_matches_the_records_item_by_item(self, tmp_path: Path, monkeypatch):
+        items = [
+            {"user_id": "u1", "image_id": "1", "labels": ["a", "b"], "fine_grained_labels": ["x"]},
+            {"user_id": " u2 ", "image_id": " 2 ", "labels": "a|b| a", "partition": "val"},
+            [1, 2],
+            {"user_id": 3, "image_id": 4, "labels": [], "partition": None},
+            {"user_id": "u5", "image_id": "../../etc/passwd", "labels": ["a"]},
+            {"user_id": "u6", "image_id": "", "labels": ["a"]},
+            {"user_id": "u7", "image_id": "sub/dir", "labels": ["a", 5]},
+            {"user_id": "u8", "image_id": None, "labels": "a"},
+            {"user_id": "u9", "labels": "a"},
+            {"user_id": "u10", "image_id": "10", "labels": ["a", None, "a"], "fine_grained_labels": "q|r"},
+            "not an object",
+            {"user_id": "u11", "image_id": "11", "labels": ["a"], "fine_grained_labels": [" q ", "q"]},
+        ]
+        (tmp_path / "labels_and_metadata.json").write_text(json.dumps(items))
+        monkeypatch.setattr(flair_module, "METADATA_BATCH_ROWS", 4)  # several batches
+        source = open_source(tmp_path, "flair")
+        columnar, per_record = source.metadata(), metadata_from_records(source.records())
+        assert columnar.table.to_pylist() == per_record.table.to_pylist()
+        assert columnar.rejects == per_record.rejects
+        rejected = [reject.origin.rsplit(" ", 1)[1] for reject in columnar.rejects]
+        assert rejected == ["2", "4", "5", "7", "8", "10"]
+        assert "lies outside" in columnar.rejects[1].reason
 
     def test_missing_metadata(self, tmp_path: Path):
         with pytest.raises(SourceError, match="not a FLAIR folder"):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from fedimage.errors import SourceError
+from fedimage.record_table import SCHEMA, SourceMetadata, clean_label_lists
 from fedimage.records import ImageRecord, Reject
-from fedimage.sources.base import Source
+from fedimage.sources.base import Source, clean_text, parse_label_list, resolve_inside
 from fedimage.sources.json_stream import iter_json_array
 from fedimage.sources.manifest import records_from_rows
 
@@ -23,6 +29,8 @@ FLAIR_COLUMNS: dict[str, str | None] = {
     "partition": "partition",
     "image_id": "image_id",
 }
+METADATA_BATCH_ROWS = 1 << 16
+_FIELDS = ("user_id", "image_id", "labels", "fine_grained_labels", "partition")
 
 
 class FlairSource(Source):
@@ -52,6 +60,79 @@ class FlairSource(Source):
         candidate = self.root / TAXONOMY_FILE
         return candidate if candidate.is_file() else None
 
+    def metadata(self) -> SourceMetadata:
+        """The records as a table, built column-wise a batch of items at a time.
+
+        The same rows and rejections as :meth:`records`, about ten times faster:
+        FLAIR's 429,000 items are validated and laid out in Arrow, not per record.
+        """
+        rejects: list[Reject] = []
+        tables: list[pa.Table] = []
+        batch: dict[str, list[Any]] = {name: [] for name in _FIELDS}
+        items: list[int] = []
+        for index, item in enumerate(iter_json_array(self.metadata_path)):
+            if not isinstance(item, dict):
+                rejects.append(
+                    Reject(origin=_origin(index), reason="item is not a JSON object", stage="source")
+                )
+                continue
+            for name, values in batch.items():
+                values.append(item.get(name))
+            items.append(index)
+            if len(items) == METADATA_BATCH_ROWS:
+                tables.append(self._batch_table(batch, items, rejects))
+                batch, items = {name: [] for name in _FIELDS}, []
+        tables.append(self._batch_table(batch, items, rejects))
+        return SourceMetadata(pa.concat_tables(tables), _in_source_order(rejects))
+
+    def _batch_table(self, batch: dict[str, list[Any]], items: list[int], rejects: list[Reject]) -> pa.Table:
+        """One batch of metadata objects as record-table rows; rows without a usable image are rejected."""
+        image_ids = _texts(batch["image_id"])
+        folder = os.path.join(os.path.abspath(self.root), self.image_folder)
+        paths = pc.binary_join_element_wise(folder + os.sep, image_ids, ".jpg", "")
+        keep = pc.not_equal(image_ids, "").to_numpy(zero_copy_only=False)
+        unusual = pc.match_substring(image_ids, "/").to_numpy(zero_copy_only=False)
+        root = os.path.abspath(self.root)
+        if os.sep != "/" or os.path.normpath(folder) != folder or not folder.startswith(root + os.sep):
+            unusual[:] = True  # paths are resolved one by one, as in records()
+        path_list: list[str | None] | None = None
+        for row in np.flatnonzero(~keep | unusual).tolist():
+            image_id = image_ids[row].as_py()
+            if not image_id:
+                rejects.append(
+                    Reject(origin=_origin(items[row]), reason="row has no image path", stage="source")
+                )
+                continue
+            relative = f"{self.image_folder}/{image_id}.jpg"
+            resolved = resolve_inside(self.root, relative)
+            if resolved is None:
+                keep[row] = False
+                reason = f"image path {relative!r} lies outside the manifest's folder {self.root}"
+                rejects.append(
+                    Reject(_origin(items[row]), reason, image_id=image_id, path=relative, stage="source")
+                )
+            else:
+                path_list = path_list if path_list is not None else paths.to_pylist()
+                path_list[row] = resolved
+        if path_list is not None:
+            paths = pa.array(path_list, pa.string())
+        index = pa.array(items, pa.int64())
+        origin = pc.binary_join_element_wise(f"{METADATA_FILE} item ", pc.cast(index, pa.string()), "")
+        table = pa.table(
+            {
+                "path": paths,
+                "image_id": image_ids,
+                "user_id": _texts(batch["user_id"]),
+                "labels": clean_label_lists(_labels(batch["labels"]), "|"),
+                "fine_labels": clean_label_lists(_labels(batch["fine_grained_labels"]), "|"),
+                "partition": _texts(batch["partition"]),
+                "origin": origin,
+                "row": pa.array(np.full(len(items), -1, dtype=np.int64)),
+            },
+            schema=SCHEMA,
+        )
+        return table if keep.all() else table.filter(pa.array(keep))
+
     def records(self) -> Iterator[ImageRecord | Reject]:
         yield from records_from_rows(self._with_image_paths(self._rows()), FLAIR_COLUMNS, self.root, "|")
 
@@ -64,6 +145,36 @@ class FlairSource(Source):
     def _with_image_paths(self, rows: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for origin, row in rows:
             if isinstance(row, dict):
-                image_id = str(row.get("image_id", "")).strip()
+                image_id = clean_text(row.get("image_id"))
                 row["_image"] = f"{self.image_folder}/{image_id}.jpg" if image_id else ""
             yield origin, row
+
+
+def _origin(index: int) -> str:
+    return f"{METADATA_FILE} item {index}"
+
+
+def _in_source_order(rejects: list[Reject]) -> list[Reject]:
+    return sorted(rejects, key=lambda reject: int(reject.origin.rsplit(" ", 1)[1]))
+
+
+def _texts(values: list[Any]) -> pa.Array:
+    """A metadata field as stripped strings ('' when missing), whatever JSON type the items hold."""
+    try:
+        array = pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        array = pa.array([clean_text(value) for value in values], pa.string())
+    return pc.fill_null(pc.utf8_trim_whitespace(array), "")
+
+
+def _labels(values: list[Any]) -> pa.Array:
+    """A label field: lists of strings, or ``|``-joined strings, as an Arrow column."""
+    kinds = {type(value) for value in values} - {type(None)}
+    try:
+        if kinds <= {list}:
+            return pa.array(values, pa.list_(pa.string()))
+        if kinds <= {str}:
+            return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    return pa.array([list(parse_label_list(value, "|")) for value in values], pa.list_(pa.string()))
