@@ -89,7 +89,10 @@ class TestDestination:
             export(store, to, dest, QUIET)
         assert files_of(dest) == before
         second = export(store, to, dest, ExportOptions(quiet=True, overwrite=True))
-        assert files_of(dest) == before
+        if EXPORTERS[to].reproducible:
+            assert files_of(dest) == before
+        else:  # client bundles: fresh keys every time
+            assert files_of(dest).keys() == before.keys()
         assert (first.users, first.images) == (second.users, second.images) == (6, 14)
         assert not [path for path in tmp_path.iterdir() if path.suffix in (".partial", ".replaced")]
 
@@ -162,7 +165,7 @@ class TestOptions:
         assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("to", EXPORT_FORMATS)
+@pytest.mark.parametrize("to", [name for name in EXPORT_FORMATS if EXPORTERS[name].reproducible])
 @pytest.mark.parametrize("storage", ["jpeg", "raw"])
 def test_same_store_same_bytes(flair_folder: Path, tmp_path: Path, to: str, storage: str):
     store = flair_store(flair_folder, tmp_path / "store.h5", storage)

@@ -80,6 +80,32 @@ def test_flair_parquet_gives_the_same_store_as_the_flair_folder(flair_folder: Pa
     assert fedimage.verify_store(tmp_path / "hf-raw.h5").ok
 
 
+def test_workers_read_their_own_images_and_the_store_does_not_change(
+    flair_folder: Path, tmp_path: Path, monkeypatch
+):
+    from fedimage import shard_writing
+    from fedimage.store import shards as shards_module
+
+    monkeypatch.setattr(shards_module, "SHARD_IMAGES", 3)  # several shards
+    path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
+    sent: list[object] = []
+    original = shard_writing.shard_task
+
+    def spy(plan, source, *args):
+        task = original(plan, source, *args)
+        sent.append(task.payloads)
+        return task
+
+    monkeypatch.setattr(shard_writing, "shard_task", spy)
+    stores = {}
+    for workers in (1, 2):
+        with open_source(path) as source:
+            stores[workers] = tmp_path / f"w{workers}.h5"
+            convert(source, stores[workers], fast_options(workers=workers))
+    assert len(sent) > 4 and all(payloads is None for payloads in sent)  # rows sent, never image bytes
+    assert stores[1].read_bytes() == stores[2].read_bytes()
+
+
 def test_user_index_reads_no_image_bytes(flair_folder: Path, tmp_path: Path, monkeypatch):
     path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
     read_columns: list[list[str]] = []

@@ -20,6 +20,7 @@ from fedimage.errors import (
 )
 from fedimage.imaging import ImageOptions
 from fedimage.plan import PlanOptions
+from fedimage.privacy.encryption_keys import Passphrase
 from fedimage.sample import sample_path
 from fedimage.sources import ManifestColumns, open_source
 from fedimage.splits import SplitRatios
@@ -36,6 +37,7 @@ __all__ = [
     "ImageOptions",
     "ManifestColumns",
     "OptionError",
+    "Passphrase",
     "PlanOptions",
     "SourceError",
     "SplitRatios",

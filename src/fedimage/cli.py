@@ -16,6 +16,8 @@ from fedimage.exports import EXPORT_FORMATS, ExportOptions, export
 from fedimage.imaging import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
 from fedimage.plan import PlanOptions
+from fedimage.privacy.encryption_keys import StoreKey, key_from_options
+from fedimage.privacy.pseudonyms import Pseudonymizer
 from fedimage.rejects import reason_counts
 from fedimage.sample import sample_manifest, sample_taxonomy
 from fedimage.sources import FOLDER_LAYOUTS, SOURCE_FORMATS, ManifestColumns, open_source
@@ -57,12 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     insp = commands.add_parser("inspect", help="summarize a store")
     insp.add_argument("store", type=Path)
     insp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_key_options(insp)
 
     ver = commands.add_parser("verify", help="re-check a store's structure and checksums")
     ver.add_argument("store", type=Path)
     ver.add_argument("--decode", action="store_true", help="also decode every stored JPEG")
+    _add_key_options(ver)
 
-    key = commands.add_parser("keygen", help="write a new 256-bit pseudonym key file (mode 0600)")
+    key = commands.add_parser(
+        "keygen", help="write a new 256-bit key file for pseudonyms or encryption (mode 0600)"
+    )
     key.add_argument("path", type=Path, help="key file to create (never overwritten)")
     key.add_argument("--raw", action="store_true", help="32 raw bytes instead of 64 hex digits")
 
@@ -80,8 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--quality", type=int, default=95, help="JPEG quality for raw stores (default 95)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_key_options(exp)
     train_cli.add_parser(commands)
     return parser
+
+
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    """--key / --passphrase-env: how to open an encrypted store."""
+    group = parser.add_argument_group("encrypted stores")
+    group.add_argument("--key", type=Path, metavar="KEYFILE", help="key file of an encrypted store")
+    group.add_argument(
+        "--passphrase-env", metavar="VARIABLE", help="environment variable holding the store's passphrase"
+    )
+
+
+def _store_key(args: argparse.Namespace) -> StoreKey | None:
+    return key_from_options(args.key, args.passphrase_env)
 
 
 def _add_convert_options(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +162,29 @@ def _add_convert_options(parser: argparse.ArgumentParser) -> None:
     )
     fed.add_argument("--group-size", type=int, help="merge the source's users into groups of this many")
 
+    private = parser.add_argument_group("privacy")
+    private.add_argument(
+        "--pseudonymize-key",
+        type=Path,
+        metavar="KEYFILE",
+        help="replace user ids by keyed HMAC-SHA256 pseudonyms (key from `fedimage keygen`)",
+    )
+    private.add_argument(
+        "--pseudonymize-image-ids",
+        action="store_true",
+        help="with --pseudonymize-key: image ids too (they default to source paths, which may name users)",
+    )
+
+    sealed = parser.add_argument_group("encryption at rest (AES-256-GCM per user; needs the privacy extra)")
+    sealed.add_argument(
+        "--encrypt-key", type=Path, metavar="KEYFILE", help="encrypt the store under this key file (keygen)"
+    )
+    sealed.add_argument(
+        "--encrypt-passphrase-env",
+        metavar="VARIABLE",
+        help="encrypt the store under the passphrase in this environment variable (scrypt)",
+    )
+
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, help="processes (default: all cores)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -164,6 +207,7 @@ def _add_convert_options(parser: argparse.ArgumentParser) -> None:
 def _convert_command(args: argparse.Namespace) -> int:
     if not args.resume:
         check_output(args.output, args.overwrite)
+    pseudonyms = _pseudonymizer(args)  # a bad key file is reported before the source is read
     taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
     columns = ManifestColumns(
         image=args.image_column,
@@ -207,7 +251,16 @@ def _convert_command(args: argparse.Namespace) -> int:
         resume=args.resume,
         engine=args.engine,
         ray_address=args.ray_address,
+        pseudonyms=pseudonyms,
+        pseudonymize_image_ids=args.pseudonymize_image_ids,
+        encrypt_key=key_from_options(args.encrypt_key, args.encrypt_passphrase_env),
     )
+    if options.pseudonyms is not None and not options.pseudonymize_image_ids:
+        print(
+            "warning: image ids are kept as given (by default the source file path, which may name the"
+            " user); add --pseudonymize-image-ids to replace them too",
+            file=sys.stderr,
+        )
     if not args.quiet:
         print(f"reading {source.describe()}", file=sys.stderr)
     with source:
@@ -220,6 +273,14 @@ def _convert_command(args: argparse.Namespace) -> int:
         print(f"error: {report.rejected} inputs rejected (--strict)", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _pseudonymizer(args: argparse.Namespace) -> Pseudonymizer | None:
+    if args.pseudonymize_key is None:
+        if args.pseudonymize_image_ids:
+            raise OptionError("--pseudonymize-image-ids needs --pseudonymize-key KEYFILE")
+        return None
+    return Pseudonymizer.from_file(args.pseudonymize_key)
 
 
 def _partition_options(args: argparse.Namespace, has_users: bool) -> PartitionOptions | None:
@@ -289,14 +350,14 @@ def _demo_command(args: argparse.Namespace) -> int:
 
 
 def _inspect_command(args: argparse.Namespace) -> int:
-    with FederatedStore(args.store) as store:
+    with FederatedStore(args.store, key=_store_key(args)) as store:
         summary = summarize(store)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
 def _verify_command(args: argparse.Namespace) -> int:
-    report = verify_store(args.store, decode=args.decode)
+    report = verify_store(args.store, decode=args.decode, key=_store_key(args))
     for problem in report.problems:
         print(f"BAD {problem}")
     status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
@@ -310,7 +371,7 @@ def _keygen_command(args: argparse.Namespace) -> int:
     from fedimage.privacy.pseudonyms import generate_key_file
 
     path = generate_key_file(args.path, raw=args.raw)
-    print(f"wrote a 256-bit pseudonym key to {path} (mode 0600); keep it secret, no copy is kept")
+    print(f"wrote a 256-bit key to {path} (mode 0600); keep it secret, no copy is kept")
     return 0
 
 
@@ -324,7 +385,8 @@ def _report_command(args: argparse.Namespace) -> int:
 
 def _export_command(args: argparse.Namespace) -> int:
     options = ExportOptions(overwrite=args.overwrite, quiet=args.quiet, quality=args.quality)
-    print(export(args.store, args.to, args.destination, options).summary())
+    with FederatedStore(args.store, key=_store_key(args)) as store:
+        print(export(store, args.to, args.destination, options).summary())
     return 0
 
 

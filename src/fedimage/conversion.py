@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -14,9 +15,17 @@ from fedimage.errors import OptionError, StoreError
 from fedimage.imaging import ImageOptions
 from fedimage.parallel import WorkerPool, default_workers
 from fedimage.plan import ConversionPlan, PlanOptions, make_plan
+from fedimage.privacy.encryption_keys import StoreKey, cipher_module
+from fedimage.privacy.pseudonyms import PseudonymizedSource, Pseudonymizer
 from fedimage.records import Reject
 from fedimage.rejects import write_rejects
-from fedimage.shard_writing import SHARDS_IN_FLIGHT_PER_WORKER, ShardFormat, run_local, shard_key
+from fedimage.shard_writing import (
+    SHARDS_IN_FLIGHT_PER_WORKER,
+    ShardFormat,
+    run_local,
+    shard_key,
+    source_for_workers,
+)
 from fedimage.sources import Source
 from fedimage.store import layout
 from fedimage.store.shards import ShardInfo, WorkDir, move_shards, shard_specs, shards_dir_for
@@ -34,6 +43,10 @@ class ConvertOptions:
     ``resume`` continues an interrupted run from the shards it finished (see
     :mod:`fedimage.store.shards`); ``engine="ray"`` runs shards as Ray tasks (on the
     cluster at ``ray_address``, or a local instance) and links them from the output.
+    ``pseudonyms`` replaces user ids (and with ``pseudonymize_image_ids`` image ids) by keyed
+    HMAC pseudonyms before planning: the store and the rejects report see pseudonyms only.
+    ``encrypt_key`` (32 bytes, a key file or a ``Passphrase``) encrypts every user group and the
+    metadata (:mod:`fedimage.privacy.encryption`).
     """
 
     image: ImageOptions = field(default_factory=ImageOptions)
@@ -44,12 +57,27 @@ class ConvertOptions:
     resume: bool = False
     engine: str = "local"
     ray_address: str | None = None
+    pseudonyms: Pseudonymizer | None = None
+    pseudonymize_image_ids: bool = False
+    encrypt_key: StoreKey | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {self.workers}")
         if self.engine not in ENGINES:
             raise OptionError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.encrypt_key is not None and self.engine == "ray":
+            raise OptionError(
+                "encryption is not available with --engine ray: its shard files keep user ids, image counts"
+                " and the paths of rejected images in the clear; use --engine local"
+            )
+        if self.pseudonymize_image_ids and self.pseudonyms is None:
+            raise OptionError("--pseudonymize-image-ids needs --pseudonymize-key")
+        if self.pseudonyms is not None and self.engine == "ray":
+            raise OptionError(
+                "--pseudonymize-key is not available with --engine ray: its shard files keep the source"
+                " paths of rejected images; use --engine local"
+            )
 
 
 @dataclass
@@ -84,14 +112,25 @@ def convert(
     if options.resume and output.exists() and not options.overwrite:
         raise StoreError(f"{output} already exists: that conversion finished, there is nothing to resume")
     check_output(output, options.overwrite)
-    plan = make_plan(source.metadata(), options.plan, has_users=source.has_users, taxonomy=taxonomy)
+    metadata = source.metadata()
+    pseudonymized = None
+    if options.pseudonyms is not None:
+        pseudonymized = PseudonymizedSource(metadata, options.pseudonyms, options.pseudonymize_image_ids)
+        metadata = pseudonymized.metadata
+    plan = make_plan(metadata, options.plan, has_users=source.has_users, taxonomy=taxonomy)
     run = _run_settings(source, options, taxonomy, plan)
+    cipher = None
+    if options.encrypt_key is not None:  # keys derived from the key and the run: same inputs, same bytes
+        fingerprint = json.dumps(run, sort_keys=True).encode("utf-8")
+        cipher = cipher_module().StoreCipher.for_new_store(options.encrypt_key, fingerprint)
+        run["encryption"] = cipher.header
     shard_format = ShardFormat(
         storage=options.image.storage,
         image_size=options.image.size,
         coarse_labels=tuple(plan.coarse_labels),
         fine_labels=tuple(plan.fine_labels),
         run_key=hashlib.sha256(json.dumps(run, sort_keys=True).encode("utf-8")).hexdigest(),
+        cipher=cipher,
     )
     work = WorkDir(output)
     resuming = work.prepare(run, resume=options.resume, overwrite=options.overwrite)
@@ -127,6 +166,7 @@ def convert(
 
     # The workers start before the store is opened, so no HDF5 handle crosses a fork.
     with (
+        contextlib.nullcontext() if linked else source_for_workers(source),
         WorkerPool(1 if linked else workers, SHARDS_IN_FLIGHT_PER_WORKER) as pool,
         StoreWriter(
             output,
@@ -135,6 +175,7 @@ def convert(
             coarse_labels=plan.coarse_labels,
             fine_labels=plan.fine_labels,
             overwrite=options.overwrite,
+            cipher=cipher,
         ) as writer,
     ):
         if not linked:
@@ -150,6 +191,8 @@ def convert(
         rejects = list(plan.rejects)
         for spec in specs:
             rejects.extend(infos[spec.index].rejects)
+        if pseudonymized is not None:
+            rejects = pseudonymized.scrub(rejects)
         splits = {
             split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
             for split, users in writer.users.items()
@@ -185,7 +228,15 @@ def _run_settings(
         "engine": options.engine,
         "planned images": plan.planned_images,
         "labels": [plan.coarse_labels, plan.fine_labels],
+        **_pseudonym_settings(options),
     }
+
+
+def _pseudonym_settings(options: ConvertOptions) -> dict[str, Any]:
+    """How ids were pseudonymized (with the key's fingerprint, never the key), when they were."""
+    if options.pseudonyms is None:
+        return {}
+    return {"pseudonyms": options.pseudonyms.describe(options.pseudonymize_image_ids)}
 
 
 def _metadata(
@@ -217,6 +268,7 @@ def _metadata(
         },
         "splits": splits,
         "users": writer.users,
+        **_pseudonym_settings(options),
     }
     return {
         layout.TAXONOMY: taxonomy.fine_to_coarse if taxonomy else {},

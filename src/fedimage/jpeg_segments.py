@@ -7,6 +7,7 @@ comments, thumbnails).
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -19,6 +20,13 @@ SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Segments that define how the image decodes; everything else before SOS is metadata.
 DECODING_SEGMENTS = frozenset({0xDB, 0xC4, 0xDD, SOF_BASELINE})
 ADOBE_APP14 = 0xEE
+APP0, APP15, COM = 0xE0, 0xEF, 0xFE
+# Segments a sequential JPEG may carry between its scans (DQT, DHT, DRI, DNL); the rest is metadata.
+BETWEEN_SCANS = frozenset({0xDB, 0xC4, 0xDD, 0xDC})
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing), RSTn or more 0xFF (fill): anything else
+# is the marker that ends the scan.
+_ENTROPY_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # no "\xff+": that defeats re's fast scan
+_MARKER = re.compile(rb"\xff+[^\x00\xff]")
 EXIF_APP1 = 0xE1
 # Component ids that make libjpeg read a 3-channel JPEG as RGB instead of YCbCr.
 RGB_COMPONENT_IDS = (ord("R"), ord("G"), ord("B"))
@@ -147,9 +155,10 @@ def read_jpeg_info(data: bytes) -> JpegInfo:
 def strip_metadata(data: bytes) -> bytes:
     """The same compressed image with only decoding segments and a plain JFIF header.
 
-    Drops APPn (EXIF, XMP, ICC, Adobe, thumbnails), COM and anything after the
-    final end-of-image marker. The entropy-coded data is copied unchanged.
-    Only valid for streams where :attr:`JpegInfo.decodes_as_ycbcr_or_gray` holds.
+    Drops APPn (EXIF, XMP, ICC, Adobe, thumbnails) and COM segments wherever they are, before
+    the first scan or between scans, and everything after the image's end-of-image marker
+    (a second image appended by cameras, MPO frames, trailers). The entropy-coded data is
+    copied unchanged. Only valid for streams where :attr:`JpegInfo.decodes_as_ycbcr_or_gray` holds.
     """
     parts = [SOI, JFIF_APP0]
     scan_start = None
@@ -158,9 +167,37 @@ def strip_metadata(data: bytes) -> bytes:
             scan_start = start
         elif marker in DECODING_SEGMENTS:
             parts.append(data[start:end])
-    assert scan_start is not None  # _segments raises when there is no SOS
-    last_eoi = data.rfind(EOI, scan_start)
-    if last_eoi < 0:
-        raise JpegFormatError("no end-of-image marker after the scan")
-    parts.append(data[scan_start : last_eoi + 2])
+    if scan_start is None:  # _segments raises when there is no SOS
+        raise JpegFormatError("no start-of-scan marker")
+    parts.extend(_scans(data, scan_start))
     return b"".join(parts)
+
+
+def _scans(data: bytes, sos: int) -> list[bytes]:
+    """From the first SOS to the end-of-image marker: scans and decoding segments, metadata dropped."""
+    parts: list[bytes] = []
+    at, marker = sos, SOS
+    while marker != EOI[1]:
+        if at + 4 > len(data):
+            raise JpegFormatError("truncated marker segment after the first scan")
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        end = at + 2 + length
+        if length < 2 or end > len(data):
+            raise JpegFormatError(f"segment 0xFF{marker:02X} runs past the end of the file")
+        if marker == SOS:  # the header, then entropy-coded data up to the next marker
+            found = _ENTROPY_END.search(data, end)
+            if found is None:
+                raise JpegFormatError("no end-of-image marker after the scan")
+            parts.append(data[at : found.start()].rstrip(b"\xff"))  # fill bytes: never data
+            at, marker = found.end() - 2, data[found.end() - 1]
+            continue
+        if marker in BETWEEN_SCANS:
+            parts.append(data[at:end])
+        elif not (APP0 <= marker <= APP15 or marker == COM):  # metadata is skipped, anything else is wrong
+            raise JpegFormatError(f"unexpected marker 0xFF{marker:02X} after the first scan")
+        found = _MARKER.match(data, end)
+        if found is None:
+            raise JpegFormatError(f"expected a marker at byte {end}")
+        at, marker = found.end() - 2, data[found.end() - 1]
+    parts.append(EOI)
+    return parts

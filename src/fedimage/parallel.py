@@ -53,16 +53,21 @@ class WorkerPool:
         self.workers = workers
         self.window = workers * in_flight_per_worker
         self._executor: ProcessPoolExecutor | None = None
+        self._method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
     def __enter__(self) -> WorkerPool:
         if self.workers > 1:
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            context = multiprocessing.get_context(method)
+            context = multiprocessing.get_context(self._method)
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=context, initializer=_die_with_parent
             )
             list(self._executor.map(_ready, range(self.workers)))  # start every worker now
         return self
+
+    @property
+    def shares_memory(self) -> bool:
+        """True when work runs in this process or in forked copies of it (they inherit its objects)."""
+        return self._executor is None or self._method == "fork"
 
     def __exit__(self, *exc_info: object) -> None:
         if self._executor is not None:

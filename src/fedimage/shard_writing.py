@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -27,6 +28,9 @@ from fedimage.records import ImageRecord, Reject
 from fedimage.sources import Source
 from fedimage.store.shards import SHARD_INFO, ShardInfo, ShardSpec, WorkDir
 from fedimage.store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from fedimage.privacy.encryption import StoreCipher
 
 BATCH_SIZE = 64
 LARGE_USER_IMAGES = 256
@@ -44,7 +48,7 @@ class ShardTask:
     path: str
     spec: ShardSpec
     users: ShardUsers
-    payloads: list[bytes | str | None]
+    payloads: list[bytes | str | None] | None  # None: the worker reads them from the inherited source
     image_options: ImageOptions
     shard_format: ShardFormat
 
@@ -58,6 +62,7 @@ class ShardFormat:
     coarse_labels: tuple[str, ...]
     fine_labels: tuple[str, ...]
     run_key: str
+    cipher: StoreCipher | None = None  # an encrypted store's: user groups are sealed in the shards
 
 
 class RowsDigest:
@@ -124,6 +129,8 @@ def write_shard(
         image_size=shard_format.image_size,
         coarse_labels=shard_format.coarse_labels,
         fine_labels=shard_format.fine_labels,
+        cipher=shard_format.cipher,
+        seal_metadata=False,
     ) as writer:
         for user, records in users:
             digest.update(records)
@@ -170,23 +177,52 @@ def shard_users(plan: ConversionPlan, spec: ShardSpec) -> ShardUsers:
     return users
 
 
+_inherited_source: Source | None = None  # the conversion's source, in this process and forked workers
+
+
+@contextmanager
+def source_for_workers(source: Source) -> Iterator[None]:
+    """Let workers forked inside this block read their shards' images from ``source`` themselves.
+
+    The main process then sends rows, never image bytes: memory does not grow with
+    the bytes of the shards in flight.
+    """
+    global _inherited_source
+    source.prepare_reading()
+    _inherited_source = source
+    try:
+        yield
+    finally:
+        _inherited_source = None
+
+
 def shard_task(
     plan: ConversionPlan,
-    source: Source,
+    source: Source | None,
     spec: ShardSpec,
     path: Path,
     image_options: ImageOptions,
     shard_format: ShardFormat,
 ) -> ShardTask:
-    """A shard's work, with the payloads read from ``source`` (file paths, or bytes for tables)."""
+    """A shard's work, with the payloads read from ``source`` (file paths, or bytes for tables).
+
+    Without a source, the worker reads them from the source it inherited (:func:`source_for_workers`).
+    """
     users = shard_users(plan, spec)
-    payloads = source.read_images([record for _, records in users for record in records])
+    payloads = None
+    if source is not None:
+        payloads = source.read_images([record for _, records in users for record in records])
     return ShardTask(str(path), spec, users, payloads, image_options, shard_format)
 
 
 def convert_shard(task: ShardTask) -> ShardInfo:
     """Worker: standardize a shard's images and write the shard file."""
-    inputs = image_inputs(task.payloads)
+    payloads = task.payloads
+    if payloads is None:
+        if _inherited_source is None:
+            raise FedimageError("a shard task without images needs the source_for_workers() block")
+        payloads = _inherited_source.read_images([record for _, records in task.users for record in records])
+    inputs = image_inputs(payloads)
     results = (standardize_one(path, data, task.image_options) for path, data in inputs)
     return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
 
@@ -227,11 +263,12 @@ def run_local(
     The pool must be entered before any HDF5 file is opened (see :class:`WorkerPool`).
     """
     large = {spec.index for spec in pending if _is_large(plan, spec)}
+    sender = None if pool.shares_memory and _inherited_source is source else source
 
     def items() -> Iterator[ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]]:
         for spec in pending:
             if spec.index not in large:
-                yield shard_task(plan, source, spec, work.shard_path(spec), image_options, shard_format)
+                yield shard_task(plan, sender, spec, work.shard_path(spec), image_options, shard_format)
                 continue
             for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
                 records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))

@@ -32,6 +32,7 @@ def summarize(store: FederatedStore) -> dict[str, Any]:
     return {
         "path": str(store.path),
         "storage": store.storage,
+        "encryption": _encryption(store),
         "image_size": store.image_size,
         "file_bytes": size_bytes,
         "bytes_per_image": size_bytes / images if images else 0.0,
@@ -46,6 +47,14 @@ def summarize(store: FederatedStore) -> dict[str, Any]:
         "top_labels": _top(store, layout.LABEL_COUNTER),
         "top_fine_labels": _top(store, layout.FINE_LABEL_COUNTER),
     }
+
+
+def _encryption(store: FederatedStore) -> dict[str, Any] | None:
+    """What an encrypted store shows in the clear (scheme, key kind, store id); None for a plain store."""
+    if store.encryption is None:
+        return None
+    header = store.encryption
+    return {"scheme": header["scheme"], "key": header["key"], "store_id": header["store_id"]}
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
@@ -79,6 +88,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"format   {summary['storage']} {size}x{size}, {_human_bytes(summary['file_bytes'])} "
         f"({_human_bytes(summary['bytes_per_image'])} per image), fedimage {summary['fedimage_version']}",
     ]
+    encryption = summary.get("encryption")
+    if encryption:
+        lines.append(
+            f"sealed   {encryption['scheme']} under a {encryption['key']}, store id {encryption['store_id']}"
+        )
     source = summary.get("source") or {}
     counts = summary.get("counts") or {}
     if source:

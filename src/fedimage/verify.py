@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -13,6 +15,9 @@ from fedimage.errors import StoreError
 from fedimage.store import layout
 from fedimage.store.checksum import checksum_of_group
 from fedimage.store.reader import FederatedStore, decode_jpeg
+
+if TYPE_CHECKING:
+    from fedimage.privacy.encryption_keys import StoreKey
 
 
 @dataclass
@@ -27,11 +32,15 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_store(path: str | Path, *, decode: bool = False) -> VerifyReport:
-    """Check every user group against the manifest; with ``decode``, decode every image too."""
+def verify_store(path: str | Path, *, decode: bool = False, key: StoreKey | None = None) -> VerifyReport:
+    """Check every user group against the manifest; with ``decode``, decode every image too.
+
+    An encrypted store needs its ``key``: each group's sealed data is checked against its
+    checksum, then decrypted (which checks its AES-GCM tag) and checked like a plain group.
+    """
     report = VerifyReport(Path(path))
     try:
-        store = FederatedStore(path)
+        store = FederatedStore(path, key=key)
     except (StoreError, KeyError, ValueError) as error:
         report.problems.append(f"cannot open store: {error}")
         return report
@@ -50,21 +59,37 @@ def verify_store(path: str | Path, *, decode: bool = False) -> VerifyReport:
                     report.problems.append(f"{where}: group missing")
                     continue
                 group = store.h5[split][layout.user_key(user_id)]
-                problems = _check_group(store, group, info["images"], decode)
+                content, problems = _content(store, split, user_id, group)
+                if content is not None:
+                    problems = _check_group(store, content, info["images"], decode)
                 if not problems and checksum_of_group(group) != info["sha256"]:
                     problems.append("checksum mismatch (content changed since it was written)")
                 report.problems.extend(f"{where}: {problem}" for problem in problems)
                 report.users_checked += 1
                 report.images_checked += info["images"]
-                if not problems:
-                    coarse_counts.update(group[layout.LABELS_COL][()].tolist())
-                    fine_counts.update(group[layout.FINE_LABELS_COL][()].tolist())
+                if not problems and content is not None:
+                    coarse_counts.update(content[layout.LABELS_COL][()].tolist())
+                    fine_counts.update(content[layout.FINE_LABELS_COL][()].tolist())
         if not report.problems:  # counters are only comparable when every group is sound
             report.problems.extend(_check_counters(store, coarse_counts, fine_counts))
     return report
 
 
-def _check_group(store: FederatedStore, group: h5py.Group, count: int, decode: bool) -> list[str]:
+def _content(
+    store: FederatedStore, split: str, user_id: str, group: h5py.Group
+) -> tuple[h5py.Group | Mapping[str, np.ndarray] | None, list[str]]:
+    """A group's datasets: the group itself, or an encrypted store's decrypted arrays (or why not)."""
+    if not store.encrypted:
+        return group, []
+    try:
+        return store.group(split, user_id), []
+    except StoreError as error:
+        return None, [str(error).split(": ", 1)[-1]]
+
+
+def _check_group(
+    store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarray], count: int, decode: bool
+) -> list[str]:
     expected = layout.USER_DATASETS_JPEG if store.storage == "jpeg" else layout.USER_DATASETS_RAW
     missing = [name for name in expected if name not in group]
     if missing:
@@ -100,7 +125,7 @@ def _check_group(store: FederatedStore, group: h5py.Group, count: int, decode: b
     return problems
 
 
-def _decode_all(store: FederatedStore, group: h5py.Group, count: int) -> list[str]:
+def _decode_all(store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarray], count: int) -> list[str]:
     if store.storage == "raw":
         return []
     blob = group[layout.IMAGES][()]

@@ -10,6 +10,7 @@
 ``tfrecords``      ml-flair's TFRecords: ``{split}/{user}.tfrecords`` + ``label_to_index.json``
 ``dirs``           ``{split}/{user}/`` folders of JPEG files + ``metadata.json``, ``index.json``
 ``parquet``        ``{split}.parquet`` with a Hugging Face ``datasets`` Image column
+``client-bundles`` one encrypted one-user store per client + its own key file (``privacy`` extra)
 =================  ===========================================================================
 
 Every export streams the store user by user, shows a progress bar unless ``quiet``,
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from fedimage.errors import OptionError
 from fedimage.exports.base import ExportOptions, ExportReport, ExportRun
+from fedimage.exports.client_bundles import write_client_bundles
 from fedimage.exports.destination import StagedDestination, size_on_disk
 from fedimage.exports.dirs import write_dirs
 from fedimage.exports.flair_central import write_flair_central
@@ -38,12 +40,17 @@ from fedimage.store.reader import FederatedStore
 
 @dataclass(frozen=True)
 class Exporter:
-    """A registered export format: its writer and whether it writes one file or a folder."""
+    """A registered export format: its writer and whether it writes one file or a folder.
+
+    ``reproducible``: the same store gives the same bytes (not for ``client-bundles``, whose
+    keys are fresh random keys on every export).
+    """
 
     name: str
     write: Callable[[ExportRun, Path], None]
     writes_folder: bool
     description: str
+    reproducible: bool = True
 
 
 EXPORTERS: dict[str, Exporter] = {
@@ -53,6 +60,9 @@ EXPORTERS: dict[str, Exporter] = {
         Exporter("flair-central", write_flair_central, False, "ml-flair's ungrouped HDF5 (one file)"),
         Exporter("parquet", write_parquet, True, "a Parquet file per split, Hugging Face Image column"),
         Exporter("tfrecords", write_tfrecords, True, "ml-flair's TFRecords, a file per client"),
+        Exporter(
+            "client-bundles", write_client_bundles, True, "an encrypted store per client, own key each", False
+        ),
     )
 }
 EXPORT_FORMATS = tuple(EXPORTERS)

@@ -69,9 +69,9 @@ def write_flair_central(run: ExportRun, path: Path) -> None:
                     write_string(group, layout.FINE_LABELS, LABEL_JOIN.join(fine_names[i] for i in fine))
                     write_string(group, USER_ID, user.user_id)
         metadata = h5.require_group(layout.METADATA)
-        for name in store.h5[layout.METADATA]:
+        for name, text in store.metadata_entries().items():
             if name != layout.MANIFEST:  # a manifest would make the file look like a fedimage store
-                write_string(metadata, name, store.h5[layout.METADATA][name].asstr()[()])
+                write_string(metadata, name, text)
         info = {
             "format": "flair-central",
             "fedimage_version": __version__,

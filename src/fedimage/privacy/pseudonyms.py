@@ -12,19 +12,31 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from fedimage.errors import OptionError
+from fedimage.record_table import SourceMetadata
+from fedimage.records import Reject
 
 KEY_BYTES = 32
 PSEUDONYM_BYTES = 20  # 160 bits, 32 base32 characters
 KINDS = ("user", "image")
 Kind = Literal["user", "image"]
+_PSEUDONYM_CHARS = PSEUDONYM_BYTES * 8 // 5
+_BASE32_ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", dtype=np.uint8)
+SCHEME = "hmac-sha256-v1"
 _DOMAIN = b"fedimage-pseudonym-v1"
+_FINGERPRINT_DOMAIN = b"fedimage-pseudonym-key-fingerprint-v1"
 _KEY_FILE_MODE = 0o600
 
 
@@ -107,6 +119,93 @@ def pseudonymize_all(identifiers: Iterable[str], key: bytes, kind: Kind) -> dict
     return mapping
 
 
+def key_fingerprint(key: bytes) -> str:
+    """16 hex digits naming a key (an HMAC of a fixed label): tells keys apart, reveals nothing of one."""
+    _check_key(key)
+    return hmac.new(key, _FINGERPRINT_DOMAIN, hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes, kind: Kind) -> pa.Array:
+    """The pseudonym of every value of an Arrow string column; nulls and empty strings are kept as they are.
+
+    Each distinct value is hashed once (a dictionary of the column, then ``take``), and the
+    pseudonyms are built as one Arrow buffer: no Python string per row.
+    """
+    _check_key(key)
+    if kind not in KINDS:
+        raise OptionError(f"unknown pseudonym kind {kind!r}; expected one of {', '.join(KINDS)}")
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not pa.types.is_string(array.type):
+        raise OptionError(f"identifiers to pseudonymize must be strings, got an Arrow {array.type} column")
+    encoded = pc.dictionary_encode(array)
+    distinct = encoded.dictionary
+    prefix = b"\0".join((_DOMAIN, kind.encode("ascii"), b""))
+    digests = _truncated_hmacs(key, prefix, distinct.to_pylist(), PSEUDONYM_BYTES)
+    text = _base32_lower(np.frombuffer(digests, dtype=np.uint8))
+    offsets = np.arange(len(distinct) + 1, dtype=np.int32) * _PSEUDONYM_CHARS
+    pseudonyms = pa.Array.from_buffers(
+        pa.string(), len(distinct), [None, pa.py_buffer(offsets), pa.py_buffer(text)]
+    )
+    pseudonyms = pc.if_else(pc.equal(distinct, ""), distinct, pseudonyms)
+    _check_unique(distinct, pseudonyms, kind)
+    return pseudonyms.take(encoded.indices)
+
+
+def _base32_lower(data: np.ndarray) -> bytes:
+    """RFC 4648 base32 (lower case) of bytes whose length is a multiple of 5, vectorized.
+
+    Equal to ``base64.b32encode(data).lower()``, which is pure Python and 1 s per 400k pseudonyms.
+    """
+    b0, b1, b2, b3, b4 = data.reshape(-1, 5).T
+    fives = np.stack(
+        [
+            b0 >> 3,
+            ((b0 & 7) << 2) | (b1 >> 6),
+            (b1 >> 1) & 31,
+            ((b1 & 1) << 4) | (b2 >> 4),
+            ((b2 & 15) << 1) | (b3 >> 7),
+            (b3 >> 2) & 31,
+            ((b3 & 3) << 3) | (b4 >> 5),
+            b4 & 31,
+        ],
+        axis=1,
+    )
+    return _BASE32_ALPHABET[fives].tobytes()
+
+
+def _truncated_hmacs(key: bytes, prefix: bytes, messages: list[str], size: int) -> bytes:
+    """``HMAC-SHA256(key, prefix + message)[:size]`` of every message, concatenated.
+
+    RFC 2104's construction as :mod:`hmac` builds it, with the keyed inner and outer states
+    (and the prefix) hashed once instead of once per message: twice as fast over many short
+    ids. The tests check it against :func:`hmac.digest`.
+    """
+    block = hashlib.sha256().block_size
+    padded = (key if len(key) <= block else hashlib.sha256(key).digest()).ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in padded) + prefix)
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in padded))
+    inner_copy, outer_copy = inner.copy, outer.copy
+    parts = []
+    for message in messages:
+        state = inner_copy()
+        state.update(message.encode("utf-8", "surrogatepass"))
+        result = outer_copy()
+        result.update(state.digest())
+        parts.append(result.digest()[:size])
+    return b"".join(parts)
+
+
+def _check_unique(distinct: pa.Array, pseudonyms: pa.Array, kind: str) -> None:
+    """Raise if two distinct ids got one pseudonym (160 bits: never seen, but never silently merged)."""
+    if pc.count_distinct(pseudonyms).as_py() == len(distinct):
+        return
+    seen: dict[str, str] = {}
+    for identifier, pseudonym in zip(distinct.to_pylist(), pseudonyms.to_pylist(), strict=True):
+        other = seen.setdefault(pseudonym, identifier)
+        if other != identifier:
+            raise OptionError(f"{kind} ids {other!r} and {identifier!r} have the same pseudonym {pseudonym}")
+
+
 class Pseudonymizer:
     """A loaded key with one method per id kind; its ``repr`` never shows the key."""
 
@@ -126,8 +225,113 @@ class Pseudonymizer:
     def image(self, image_id: str) -> str:
         return pseudonymize(image_id, self._key, "image")
 
+    def array(self, values: pa.Array | pa.ChunkedArray, kind: Kind) -> pa.Array:
+        return pseudonymize_array(values, self._key, kind)
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self._key)
+
+    def describe(self, image_ids: bool) -> dict[str, object]:
+        """What a store or a run records about its pseudonyms: scheme, what was replaced, which key."""
+        return {
+            "scheme": SCHEME,
+            "user_ids": True,
+            "image_ids": image_ids,
+            "key_fingerprint": self.fingerprint,
+        }
+
     def __repr__(self) -> str:
         return "<Pseudonymizer (HMAC-SHA256, key hidden)>"
+
+
+@dataclass(frozen=True)
+class _Replaced:
+    """One id column before and after: its distinct originals and their pseudonyms (in the same order)."""
+
+    originals: pa.Array
+    pseudonyms: pa.Array
+
+    @classmethod
+    def of(cls, before: pa.ChunkedArray, after: pa.Array) -> _Replaced:
+        pairs = pa.table({"o": before.combine_chunks(), "p": after}).group_by(["o", "p"]).aggregate([])
+        return cls(pairs.column("o").combine_chunks(), pairs.column("p").combine_chunks())
+
+    def originals_of(self, pseudonyms: Sequence[str | None]) -> list[str | None]:
+        """For each value, its original id when it is one of the pseudonyms made here, else None."""
+        index = pc.index_in(pa.array(pseudonyms, pa.string()), value_set=self.pseudonyms)
+        return self.originals.take(index).to_pylist()
+
+
+class PseudonymizedSource:
+    """A source's record table with user ids (and optionally image ids) replaced by pseudonyms.
+
+    ``metadata`` is what the plan sees. :meth:`scrub` makes the rejects report pseudonymous
+    as well: every reject gets pseudonymous ids, loses its ``path``, and its ``origin`` and
+    ``reason`` have the file path and the original ids replaced (so a manifest row keeps its
+    ``file line N`` origin, a folder image its relative path with ids replaced).
+    """
+
+    def __init__(self, metadata: SourceMetadata, pseudonymizer: Pseudonymizer, image_ids: bool):
+        self.pseudonymizer = pseudonymizer
+        self.image_ids = image_ids
+        table = metadata.table
+        self._replaced: dict[str, _Replaced] = {}
+        columns: list[tuple[str, Kind]] = [("user_id", "user")]
+        if image_ids:
+            columns.append(("image_id", "image"))
+        for column, kind in columns:
+            before = table.column(column)
+            after = pseudonymizer.array(before, kind)
+            self._replaced[kind] = _Replaced.of(before, after)
+            table = table.set_column(table.schema.get_field_index(column), column, after)
+        self.metadata = SourceMetadata(table, self.scrub(metadata.rejects))
+
+    def scrub(self, rejects: Sequence[Reject]) -> list[Reject]:
+        """The rejects with pseudonymous ids and no source path (see the class docstring)."""
+        users = self._ids(rejects, "user", "user_id")
+        images = self._ids(rejects, "image", "image_id") if self.image_ids else None
+        scrubbed = []
+        for position, reject in enumerate(rejects):
+            # The image id first: a folder image's id is its relative path, which holds the user folder.
+            swaps = [images[position]] if images is not None else []
+            swaps.append(users[position])
+            origin = _swap_ids(reject.origin, swaps)
+            reason = reject.reason.replace(reject.path, origin) if reject.path else reject.reason
+            scrubbed.append(
+                replace(
+                    reject,
+                    origin=origin,
+                    reason=_swap_ids(reason, swaps),
+                    path=None,
+                    user_id=users[position][1],
+                    image_id=images[position][1] if images is not None else reject.image_id,
+                )
+            )
+        return scrubbed
+
+    def _ids(self, rejects: Sequence[Reject], kind: Kind, field: str) -> list[tuple[str | None, str | None]]:
+        """(original, pseudonym) of each reject's id, which may hold either (rejected before or after)."""
+        values = [getattr(reject, field) for reject in rejects]
+        replaced = self._replaced.get(kind)
+        known = replaced.originals_of(values) if replaced is not None and values else [None] * len(values)
+        pairs: list[tuple[str | None, str | None]] = []
+        for value, original in zip(values, known, strict=True):
+            if not value:
+                pairs.append((None, value))
+            elif original is not None:
+                pairs.append((original, value))
+            else:
+                pairs.append((value, getattr(self.pseudonymizer, kind)(value)))
+        return pairs
+
+
+def _swap_ids(text: str, swaps: Sequence[tuple[str | None, str | None]]) -> str:
+    """``text`` with each original id replaced by its pseudonym where it is not part of a longer word."""
+    for old, new in swaps:
+        if old and new:
+            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(old)}(?![0-9A-Za-z])", lambda _, n=new: n, text)
+    return text
 
 
 def _check_key(key: bytes) -> None:

@@ -52,6 +52,13 @@ class Source(ABC):
         """
         return [record.path for record in records]
 
+    def prepare_reading(self) -> None:  # noqa: B027 - a hook: most sources read nothing ahead
+        """Make :meth:`read_images` ready to be called from forked worker processes.
+
+        Called once before the workers fork, so that each worker reads the images
+        of its own shards instead of the main process reading and sending them.
+        """
+
     def close(self) -> None:  # noqa: B027 - a hook: most sources hold nothing open
         """Release files the source holds open (temporary files included)."""
 

@@ -190,6 +190,11 @@ class HuggingFaceSource(Source):
             out.append(self._images(shard).payload(row - shard.first_row, self.root))
         return out
 
+    def prepare_reading(self) -> None:
+        """Build every file's image access (Parquet image columns are copied to flat files) now."""
+        for shard in self._shards:
+            self._images(shard)
+
     def _images(self, shard: _Shard) -> _ImageColumn:
         if shard.images is None:
             if shard.kind == "parquet":

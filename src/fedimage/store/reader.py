@@ -7,15 +7,26 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 import simplejpeg
 from PIL import Image
 
-from fedimage.errors import FedimageError, StoreError
+from fedimage.errors import FedimageError, OptionError, StoreError
 from fedimage.store import layout
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from fedimage.privacy.encryption import StoreCipher
+    from fedimage.privacy.encryption_keys import StoreKey
+
+    UserGroup = h5py.Group | Mapping[str, np.ndarray]
+
+#: Decrypted users up to this size stay cached (one user), for per-image access (``load_image``).
+DECRYPTED_CACHE_BYTES = 64 << 20
 
 
 class UnknownUserError(FedimageError, KeyError):
@@ -61,11 +72,16 @@ class FederatedStore:
     """A fedimage store opened for reading. Use :func:`fedimage.open`.
 
     Users and their image counts come from the manifest, so listing users
-    touches no user group; :meth:`load_user` reads one group.
+    touches no user group; :meth:`load_user` reads one group. An encrypted store
+    (:mod:`fedimage.privacy.encryption`) needs its ``key``: 32 bytes, a key file, or a
+    :class:`~fedimage.privacy.encryption_keys.Passphrase`; its groups are decrypted on read.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, key: StoreKey | None = None):
         self.path = Path(path)
+        self._cipher: StoreCipher | None = None
+        self._sealed_metadata: dict[str, str] | None = None
+        self._decrypted: tuple[tuple[str, str], Mapping[str, np.ndarray]] | None = None
         if not self.path.is_file():
             raise StoreError(f"store not found: {self.path}")
         try:
@@ -78,6 +94,9 @@ class FederatedStore:
         except KeyError:
             self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store (no /metadata/manifest)") from None
+        except (OSError, RuntimeError, ValueError, TypeError) as error:
+            self.h5.close()
+            raise StoreError(f"{self.path}: unreadable /metadata/manifest ({error})") from None
         if self.manifest.get("format") != layout.FORMAT_NAME:
             self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store")
@@ -88,6 +107,14 @@ class FederatedStore:
                 f"{self.path} has store format version {version}; this fedimage reads "
                 f"version {layout.FORMAT_VERSION}"
             )
+        #: The public encryption header of an encrypted store (scheme, store id, KDF), else None.
+        self.encryption: dict[str, Any] | None = self.manifest.get("encryption")
+        if self.encryption is not None or key is not None:
+            try:
+                self._unlock(key)
+            except BaseException:
+                self.h5.close()
+                raise
         self.storage: str = self.manifest["storage"]
         self.image_size: int = self.manifest["image_size"]
         self.label_mapping: dict[str, int] = self.read_metadata(layout.LABEL_MAPPING)
@@ -95,9 +122,44 @@ class FederatedStore:
         self.taxonomy: dict[str, str] = self.read_metadata(layout.TAXONOMY)
         self._users: dict[str, dict[str, dict[str, Any]]] = self.manifest["users"]
 
+    def _unlock(self, key: StoreKey | None) -> None:
+        """Check the key of an encrypted store and decrypt its metadata (the manifest included)."""
+        if self.encryption is None:
+            raise OptionError(f"{self.path} is not encrypted; open it without a key")
+        if key is None:
+            raise StoreError(
+                f"{self.path} is encrypted ({self.encryption.get('key')}); open it with key=... "
+                "(command line: --key KEYFILE or --passphrase-env VARIABLE)"
+            )
+        from fedimage.privacy.encryption_keys import cipher_module
+
+        encryption = cipher_module()
+        self._cipher = encryption.StoreCipher.for_store(key, self.encryption, str(self.path))
+        try:
+            sealed = self.h5[f"{layout.METADATA}/{encryption.SEALED}"][()].tobytes()
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:
+            raise StoreError(f"{self.path}: cannot read the sealed metadata ({error})") from None
+        self._sealed_metadata = self._cipher.open_metadata(sealed, str(self.path))
+        try:
+            self.manifest = self.read_metadata(layout.MANIFEST)
+        except (KeyError, ValueError):
+            raise StoreError(f"{self.path}: the sealed metadata holds no manifest") from None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
+
     def read_metadata(self, name: str) -> Any:
         """A JSON entry of ``/metadata`` (e.g. ``"label_counter"``), parsed."""
+        if self._sealed_metadata is not None:
+            return json.loads(self._sealed_metadata[name])
         return json.loads(self.h5[f"{layout.METADATA}/{name}"][()])
+
+    def metadata_entries(self) -> dict[str, str]:
+        """Every JSON entry of ``/metadata`` as text (an encrypted store's: decrypted)."""
+        if self._sealed_metadata is not None:
+            return dict(self._sealed_metadata)
+        return {name: dataset.asstr()[()] for name, dataset in self.h5[layout.METADATA].items()}
 
     # -- Python object protocol ------------------------------------------------------------
     def __enter__(self) -> FederatedStore:
@@ -107,12 +169,14 @@ class FederatedStore:
         self.close()
 
     def close(self) -> None:
+        self._decrypted = None
         self.h5.close()
 
     def __repr__(self) -> str:
         state = "open" if self.h5.id.valid else "closed"
         counts = ", ".join(f"{split}: {len(users)} users" for split, users in self._users.items())
-        return f'<fedimage store "{self.path}" ({self.storage}, {counts}) ({state})>'
+        storage = f"{self.storage}, encrypted" if self.encrypted else self.storage
+        return f'<fedimage store "{self.path}" ({storage}, {counts}) ({state})>'
 
     # -- structure ----------------------------------------------------------------------------
     @property
@@ -144,8 +208,8 @@ class FederatedStore:
                 f"split {split!r} is not in {self.path.name}; its splits are: {', '.join(self.splits)}"
             ) from None
 
-    def group(self, split: str, user_id: str) -> h5py.Group:
-        """The HDF5 group of one user."""
+    def group(self, split: str, user_id: str) -> UserGroup:
+        """The HDF5 group of one user; for an encrypted store, its decrypted datasets (arrays by name)."""
         users = self._split_users(split)
         if user_id not in users:
             examples = ", ".join(list(users)[:3])
@@ -153,7 +217,29 @@ class FederatedStore:
                 f"user {user_id!r} is not in split {split!r} of {self.path.name} "
                 f"({len(users)} users, e.g. {examples})"
             )
+        if self._cipher is not None:
+            return self._decrypted_group(self._cipher, split, user_id, users[user_id])
         return self.h5[f"{split}/{layout.user_key(user_id)}"]
+
+    def _decrypted_group(
+        self, cipher: StoreCipher, split: str, user_id: str, entry: dict[str, Any]
+    ) -> Mapping[str, np.ndarray]:
+        if self._decrypted is not None and self._decrypted[0] == (split, user_id):
+            return self._decrypted[1]
+        from fedimage.privacy.encryption import SEALED
+
+        try:
+            blob = self.h5[f"{split}/{layout.user_key(user_id)}/{SEALED}"][()].tobytes()
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:
+            raise StoreError(
+                f"{self.path}: user {user_id!r} of split {split!r}: cannot read its sealed data ({error})"
+            ) from None
+        try:
+            arrays = cipher.open_user(split, user_id, blob, str(entry.get("nonce")))
+        except StoreError as error:
+            raise StoreError(f"{self.path}: {error}") from None
+        self._decrypted = ((split, user_id), arrays) if len(blob) <= DECRYPTED_CACHE_BYTES else None
+        return arrays
 
     # -- data -----------------------------------------------------------------------------------
     def load_user(self, split: str, user_id: str) -> UserData:
@@ -198,7 +284,7 @@ class FederatedStore:
         index %= count
         images = group[layout.IMAGES]
         if self.storage == "raw":
-            return images[index]
+            return np.array(images[index])  # a copy: decrypted arrays are read-only views
         offsets = group[layout.IMAGE_OFFSETS]
         start, end = offsets[index], offsets[index + 1]
         return decode_jpeg(images[start:end])
@@ -214,7 +300,8 @@ class FederatedStore:
 
     def _read_images(self, group: h5py.Group, count: int) -> np.ndarray:
         if self.storage == "raw":
-            return group[layout.IMAGES][()]
+            images = group[layout.IMAGES][()]
+            return images if images.flags.writeable else images.copy()
         size = self.image_size
         out = np.empty((count, size, size, 3), dtype=np.uint8)
         blob = group[layout.IMAGES][()]
@@ -231,6 +318,6 @@ def _multi_hot(group: h5py.Group, row_name: str, col_name: str, count: int, widt
     return targets
 
 
-def open_store(path: str | Path) -> FederatedStore:
-    """Open a fedimage store for reading."""
-    return FederatedStore(path)
+def open_store(path: str | Path, key: StoreKey | None = None) -> FederatedStore:
+    """Open a fedimage store for reading (an encrypted one with its ``key``; see :class:`FederatedStore`)."""
+    return FederatedStore(path, key=key)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -16,6 +17,9 @@ from fedimage.errors import StoreError
 from fedimage.store import layout
 from fedimage.store.checksum import DatasetDigest, array_line, group_checksum
 from fedimage.taxonomy import LABEL_JOIN
+
+if TYPE_CHECKING:
+    from fedimage.privacy.encryption import StoreCipher
 
 DEFAULT_SPILL_BYTES = 256 << 20
 JPEG_CHUNK_BYTES = 1 << 20
@@ -74,7 +78,9 @@ class StoreWriter:
     """Writes one store file. Use as a context manager; call :meth:`finish` to publish it.
 
     The file is written as ``<name>.partial`` and renamed only by :meth:`finish`,
-    so an interrupted run never leaves a file that looks complete.
+    so an interrupted run never leaves a file that looks complete. With a ``cipher``
+    (:mod:`fedimage.privacy.encryption`) each user group is one sealed blob, held in memory
+    until sealed, and ``/metadata`` is sealed too unless ``seal_metadata`` is False (shards).
     """
 
     def __init__(
@@ -87,6 +93,8 @@ class StoreWriter:
         fine_labels: Sequence[str],
         overwrite: bool = False,
         spill_bytes: int | None = None,
+        cipher: StoreCipher | None = None,
+        seal_metadata: bool = True,
     ):
         self.path = Path(path)
         check_output(self.path, overwrite)
@@ -97,6 +105,10 @@ class StoreWriter:
         self.coarse_counter: Counter[str] = Counter(dict.fromkeys(coarse_labels, 0))
         self.fine_counter: Counter[str] = Counter(dict.fromkeys(fine_labels, 0))
         self.spill_bytes = DEFAULT_SPILL_BYTES if spill_bytes is None else spill_bytes
+        self.cipher = cipher
+        self._seal_metadata = seal_metadata and cipher is not None
+        if cipher is not None:
+            self.spill_bytes = sys.maxsize  # a sealed group is one AES-GCM message
         self.users: dict[str, dict[str, dict[str, Any]]] = {}
         self._splits: dict[str, h5py.Group] = {}
         self._partial = partial_path_for(self.path)
@@ -142,8 +154,14 @@ class StoreWriter:
             layout.FINE_LABEL_COUNTER: dict(sorted(self.fine_counter.items())),
             **metadata,
         }
-        for name, value in entries.items():
-            meta[name] = json.dumps(value, sort_keys=False, ensure_ascii=False)
+        texts = {name: json.dumps(value, ensure_ascii=False) for name, value in entries.items()}
+        if self._seal_metadata:
+            from fedimage.privacy.encryption import seal_metadata_entries
+
+            texts, sealed = seal_metadata_entries(self.cipher, texts)
+            write_dataset(meta, sealed.name, sealed.data)
+        for name, text in texts.items():
+            meta[name] = text
         self._file.flush()
         self._file.close()
         self._file = None
@@ -162,8 +180,8 @@ class StoreWriter:
             group = self._splits[split] = self._file.require_group(split)
         return group
 
-    def _record_user(self, split: str, user_id: str, count: int, checksum: str) -> None:
-        self.users.setdefault(split, {})[user_id] = {"images": count, "sha256": checksum}
+    def _record_user(self, split: str, user_id: str, count: int, checksum: str, **extra: str) -> None:
+        self.users.setdefault(split, {})[user_id] = {"images": count, "sha256": checksum, **extra}
 
 
 class UserGroupWriter:
@@ -238,6 +256,16 @@ class UserGroupWriter:
         if count == 0:
             return 0
         store = self.store
+        if store.cipher is not None:
+            from fedimage.privacy.encryption import write_sealed_group
+
+            arrays = {layout.IMAGES: self._image_array(self._payloads), **self._index_arrays(count)}
+            group = self._ensure_group()
+            checksum, nonce = write_sealed_group(group, store.cipher, self.split, self.user_id, arrays)
+            self._count_labels()
+            store._record_user(self.split, self.user_id, count, checksum, nonce=nonce)
+            self._payloads = []
+            return count
         group = self._ensure_group()
         lines = []
         if self._spilled is not None:
@@ -249,6 +277,17 @@ class UserGroupWriter:
             write_dataset(group, layout.IMAGES, images)
             images_shape = images.shape
         lines.append(self._images_digest.line(layout.IMAGES, np.dtype(np.uint8), images_shape))
+        for name, array in self._index_arrays(count).items():
+            write_dataset(group, name, array)
+            lines.append(array_line(name, array))
+        self._count_labels()
+        store._record_user(self.split, self.user_id, count, group_checksum(lines))
+        self._payloads = []
+        return count
+
+    def _index_arrays(self, count: int) -> dict[str, np.ndarray]:
+        """Every dataset of the group but ``images``: ids, labels (both encodings), JPEG offsets."""
+        store = self.store
         arrays: dict[str, np.ndarray] = {
             layout.IMAGE_IDS: np.array(self._image_ids, dtype="S"),
             layout.LABELS: _joined(self._labels),
@@ -266,16 +305,13 @@ class UserGroupWriter:
             row_dtype,
             index_dtype(len(store.fine_mapping), np.uint16),
         )
-        for name, array in arrays.items():
-            write_dataset(group, name, array)
-            lines.append(array_line(name, array))
+        return arrays
+
+    def _count_labels(self) -> None:
         for labels in self._labels:
-            store.coarse_counter.update(labels)
+            self.store.coarse_counter.update(labels)
         for labels in self._fine:
-            store.fine_counter.update(labels)
-        store._record_user(self.split, self.user_id, count, group_checksum(lines))
-        self._payloads = []
-        return count
+            self.store.fine_counter.update(labels)
 
 
 def _joined(label_lists: list[tuple[str, ...]]) -> np.ndarray:

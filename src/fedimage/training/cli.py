@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedimage.errors import OptionError
-from fedimage.training.config import LABEL_KINDS, MODELS, DPConfig, TrainConfig
+from fedimage.training.config import LABEL_KINDS, MODELS, STRATEGIES, DPConfig, SecAggConfig, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -29,7 +29,19 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the files of a previous run in --out"
     )
-    parser.add_argument("--engine", choices=("pfl",), default="pfl", help="simulation engine (default pfl)")
+    parser.add_argument(
+        "--engine",
+        choices=("pfl", "flower"),
+        default="pfl",
+        help="pfl-research's simulator (default) or Flower's simulation engine (extra flower)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=DEFAULTS.strategy,
+        help="Flower's server strategy (--engine flower): fedadam (FLAIR's central Adam: eta = --server-lr, "
+        "tau = --server-eps; default) or fedavg",
+    )
     parser.add_argument(
         "--central", action="store_true", help="non-federated baseline: all train images pooled"
     )
@@ -80,7 +92,51 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     dp.add_argument(
         "--adaptive-clip", type=float, metavar="QUANTILE", help="adapt the bound to this norm quantile"
     )
+    secure = parser.add_argument_group("secure aggregation (SecAgg+, pfl engine; extra privacy)")
+    secure.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="the server sees only the SecAgg+ sum of each round's user updates",
+    )
+    secure.add_argument(
+        "--secagg-threshold", type=int, help="clients needed per round (default: majority of neighbours)"
+    )
+    secure.add_argument(
+        "--secagg-bits", type=int, default=32, help="modulus bits of the masked sums (default 32)"
+    )
+    secure.add_argument(
+        "--secagg-range",
+        type=float,
+        help="per-coordinate bound of an update (default: DP's --clip, else lr x grad clip x local steps)",
+    )
+    secure.add_argument(
+        "--secagg-dropout", type=float, default=0.0, help="simulated chance a client drops out of a round"
+    )
     return parser
+
+
+def secagg_config(args: argparse.Namespace) -> SecAggConfig | None:
+    """The secure aggregation settings, or None without --secure-aggregation (its options then refused)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--secagg-threshold", args.secagg_threshold),
+            ("--secagg-range", args.secagg_range),
+            ("--secagg-bits", None if args.secagg_bits == 32 else args.secagg_bits),
+            ("--secagg-dropout", args.secagg_dropout or None),
+        )
+        if value is not None
+    ]
+    if not args.secure_aggregation:
+        if given:
+            raise OptionError(f"{', '.join(given)} needs --secure-aggregation")
+        return None
+    return SecAggConfig(
+        threshold=args.secagg_threshold,
+        modulus_bits=args.secagg_bits,
+        clip_range=args.secagg_range,
+        dropout=args.secagg_dropout,
+    )
 
 
 def dp_config(args: argparse.Namespace) -> DPConfig | None:
@@ -118,11 +174,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         local_max_grad_norm=args.local_grad_clip or None,
         server_lr=args.server_lr,
         server_eps=args.server_eps,
+        strategy=args.strategy,
         max_images_per_user=args.max_images_per_user or None,
         eval_batch_size=args.eval_batch_size,
         central=args.central,
         central_lr=args.central_lr,
         dp=dp_config(args),
+        secure_aggregation=secagg_config(args),
     )
 
 

@@ -10,6 +10,8 @@ from fedimage.errors import OptionError
 
 MODELS = ("resnet18gn", "cnn")
 LABEL_KINDS = ("coarse", "fine")
+#: Server strategies of the ``flower`` engine (the pfl engine always runs FedAvg + central Adam).
+STRATEGIES = ("fedadam", "fedavg")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -49,6 +51,34 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
+class SecAggConfig:
+    """SecAgg+ of every round's user updates (see :mod:`fedimage.training.secure_aggregation`).
+
+    ``threshold``: clients (and shares) needed for a round to finish (default a strict majority
+    of a client's neighbours); ``clip_range``: the per-coordinate bound of the quantization (default
+    the DP clip, else a bound derived from local training); ``dropout``: the chance, seeded, that a
+    simulated client drops out during a round (spread over the protocol's four stages).
+    """
+
+    threshold: int | None = None
+    modulus_bits: int = 32
+    clip_range: float | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.threshold is None or self.threshold >= 2,
+            f"--secagg-threshold must be >= 2, got {self.threshold}",
+        )
+        _check(8 <= self.modulus_bits <= 64, f"--secagg-bits must be in 8..64, got {self.modulus_bits}")
+        _check(
+            self.clip_range is None or (self.clip_range > 0 and math.isfinite(self.clip_range)),
+            f"--secagg-range must be > 0, got {self.clip_range}",
+        )
+        _check(0 <= self.dropout < 1, f"--secagg-dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. Defaults are FLAIR's federated benchmark settings.
 
@@ -71,17 +101,23 @@ class TrainConfig:
     server_lr: float = 0.1
     server_eps: float = 0.01
     server_betas: tuple[float, float] = (0.9, 0.99)
+    strategy: str = "fedadam"
     max_images_per_user: int | None = 512
     eval_batch_size: int = 512
     central: bool = False
     central_lr: float = 1e-3
     dp: DPConfig | None = None
+    secure_aggregation: SecAggConfig | None = None
 
     def __post_init__(self) -> None:
         _check(self.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         _check(
             self.labels in LABEL_KINDS,
             f"--labels must be one of {', '.join(LABEL_KINDS)}, got {self.labels!r}",
+        )
+        _check(
+            self.strategy in STRATEGIES,
+            f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
         )
         _check(
             self.image_size is None or self.image_size >= 8,
@@ -111,6 +147,14 @@ class TrainConfig:
             f"--local-max-grad-norm must be > 0, got {self.local_max_grad_norm}",
         )
         _check(not (self.central and self.dp), "--central trains without users: it cannot take DP flags")
+        _check(
+            not (self.central and self.secure_aggregation),
+            "--central trains without users: there is nothing to aggregate securely",
+        )
+        _check(
+            not (self.secure_aggregation and self.dp and self.dp.adaptive_quantile),
+            "--secure-aggregation needs a fixed clipping bound: it cannot be combined with --adaptive-clip",
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,8 +50,13 @@ def run_fedavg(
     cohort_size: int,
     tracker: ValidationTracker,
     calibration: PrivacyCalibration | None,
+    secure_aggregation: Any = None,
 ) -> int:
-    """Train ``model`` in place for ``config.rounds`` FedAvg rounds; returns the rounds run."""
+    """Train ``model`` in place for ``config.rounds`` FedAvg rounds; returns the rounds run.
+
+    ``secure_aggregation`` (a :class:`~fedimage.training.secure_aggregation.SecureAggregation`)
+    goes last among the postprocessors, so it sees clipped updates and the noise is added to its sum.
+    """
     require("pfl")
     from pfl.aggregate.simulate import SimulatedBackend
     from pfl.algorithm import FederatedAveraging, NNAlgorithmParams
@@ -78,7 +83,15 @@ def run_fedavg(
     pfl_model = PyTorchModel(
         model=model, local_optimizer_create=torch.optim.SGD, central_optimizer=server_optimizer
     )
-    backend = SimulatedBackend(training_data=train_data, val_data=None, postprocessors=postprocessors)
+    aggregator = None
+    if secure_aggregation is not None:
+        from fedimage.training.secure_aggregation import WithheldAggregator
+
+        postprocessors.append(secure_aggregation)
+        aggregator = WithheldAggregator()
+    backend = SimulatedBackend(
+        training_data=train_data, val_data=None, postprocessors=postprocessors, aggregator=aggregator
+    )
     rounds_done = 0
 
     class Validate(TrainingProcessCallback):

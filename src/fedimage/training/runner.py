@@ -31,7 +31,7 @@ from fedimage.training.tracking import ValidationTracker
 
 torch = require("torch")
 
-ENGINES = ("pfl",)
+ENGINES = ("pfl", "flower")
 
 
 def default_crop(store_image_size: int) -> int:
@@ -67,6 +67,7 @@ def train(
     """
     if engine not in ENGINES:
         raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+    _check_engine_options(engine, config)
     out = prepare_output(Path(out), overwrite)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -86,6 +87,7 @@ def train(
         if not config.central and cohort < config.cohort_size:
             log(f"cohort size {config.cohort_size} capped to the {population} train users")
         calibration = _calibrate(config, cohort, population, log)
+        secure = _secure_aggregation(config, store, log)
         checkpoint_info = {"model": config.model, "num_outputs": len(label_names), "crop": crop}
         tracker = ValidationTracker(
             out, store, val_split, config.labels, config.eval_batch_size, checkpoint_info, log
@@ -95,10 +97,14 @@ def train(
             from fedimage.training.central import run_central
 
             rounds_done = run_central(model, store, config, tracker)
+        elif engine == "flower":
+            from fedimage.training.fedavg_flower import run_flower
+
+            rounds_done = run_flower(model, store, config, cohort, tracker, calibration)
         else:
             from fedimage.training.fedavg_pfl import run_fedavg
 
-            rounds_done = run_fedavg(model, store, config, cohort, tracker, calibration)
+            rounds_done = run_fedavg(model, store, config, cohort, tracker, calibration, secure)
         train_seconds = time.perf_counter() - start
         model.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE)["state_dict"])
         test_metrics = baseline = None
@@ -129,6 +135,7 @@ def train(
             "test_prevalence_baseline": baseline,
             "val_prevalence_baseline": val_baseline,
             "privacy": privacy,
+            "secure_aggregation": secure.summary(train_seconds) if secure is not None else None,
             "wall_time_s": round(train_seconds, 3),
             "seconds_per_round": round(train_seconds / max(rounds_done, 1), 4),
             "torch": torch.__version__,
@@ -146,6 +153,42 @@ def train(
         )
     log(f"wrote {out}: metrics.jsonl, summary.json, curves.png, checkpoint.pt ({train_seconds:.1f} s)")
     return summary
+
+
+def _check_engine_options(engine: str, config: TrainConfig) -> None:
+    """Options one engine cannot honour are refused before any work starts."""
+    if config.central:
+        return
+    if engine != "pfl" and config.secure_aggregation is not None:
+        raise OptionError("--secure-aggregation is available with the pfl engine")
+    if engine == "pfl" and config.strategy != "fedadam":
+        raise OptionError(
+            f"--strategy {config.strategy} needs --engine flower; the pfl engine runs FLAIR's FedAvg with "
+            "central Adam (--strategy fedadam)"
+        )
+    if engine == "flower":
+        from fedimage.training.fedavg_flower import check_dp_support
+
+        check_dp_support(config)
+
+
+def _secure_aggregation(config: TrainConfig, store: FederatedStore, log: Callable[[str], None]) -> Any:
+    """The SecAgg+ postprocessor of a ``--secure-aggregation`` run (pfl engine), else None."""
+    if config.secure_aggregation is None or config.central:
+        return None
+    from fedimage.training.secure_aggregation import SecureAggregation, clip_range_for
+
+    clip_range, origin = clip_range_for(config, store)
+    log(
+        f"secure aggregation: SecAgg+ sums each round's updates, clipped to +-{clip_range:.4g} a coordinate "
+        f"({origin}), {config.secure_aggregation.modulus_bits}-bit modulus"
+        + (
+            f", simulated dropout {config.secure_aggregation.dropout}"
+            if config.secure_aggregation.dropout
+            else ""
+        )
+    )
+    return SecureAggregation(config.secure_aggregation, clip_range, config.seed)
 
 
 def _calibrate(

@@ -1,0 +1,123 @@
+"""``client-bundles``: one encrypted one-user store per client, each under its own fresh key.
+
+::
+
+    DEST/
+      bundles/{split}/{user}.h5   an encrypted fedimage store holding only that client's data
+      keys/{split}/{user}.key     its 256-bit key (mode 0600, folder 0700), from the OS CSPRNG
+      index.json                  clients: split, user id, bundle and key paths, image count
+
+A bundle opens like any store: ``fedimage.open("bundles/train/u1.h5", key="keys/train/u1.key")``.
+Keys must reach each site by another channel than its bundle; the ``keys`` folder is separate
+so the two can be shipped apart. A bundle keeps the store's label vocabularies and taxonomy
+(so every client's targets have the same width) but none of the other clients' data or ids.
+Needs the ``privacy`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fedimage._version import __version__
+from fedimage.exports.base import ExportRun
+from fedimage.exports.names import NameTable
+from fedimage.exports.reading import ExportUser
+from fedimage.privacy.encryption_keys import cipher_module
+from fedimage.privacy.pseudonyms import generate_key_file, load_key
+from fedimage.store import layout
+from fedimage.store.writer import StoreWriter
+
+BUNDLES = "bundles"
+KEYS = "keys"
+INDEX = "index.json"
+_PRIVATE_FOLDER = 0o700
+
+
+def write_client_bundles(run: ExportRun, destination: Path) -> None:
+    """Write every user of ``run.store`` as its own encrypted bundle with its own key file."""
+    encryption = cipher_module()
+    store = run.store
+    (destination / BUNDLES).mkdir()
+    (destination / KEYS).mkdir(mode=_PRIVATE_FOLDER)
+    clients: list[dict[str, Any]] = []
+    for split in store.splits:
+        bundle_folder = destination / BUNDLES / split
+        key_folder = destination / KEYS / split
+        bundle_folder.mkdir()
+        key_folder.mkdir(mode=_PRIVATE_FOLDER)
+        names = NameTable()
+        for user in run.users(split):
+            name = names.assign(user.user_id)
+            key_path = generate_key_file(key_folder / f"{name}.key")
+            fingerprint = json.dumps(
+                {
+                    "bundle of": store.path.name,
+                    "store": store.encryption,
+                    "split": split,
+                    "user": user.user_id,
+                }
+            ).encode("utf-8")
+            cipher = encryption.StoreCipher.for_new_store(load_key(key_path), fingerprint)
+            _write_bundle(user, bundle_folder / f"{name}.h5", cipher, run.options.quality)
+            clients.append(
+                {
+                    "split": split,
+                    "user": user.user_id,
+                    "bundle": f"{BUNDLES}/{split}/{name}.h5",
+                    "key": f"{KEYS}/{split}/{name}.key",
+                    "images": len(user),
+                }
+            )
+    index = {
+        "format": "fedimage-client-bundles",
+        "store": store.path.name,
+        "scheme": encryption.SCHEME,
+        "note": "send each key file to its client by another channel than its bundle",
+        "clients": clients,
+    }
+    (destination / INDEX).write_text(json.dumps(index, indent=1, ensure_ascii=False))
+
+
+def _payloads(user: ExportUser, quality: int) -> Iterator[bytes]:
+    """The images as the bundle stores them: a jpeg store's bytes as stored, raw pixels as raw bytes."""
+    if user.store.storage == "jpeg":
+        yield from user.jpegs(quality)
+    else:
+        for pixels in user.pixels():
+            yield pixels.tobytes()
+
+
+def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> None:
+    store = user.store
+    coarse, fine = store.label_names, store.fine_label_names
+    with StoreWriter(
+        path,
+        storage=store.storage,
+        image_size=store.image_size,
+        coarse_labels=coarse,
+        fine_labels=fine,
+        cipher=cipher,
+    ) as writer:
+        group = writer.user(user.split, user.user_id)
+        rows = zip(user.image_ids, user.labels, user.fine_labels, _payloads(user, quality), strict=True)
+        for image_id, labels, fine_labels, payload in rows:
+            group.add(
+                payload, image_id, tuple(coarse[i] for i in labels), tuple(fine[i] for i in fine_labels)
+            )
+        count = group.close()
+        manifest = {
+            "format": layout.FORMAT_NAME,
+            "format_version": layout.FORMAT_VERSION,
+            "fedimage_version": __version__,
+            "storage": store.storage,
+            "image_size": store.image_size,
+            "source": {"format": "fedimage client bundle", "name": store.path.name},
+            "bundle": {"split": user.split, "user": user.user_id},
+            "counts": {"inputs": count, "written": count, "rejected": 0, "ignored": {}},
+            "splits": {user.split: {"users": 1, "images": count}},
+            "users": writer.users,
+        }
+        writer.finish({layout.TAXONOMY: store.taxonomy, layout.MANIFEST: manifest})
