@@ -103,3 +103,16 @@ def test_unknown_stage_is_refused(evidence, capsys):
     with pytest.raises(SystemExit):
         evidence.main(["--stage", "bild"])
     assert "unknown stage" in capsys.readouterr().err
+
+
+def test_curves_are_copied_only_when_small(evidence, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    names = list(evidence.DATASETS)
+    for name, size in zip(names, (1_000, 300_000), strict=False):
+        folder = tmp_path / "runs" / name / "fl"
+        folder.mkdir(parents=True)
+        (folder / "curves.png").write_bytes(b"\0" * size)
+    copied = evidence.copy_curves(tmp_path, docs)
+    assert copied == [docs / f"curves-{names[0]}.png"]
+    assert copied[0].stat().st_size == 1_000

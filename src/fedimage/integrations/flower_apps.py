@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -97,9 +97,6 @@ class LocalRecipe:
             max_images_per_user=config.max_images_per_user,
             seed=config.seed,
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:

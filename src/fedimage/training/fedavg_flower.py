@@ -28,7 +28,8 @@ def backend_config(cpus: int | None = None) -> dict[str, Any]:
 
     Ray's dashboard and usage reporting stay off (nothing leaves the machine).
     """
-    cpus = cpus or len(os.sched_getaffinity(0))
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {
