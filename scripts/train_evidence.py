@@ -73,7 +73,7 @@ DATASETS = {
 }
 
 _OCL_FL = ("--cohort-size", "12", "--rounds", "60", "--eval-every", "10")
-_FM_FL = ("--cohort-size", "100", "--rounds", "30", "--eval-every", "5")
+_FM_FL = ("--cohort-size", "100", "--rounds", "30", "--eval-every", "5", "--local-lr", "0.1")
 _OCL_DELTA = f"{48**-1.1:.3g}"
 _FM_DELTA = f"{2400**-1.1:.3g}"
 
@@ -82,8 +82,10 @@ TUNING = (
     "openclipart fl: --server-lr 0.01 reached best val macro AP 0.0886 in 60 rounds, FLAIR's 0.1 reached "
     "0.0985: 0.1 kept (the DP runs use the same settings)",
     "central runs: Adam lr 1e-3 (the default), best epoch chosen on val",
-    "fmnist fl: FLAIR's defaults (server Adam lr 0.1, eps 0.01, local SGD 0.01, 2 epochs, batch 16), "
-    "cohort 100 of 2,400 for 30 rounds to fit a few minutes on 2 shared cores",
+    "fmnist fl: FLAIR's defaults (server Adam lr 0.1, eps 0.01, local SGD 0.01, 2 epochs, batch 16) "
+    "reached val macro AP 0.234 / 0.297 / 0.338 at rounds 5 / 10 / 15 (stopped there); local SGD lr 0.1 "
+    "kept for being better on val (clients hold ~23 images: 4 local steps a round); cohort 100 of 2,400 "
+    "for 30 rounds to fit a few minutes on 2 shared cores",
     "DP: clip 0.1 (FLAIR's), delta = 1/n^1.1 for n train users; noise calibrated for the run's rounds "
     "and q = cohort / n",
 )

@@ -10,6 +10,7 @@ EXTRAS = {
     "dp_accounting": "train",
     "matplotlib": "train",
     "pfl": "pfl",
+    "flwr": "flower",
 }
 
 
