@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fedimage.store.reader import FederatedStore
+from fedimage.store.reader import FederatedStore, PerProcessStore
 
 try:
     import torch
@@ -29,7 +29,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
-class _StoreDataset(Dataset):
+class _StoreDataset(PerProcessStore, Dataset):
     def __init__(self, path: str | Path, split: str, labels: str, transform: Transform | None):
         if labels not in LABEL_KINDS:
             raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
@@ -41,16 +41,6 @@ class _StoreDataset(Dataset):
         with FederatedStore(self.path) as store:
             self.label_names = store.label_names if labels == "coarse" else store.fine_label_names
             self._users = store.users(split)
-
-    def _store_if_needed(self) -> FederatedStore:
-        if self._store is None:
-            self._store = FederatedStore(self.path)
-        return self._store
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_store"] = None  # every process opens its own handle
-        return state
 
 
 class UserDataset(_StoreDataset):

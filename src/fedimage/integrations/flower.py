@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedimage.errors import OptionError
-from fedimage.store.reader import FederatedStore
+from fedimage.store.reader import FederatedStore, PerProcessStore
 from fedimage.training._deps import require
 
 torch = require("torch")
@@ -38,7 +38,7 @@ def partition_user_ids(store: FederatedStore, split: str) -> list[str]:
     return sorted(store.users(split))
 
 
-class StorePartitioner:
+class StorePartitioner(PerProcessStore):
     """One Flower partition per user of a store split, in the interface of ``flwr_datasets``' partitioners.
 
     ``num_partitions`` and ``load_partition(i)`` as Flower Datasets has them; a partition is
@@ -68,16 +68,6 @@ class StorePartitioner:
         if not self._user_ids:
             raise OptionError(f"split {split!r} of {self.path.name} has no users to partition")
         self._partition_of = {user: index for index, user in enumerate(self._user_ids)}
-
-    def _store_if_needed(self) -> FederatedStore:
-        if self._store is None:
-            self._store = FederatedStore(self.path)
-        return self._store
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_store"] = None  # HDF5 handles do not cross processes: each one opens its own
-        return state
 
     def __repr__(self) -> str:
         return (

@@ -321,3 +321,24 @@ def _multi_hot(group: h5py.Group, row_name: str, col_name: str, count: int, widt
 def open_store(path: str | Path, key: StoreKey | None = None) -> FederatedStore:
     """Open a fedimage store for reading (an encrypted one with its ``key``; see :class:`FederatedStore`)."""
     return FederatedStore(path, key=key)
+
+
+class PerProcessStore:
+    """Mixin for picklable objects that read a store at ``self.path``: each process opens its own handle.
+
+    HDF5 handles do not cross processes (DataLoader workers, Ray actors), so pickling
+    drops the handle and :meth:`_store_if_needed` reopens the file where it is next used.
+    """
+
+    path: Path
+    _store: FederatedStore | None = None
+
+    def _store_if_needed(self) -> FederatedStore:
+        if self._store is None:
+            self._store = FederatedStore(self.path)
+        return self._store
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_store"] = None
+        return state
