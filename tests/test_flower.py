@@ -196,6 +196,21 @@ class TestPartitionIds:
         images, _ = again.load_arrays(1)
         assert len(images) == FederatedStore(store_path).users("train")[first.user_id(1)]
 
+    def test_an_encrypted_store_travels_with_its_key(self, flair_folder: Path, tmp_path: Path):
+        import pickle
+
+        pytest.importorskip("cryptography")
+        key = bytes(range(32))
+        path = tmp_path / "encrypted.h5"
+        convert(open_source(flair_folder), path, fast_options(image=ImageOptions(size=28), encrypt_key=key))
+        with FederatedStore(path, key=key) as store:
+            copy = pickle.loads(pickle.dumps(StorePartitioner(store, "train")))  # what a client gets
+            expected = store.load_user("train", copy.user_id(2)).images
+            images, _ = copy.load_arrays(2)
+            np.testing.assert_array_equal(images, expected)
+            central = load_central(store, "val", batch_size=8)
+            assert len(next(iter(central))[0]) == store.num_images("val")
+
     # (argument, message)
     @pytest.mark.parametrize(
         ("partition_id", "message"),

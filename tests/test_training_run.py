@@ -59,6 +59,26 @@ def test_same_seed_same_run(store_path: Path, tmp_path: Path):
     assert val_metrics(tmp_path / "a") == val_metrics(tmp_path / "b")
 
 
+def test_an_encrypted_store_trains_with_its_key_like_the_plain_one(
+    flair_folder: Path, store_path: Path, tmp_path: Path, capsys
+):
+    pytest.importorskip("cryptography")
+    key = tmp_path / "store.key"
+    assert main(["keygen", str(key)]) == 0
+    encrypted = tmp_path / "encrypted.h5"
+    options = fast_options(image=ImageOptions(size=28), encrypt_key=key)
+    convert(open_source(flair_folder), encrypted, options)
+    assert run_train(encrypted, tmp_path / "no-key", "--rounds", "1") == 2
+    assert "encrypted" in capsys.readouterr().err
+    for store, extra in ((store_path, ()), (encrypted, ("--key", str(key)))):
+        assert run_train(store, tmp_path / store.stem, "--seed", "3", "--rounds", "1", *extra) == 0
+    plain, sealed = (
+        [json.loads(line)["val"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("store", "encrypted")
+    )
+    assert plain == sealed
+
+
 def test_dp_run_reports_noise_and_epsilon(store_path: Path, tmp_path: Path, capsys):
     out = tmp_path / "dp"
     status = run_train(

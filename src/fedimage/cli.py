@@ -16,7 +16,7 @@ from fedimage.exports import EXPORT_FORMATS, ExportOptions, export
 from fedimage.imaging import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
 from fedimage.plan import PlanOptions
-from fedimage.privacy.encryption_keys import StoreKey, key_from_options
+from fedimage.privacy.encryption_keys import StoreKey, add_key_options, key_from_options
 from fedimage.privacy.pseudonyms import Pseudonymizer
 from fedimage.rejects import reason_counts
 from fedimage.sample import sample_manifest, sample_taxonomy
@@ -59,12 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     insp = commands.add_parser("inspect", help="summarize a store")
     insp.add_argument("store", type=Path)
     insp.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_key_options(insp)
+    add_key_options(insp)
 
     ver = commands.add_parser("verify", help="re-check a store's structure and checksums")
     ver.add_argument("store", type=Path)
     ver.add_argument("--decode", action="store_true", help="also decode every stored JPEG")
-    _add_key_options(ver)
+    add_key_options(ver)
 
     key = commands.add_parser(
         "keygen", help="write a new 256-bit key file for pseudonyms or encryption (mode 0600)"
@@ -86,18 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--quality", type=int, default=95, help="JPEG quality for raw stores (default 95)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_key_options(exp)
+    add_key_options(exp)
     train_cli.add_parser(commands)
     return parser
-
-
-def _add_key_options(parser: argparse.ArgumentParser) -> None:
-    """--key / --passphrase-env: how to open an encrypted store."""
-    group = parser.add_argument_group("encrypted stores")
-    group.add_argument("--key", type=Path, metavar="KEYFILE", help="key file of an encrypted store")
-    group.add_argument(
-        "--passphrase-env", metavar="VARIABLE", help="environment variable holding the store's passphrase"
-    )
 
 
 def _store_key(args: argparse.Namespace) -> StoreKey | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fedimage.privacy.encryption_keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
 
 try:
@@ -30,7 +31,9 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class _StoreDataset(PerProcessStore, Dataset):
-    def __init__(self, path: str | Path, split: str, labels: str, transform: Transform | None):
+    def __init__(
+        self, path: str | Path, split: str, labels: str, transform: Transform | None, key: StoreKey | None
+    ):
         if labels not in LABEL_KINDS:
             raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
         self.path = Path(path)
@@ -38,7 +41,8 @@ class _StoreDataset(PerProcessStore, Dataset):
         self.labels = labels
         self.transform = transform or to_tensor
         self._store: FederatedStore | None = None
-        with FederatedStore(self.path) as store:
+        self._key = key
+        with FederatedStore(self.path, key=key) as store:
             self.label_names = store.label_names if labels == "coarse" else store.fine_label_names
             self._users = store.users(split)
 
@@ -57,8 +61,9 @@ class UserDataset(_StoreDataset):
         *,
         labels: str = "coarse",
         transform: Transform | None = None,
+        key: StoreKey | None = None,
     ):
-        super().__init__(path, split, labels, transform)
+        super().__init__(path, split, labels, transform, key)
         self.user_id = user_id
         self._data = None
         self._length = self._store_if_needed().users(split).get(user_id)
@@ -88,8 +93,9 @@ class SplitDataset(_StoreDataset):
         *,
         labels: str = "coarse",
         transform: Transform | None = None,
+        key: StoreKey | None = None,
     ):
-        super().__init__(path, split, labels, transform)
+        super().__init__(path, split, labels, transform, key)
         self._user_ids = list(self._users)
         counts = np.fromiter(self._users.values(), dtype=np.int64, count=len(self._users))
         self._starts = np.concatenate([[0], np.cumsum(counts)])

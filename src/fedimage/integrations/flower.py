@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedimage.errors import OptionError
+from fedimage.privacy.encryption_keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
 from fedimage.training._deps import require
 
@@ -54,6 +55,7 @@ class StorePartitioner(PerProcessStore):
         *,
         labels: str = "coarse",
         max_images_per_user: int | None = None,
+        key: StoreKey | None = None,
     ):
         if labels not in LABEL_KINDS:
             raise OptionError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
@@ -61,6 +63,7 @@ class StorePartitioner(PerProcessStore):
             raise OptionError(f"max_images_per_user must be >= 1, got {max_images_per_user}")
         self._store = store if isinstance(store, FederatedStore) else None
         self.path = store.path if isinstance(store, FederatedStore) else Path(store)
+        self._key = store.key if isinstance(store, FederatedStore) else key
         self.split = split
         self.labels = labels
         self.max_images_per_user = max_images_per_user
@@ -159,7 +162,8 @@ def load_central(
     from fedimage.torch_data import SplitDataset
 
     path = store.path if isinstance(store, FederatedStore) else Path(store)
-    dataset = SplitDataset(path, split, labels=labels, transform=_uint8_tensor)
+    key = store.key if isinstance(store, FederatedStore) else None
+    dataset = SplitDataset(path, split, labels=labels, transform=_uint8_tensor, key=key)
     if len(dataset) == 0:
         raise OptionError(f"split {split!r} of {path.name} has no images")
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)

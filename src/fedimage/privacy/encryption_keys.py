@@ -13,6 +13,7 @@ A *store key* is any of:
 
 from __future__ import annotations
 
+import argparse
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -113,6 +114,15 @@ def resolve_key(key: StoreKey) -> bytes | Passphrase:
         return load_key(Path(key))
     raise OptionError(
         f"an encryption key must be 32 bytes, a key file path or a Passphrase, got {type(key).__name__}"
+    )
+
+
+def add_key_options(parser: argparse.ArgumentParser) -> None:
+    """``--key`` / ``--passphrase-env``: how a command opens an encrypted store."""
+    group = parser.add_argument_group("encrypted stores")
+    group.add_argument("--key", type=Path, metavar="KEYFILE", help="key file of an encrypted store")
+    group.add_argument(
+        "--passphrase-env", metavar="VARIABLE", help="environment variable holding the store's passphrase"
     )
 
 

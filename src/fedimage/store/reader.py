@@ -79,6 +79,8 @@ class FederatedStore:
 
     def __init__(self, path: str | Path, key: StoreKey | None = None):
         self.path = Path(path)
+        #: The key the store was opened with (None: a plain store), so other processes can reopen it.
+        self.key = key
         self._cipher: StoreCipher | None = None
         self._sealed_metadata: dict[str, str] | None = None
         self._decrypted: tuple[tuple[str, str], Mapping[str, np.ndarray]] | None = None
@@ -331,11 +333,12 @@ class PerProcessStore:
     """
 
     path: Path
+    _key: StoreKey | None = None  # an encrypted store's key: it travels with the pickled object
     _store: FederatedStore | None = None
 
     def _store_if_needed(self) -> FederatedStore:
         if self._store is None:
-            self._store = FederatedStore(self.path)
+            self._store = FederatedStore(self.path, key=self._key)
         return self._store
 
     def __getstate__(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedimage.errors import OptionError
+from fedimage.privacy.encryption_keys import add_key_options, key_from_options
 from fedimage.training.config import LABEL_KINDS, MODELS, STRATEGIES, DPConfig, SecAggConfig, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -23,6 +24,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         description="FedAvg with FLAIR's defaults on a store's train users, validated on val, tested on test",
     )
     parser.add_argument("store", type=Path)
+    add_key_options(parser)
     parser.add_argument(
         "-o", "--out", type=Path, required=True, help="folder for metrics, summary, curves, checkpoint"
     )
@@ -189,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from fedimage.training.runner import train
 
-    train(args.store, config, args.out, engine=args.engine, overwrite=args.overwrite, log=_log)
+    key = key_from_options(args.key, args.passphrase_env)
+    train(args.store, config, args.out, engine=args.engine, overwrite=args.overwrite, log=_log, key=key)
     return 0
 
 

@@ -72,8 +72,12 @@ def run_flower(
     from fedimage.integrations.flower import StorePartitioner
 
     simulation = flower_apps.require_flwr("flwr.simulation")
-    partitioner = StorePartitioner(
-        store.path, "train", labels=config.labels, max_images_per_user=config.max_images_per_user
+    partitioner = StorePartitioner(  # pickled to each client: it reopens the store (with its key)
+        store.path,
+        "train",
+        labels=config.labels,
+        max_images_per_user=config.max_images_per_user,
+        key=store.key,
     )
     info = tracker.checkpoint_info
     recipe = flower_apps.LocalRecipe.from_config(config, info["num_outputs"], info["crop"])

@@ -12,6 +12,7 @@ import numpy as np
 
 from fedimage._version import __version__
 from fedimage.errors import OptionError
+from fedimage.privacy.encryption_keys import StoreKey
 from fedimage.store.reader import FederatedStore
 from fedimage.training._deps import require
 from fedimage.training.config import TrainConfig
@@ -59,11 +60,12 @@ def train(
     engine: str = "pfl",
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    key: StoreKey | None = None,
 ) -> dict[str, Any]:
     """Train on a store, validate every ``config.eval_every`` rounds, test the best round, return the summary.
 
     Writes ``metrics.jsonl``, ``checkpoint.pt`` (best round), ``summary.json`` and ``curves.png``
-    under ``out``.
+    under ``out``. ``key`` opens an encrypted store (Flower's simulated clients get a copy).
     """
     if engine not in ENGINES:
         raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
@@ -71,7 +73,7 @@ def train(
     out = prepare_output(Path(out), overwrite)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    with FederatedStore(store_path) as store:
+    with FederatedStore(store_path, key=key) as store:
         _require_split(store, "train")
         val_split, test_split = _optional_split(store, "val"), _optional_split(store, "test")
         label_names = store.label_names if config.labels == "coarse" else store.fine_label_names
