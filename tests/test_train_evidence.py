@@ -66,13 +66,13 @@ def test_table_marks_runs_above_the_baseline_and_shows_privacy(evidence, tmp_pat
     run = evidence.Run("openclipart", "fl-dp2", ())
     rows = [
         evidence.row_of(evidence.Run("openclipart", "fl", ()), summary(0.08, 0.05)),
-        evidence.row_of(run, summary(0.04, 0.05, privacy)),
+        evidence.row_of(run, summary(0.055, 0.05, privacy)),
     ]
     lines = evidence.markdown_table(rows).splitlines()
     assert len(lines) == 4
     fl, dp = lines[2].split("|"), lines[3].split("|")
-    assert fl[3].strip() == "**0.080**" and fl[5].strip() == "+0.030"
-    assert dp[3].strip() == "0.040" and dp[5].strip() == "-0.010"  # below the baseline: not bold
+    assert fl[3].strip() == "**0.080**" and fl[5].strip() == "+0.030 (1.60x)"
+    assert dp[3].strip() == "0.055" and dp[5].strip() == "+0.005 (1.10x)"  # above, but not clearly: not bold
     assert dp[9].strip() == "1.42" and dp[10].strip() == "2.00"
     assert fl[9].strip() == "-" and fl[10].strip() == "-"
     assert dp[8].strip() == "12 / 48"
