@@ -36,14 +36,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-VERSION = 1
+VERSION = 2  # 2: Parquet row groups of 100 rows, as `datasets` writes image datasets
 DEFAULT_UNIQUE = 5_000
 MAX_USER_IMAGES = 4_151
 USER_MU, USER_SIGMA = 0.45, 1.8
 FLAIR_MEAN_IMAGES_PER_USER = 8.35
 FINE_LABELS = 1_628
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-PARQUET_ROW_GROUP = 1_000
+PARQUET_ROW_GROUP = 100  # `datasets` writes image datasets in row groups of 100 rows
 # FLAIR's coarse labels and how many images carry each (flair.md).
 COARSE_COUNTS = {
     "structure": 228_923,

@@ -29,7 +29,7 @@ from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
 
-PARQUET_BATCH_ROWS = 1024
+PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
 METADATA_BATCH_ROWS = 65_536
 
@@ -194,6 +194,7 @@ class HuggingFaceSource(Source):
         """Build every file's image access (Parquet image columns are copied to flat files) now."""
         for shard in self._shards:
             self._images(shard)
+        pa.default_memory_pool().release_unused()  # forked workers should not inherit Parquet's buffers
 
     def _images(self, shard: _Shard) -> _ImageColumn:
         if shard.images is None:

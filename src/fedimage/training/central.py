@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,13 +33,20 @@ def shuffled_batches(
             yield images[index], targets[index]
 
 
+def training_device() -> torch.device:
+    """pfl-research's rule, so both modes agree: ``PFL_PYTORCH_DEVICE``, else CUDA if present, else CPU."""
+    chosen = os.environ.get("PFL_PYTORCH_DEVICE")
+    return torch.device(chosen or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def run_central(
     model: torch.nn.Module, store: FederatedStore, config: TrainConfig, tracker: ValidationTracker
 ) -> int:
     """Adam on minibatches for ``config.rounds`` epochs; validation every ``eval_every`` epochs."""
+    device = training_device()
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.central_lr)
     rng = np.random.default_rng(config.seed)
-    device = next(model.parameters()).device
     for epoch in range(1, config.rounds + 1):
         model.train()
         total, count = 0.0, 0
