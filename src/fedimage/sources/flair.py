@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,11 +171,8 @@ def _texts(values: list[Any]) -> pa.Array:
 def _labels(values: list[Any]) -> pa.Array:
     """A label field: lists of strings, or ``|``-joined strings, as an Arrow column."""
     kinds = {type(value) for value in values} - {type(None)}
-    try:
-        if kinds <= {list}:
-            return pa.array(values, pa.list_(pa.string()))
-        if kinds <= {str}:
-            return pa.array(values, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
+    uniform = pa.list_(pa.string()) if kinds <= {list} else pa.string() if kinds <= {str} else None
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a number inside a list
+        if uniform is not None:
+            return pa.array(values, uniform)
     return pa.array([list(parse_label_list(value, "|")) for value in values], pa.list_(pa.string()))
