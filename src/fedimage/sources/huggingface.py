@@ -31,7 +31,7 @@ from fedimage.sources.manifest import ManifestColumns, describe_columns
 
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
-METADATA_BATCH_ROWS = 65_536
+METADATA_BATCH_ROWS = 1 << 14  # bounds the transient Arrow and numpy arrays of label cleaning
 
 
 @dataclass
@@ -114,7 +114,7 @@ class HuggingFaceSource(Source):
     def _metadata_batches(self, shard: _Shard, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """The metadata columns of one file, a bounded batch of rows at a time."""
         if shard.kind == "parquet":
-            yield from pq.ParquetFile(shard.path, memory_map=True).iter_batches(
+            yield from pq.ParquetFile(shard.path, buffer_size=PARQUET_BUFFER_BYTES).iter_batches(
                 batch_size=METADATA_BATCH_ROWS, columns=columns
             )
         else:
