@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import multiprocessing
 import os
 import signal
@@ -57,6 +58,8 @@ class WorkerPool:
 
     def __enter__(self) -> WorkerPool:
         if self.workers > 1:
+            if self._method == "fork":
+                gc.freeze()  # workers' garbage collections then leave inherited pages unshared
             context = multiprocessing.get_context(self._method)
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=context, initializer=_die_with_parent
@@ -73,6 +76,7 @@ class WorkerPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+            gc.unfreeze()
 
     def ordered_map(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """``map(function, items)`` in the workers, results in input order.
