@@ -107,9 +107,9 @@ def standardize_batch(batch: tuple[tuple[ImageInput, ...], ImageOptions]) -> lis
     return [standardize_one(path, data, options) for path, data in inputs]
 
 
-def image_inputs(payloads: Sequence[bytes | str | None]) -> tuple[ImageInput, ...]:
+def image_inputs(payloads: Iterable[bytes | str | None]) -> Iterator[ImageInput]:
     """What a source's ``read_images`` returned, as worker inputs."""
-    return tuple((payload, None) if isinstance(payload, str) else ("", payload) for payload in payloads)
+    return ((payload, None) if isinstance(payload, str) else ("", payload) for payload in payloads)
 
 
 def write_shard(
@@ -217,14 +217,23 @@ def shard_task(
 
 def convert_shard(task: ShardTask) -> ShardInfo:
     """Worker: standardize a shard's images and write the shard file."""
-    payloads = task.payloads
-    if payloads is None:
-        if _inherited_source is None:
-            raise FedimageError("a shard task without images needs the source_for_workers() block")
-        payloads = _inherited_source.read_images([record for _, records in task.users for record in records])
+    payloads = task.payloads if task.payloads is not None else _inherited_payloads(task.users)
     inputs = image_inputs(payloads)
     results = (standardize_one(path, data, task.image_options) for path, data in inputs)
     return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
+
+
+def _inherited_payloads(users: ShardUsers) -> Iterator[bytes | str | None]:
+    """The shard's payloads from the inherited source, read :data:`BATCH_SIZE` at a time.
+
+    Only one batch of source bytes is held at once, not the whole shard's (4,096 photos
+    of a few hundred KB each would be over a GB).
+    """
+    if _inherited_source is None:
+        raise FedimageError("a shard task without images needs the source_for_workers() block")
+    records = [record for _, user_records in users for record in user_records]
+    for start in range(0, len(records), BATCH_SIZE):
+        yield from _inherited_source.read_images(records[start : start + BATCH_SIZE])
 
 
 def _next_shard(outputs: Iterator[object], spec: ShardSpec, plan: ConversionPlan) -> ShardInfo:
@@ -272,7 +281,7 @@ def run_local(
                 continue
             for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
                 records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
-                yield image_inputs(source.read_images(records)), image_options
+                yield tuple(image_inputs(source.read_images(records))), image_options
 
     todo = sum(spec.stop_image - spec.first_image for spec in pending)
     outputs = pool.ordered_map(_work_item, items())

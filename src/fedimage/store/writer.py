@@ -187,16 +187,17 @@ class StoreWriter:
 class UserGroupWriter:
     """Collects one user's images and labels and writes the user's datasets.
 
-    Images are buffered up to ``spill_bytes``; a larger user is appended to a
-    chunked, resizable dataset instead, so memory stays bounded for any user size.
+    Images are buffered (in one ``bytearray``, so the dataset is written from it without
+    another copy) up to ``spill_bytes``; a larger user is appended to a chunked, resizable
+    dataset instead, so memory stays bounded for any user size.
     """
 
     def __init__(self, store: StoreWriter, split: str, user_id: str):
         self.store = store
         self.split = split
         self.user_id = user_id
-        self._payloads: list[bytes] = []
-        self._buffered = 0
+        self._buffer = bytearray()
+        self._buffered_images = 0
         self._offsets = [0]
         self._image_ids: list[bytes] = []
         self._labels: list[tuple[str, ...]] = []
@@ -212,16 +213,20 @@ class UserGroupWriter:
         self._fine.append(fine)
         self._offsets.append(self._offsets[-1] + len(payload))
         self._images_digest.update(np.frombuffer(payload, dtype=np.uint8))
-        self._payloads.append(payload)
-        self._buffered += len(payload)
-        if self._buffered > self.store.spill_bytes:
+        self._buffer += payload
+        self._buffered_images += 1
+        if len(self._buffer) > self.store.spill_bytes:
             self._spill()
 
-    def _image_array(self, payloads: list[bytes]) -> np.ndarray:
-        flat = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+    def _take_buffer(self) -> np.ndarray:
+        """The buffered images as an array (a view of the buffer, which starts anew)."""
+        flat = np.frombuffer(self._buffer, dtype=np.uint8)
+        count = self._buffered_images
+        self._buffer = bytearray()
+        self._buffered_images = 0
         if self.store.storage == "raw":
             size = self.store.image_size
-            return flat.reshape(len(payloads), size, size, 3)
+            return flat.reshape(count, size, size, 3)
         return flat
 
     def _ensure_group(self) -> h5py.Group:
@@ -234,7 +239,7 @@ class UserGroupWriter:
         return self._group
 
     def _spill(self) -> None:
-        array = self._image_array(self._payloads)
+        array = self._take_buffer()
         if self._spilled is None:
             chunks = (1, *array.shape[1:]) if array.ndim == 4 else (JPEG_CHUNK_BYTES,)
             self._spilled = self._ensure_group().create_dataset(
@@ -247,8 +252,6 @@ class UserGroupWriter:
         start = self._spilled.shape[0]
         self._spilled.resize(start + array.shape[0], axis=0)
         self._spilled[start:] = array
-        self._payloads = []
-        self._buffered = 0
 
     def close(self) -> int:
         """Write the group's datasets; returns the number of images (0: nothing written)."""
@@ -259,21 +262,20 @@ class UserGroupWriter:
         if store.cipher is not None:
             from fedimage.privacy.encryption import write_sealed_group
 
-            arrays = {layout.IMAGES: self._image_array(self._payloads), **self._index_arrays(count)}
+            arrays = {layout.IMAGES: self._take_buffer(), **self._index_arrays(count)}
             group = self._ensure_group()
             checksum, nonce = write_sealed_group(group, store.cipher, self.split, self.user_id, arrays)
             self._count_labels()
             store._record_user(self.split, self.user_id, count, checksum, nonce=nonce)
-            self._payloads = []
             return count
         group = self._ensure_group()
         lines = []
         if self._spilled is not None:
-            if self._payloads:
+            if self._buffered_images:
                 self._spill()
             images_shape = self._spilled.shape
         else:
-            images = self._image_array(self._payloads)
+            images = self._take_buffer()
             write_dataset(group, layout.IMAGES, images)
             images_shape = images.shape
         lines.append(self._images_digest.line(layout.IMAGES, np.dtype(np.uint8), images_shape))
@@ -282,7 +284,6 @@ class UserGroupWriter:
             lines.append(array_line(name, array))
         self._count_labels()
         store._record_user(self.split, self.user_id, count, group_checksum(lines))
-        self._payloads = []
         return count
 
     def _index_arrays(self, count: int) -> dict[str, np.ndarray]:
