@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SPILL_BYTES = 256 << 20
 JPEG_CHUNK_BYTES = 1 << 20
+METADATA_CACHE_BYTES = 256 << 10
 
 
 def index_dtype(limit: int, smallest: type = np.uint8) -> np.dtype:
@@ -67,6 +68,20 @@ def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> None:
     )
     if array.size:
         dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, array)
+
+
+def _bound_metadata_cache(file: h5py.File) -> None:
+    """Cap HDF5's metadata cache of a file being written at :data:`METADATA_CACHE_BYTES`.
+
+    HDF5 grows it adaptively up to 32 MB as objects pile up, but a store is written
+    once, front to back, and never revisits what it wrote: a small cache costs no time
+    and keeps the writer's memory flat in the number of users.
+    """
+    config = file.id.get_mdc_config()
+    config.set_initial_size = True
+    config.initial_size = config.max_size = METADATA_CACHE_BYTES
+    config.min_size = min(config.min_size, METADATA_CACHE_BYTES)
+    file.id.set_mdc_config(config)
 
 
 def partial_path_for(path: Path) -> Path:
@@ -116,6 +131,7 @@ class StoreWriter:
             self._file = h5py.File(self._partial, "w", track_order=False)
         except OSError as error:
             raise StoreError(f"cannot create {self._partial}: {error}") from None
+        _bound_metadata_cache(self._file)
 
     def __enter__(self) -> StoreWriter:
         return self
