@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import fast_options, jpeg_bytes, photo
@@ -141,6 +142,26 @@ def test_parquet_images_go_through_a_temporary_file_that_is_removed(
     assert list(temporary.glob("*.bin"))
     source.close()
     assert not temporary.exists()
+
+
+@pytest.mark.parametrize("binary", [pa.binary(), pa.large_binary()])
+def test_image_blob_reads_back_every_cell(tmp_path: Path, binary: pa.DataType):
+    """Whole batches are written in one piece; a null row that still holds bytes is skipped."""
+    from fedimage.sources.huggingface import _ImageBlob
+
+    cells = [b"first", b"", None, b"fourth", b"x" * 1000]
+    data = pa.array(cells, binary)
+    paths = pa.array(["", "b.png", "", "", ""])
+    valid = pa.array([True, True, True, False, True])  # row 3 is a null image with bytes inside
+    column = pa.StructArray.from_arrays([data, paths], names=["bytes", "path"], mask=pc.invert(valid))
+    batches = [column.slice(0, 2), column.slice(2, 3), column.slice(5, 0)]
+    blob = _ImageBlob(tmp_path / "blob.bin", iter(batches))
+    try:
+        payloads = [blob.payload(row, tmp_path) for row in range(5)]
+    finally:
+        blob.close()
+    assert payloads == [b"first", str(tmp_path / "b.png"), None, None, b"x" * 1000]
+    assert (tmp_path / "blob.bin").stat().st_size == len(b"first") + 1000
 
 
 def test_cells_with_only_a_path_or_nothing(tmp_path: Path):

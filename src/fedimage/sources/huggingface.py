@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -318,8 +319,7 @@ class _ImageBlob:
                 if cells.null_count:
                     valid = cells.is_valid().to_numpy(zero_copy_only=False)
                 lengths = np.where(valid, lengths, 0).astype(np.int64)
-                for position in np.flatnonzero(lengths > 0).tolist():
-                    sink.write(data[position].as_buffer())
+                _write_cells(sink, data, lengths)
                 if cells.type.get_field_index("path") >= 0:
                     for position in np.flatnonzero(valid & (lengths == 0)).tolist():
                         path_value = cells.field("path")[position].as_py()
@@ -348,6 +348,26 @@ class _ImageBlob:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _write_cells(sink: BinaryIO, data: pa.Array, lengths: np.ndarray) -> None:
+    """Write the cells of a binary array that have a positive ``length``, back to back.
+
+    When those are exactly the array's values (the usual case), that is one write of
+    its values buffer; otherwise (a null row that still holds bytes) cell by cell.
+    """
+    if not len(data):
+        return
+    if pa.types.is_binary(data.type) or pa.types.is_large_binary(data.type):
+        offset_type = np.int64 if pa.types.is_large_binary(data.type) else np.int32
+        _, offset_buffer, values = data.buffers()
+        offsets = np.frombuffer(offset_buffer, dtype=offset_type)[data.offset : data.offset + len(data) + 1]
+        if np.array_equal(np.diff(offsets), lengths):
+            if values is not None and offsets[-1] > offsets[0]:
+                sink.write(memoryview(values)[int(offsets[0]) : int(offsets[-1])])
+            return
+    for position in np.flatnonzero(lengths > 0).tolist():
+        sink.write(data[position].as_buffer())
 
 
 def _open_arrow(shard: _Shard) -> pa.Table:
