@@ -176,6 +176,22 @@ class TestDeterminism:
         convert(source, tmp_path / "again.h5", fast_options(workers=1))
         assert digest(tmp_path / "one.h5") == digest(tmp_path / "two.h5") == digest(tmp_path / "again.h5")
 
+    def test_large_users_spread_in_batches_give_identical_bytes(
+        self, user_folder: Path, tmp_path: Path, monkeypatch
+    ):
+        source = open_source(user_folder, layout="user")
+        convert(source, tmp_path / "whole.h5", fast_options(workers=1))
+        monkeypatch.setattr(shard_writing, "LARGE_USER_IMAGES", 3)  # users 2, 3 and 4 are "large"
+        monkeypatch.setattr(shard_writing, "BATCH_SIZE", 2)
+        batched = []
+        original = shard_writing.image_batches
+        monkeypatch.setattr(
+            shard_writing, "image_batches", lambda *args: batched.append(args[2]) or original(*args)
+        )
+        convert(source, tmp_path / "spread.h5", fast_options(workers=2))
+        assert batched  # the large users' shards went out in batches
+        assert digest(tmp_path / "whole.h5") == digest(tmp_path / "spread.h5")
+
     def test_raw_mode_is_deterministic_too(self, user_folder: Path, tmp_path: Path):
         options = fast_options(image=ImageOptions(size=32, storage="raw"))
         source = open_source(user_folder, layout="user")

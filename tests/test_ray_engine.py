@@ -45,3 +45,26 @@ def test_ray_engine_links_shards_and_reads_like_a_local_store(user_folder: Path,
     output.rename(moved / output.name)
     (tmp_path / "ray.h5.shards").rename(moved / "ray.h5.shards")
     assert fedimage.verify_store(moved / output.name).ok
+
+
+def test_ray_engine_spreads_large_users_in_batches(user_folder: Path, tmp_path: Path, monkeypatch):
+    from fedimage import shard_writing
+
+    local = tmp_path / "local.h5"
+    convert(open_source(user_folder, layout="user"), local, fast_options())
+    monkeypatch.setattr(shard_writing, "LARGE_USER_IMAGES", 3)
+    monkeypatch.setattr(shard_writing, "BATCH_SIZE", 2)
+    batched = []
+    original = shard_writing.image_batches
+    spy = lambda *args: batched.append(args[2]) or original(*args)  # noqa: E731
+    monkeypatch.setattr(shard_writing, "image_batches", spy)
+    output = tmp_path / "ray.h5"
+    convert(open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2))
+    assert batched  # the large users' shards went out as batches, written by the driver
+    with fedimage.open(local) as a, fedimage.open(output) as b:
+        assert a.read_metadata("manifest")["users"] == b.read_metadata("manifest")["users"]
+        for split in a.splits:
+            for user in a.users(split):
+                expected = a.load_user(split, user).images
+                np.testing.assert_array_equal(expected, b.load_user(split, user).images)
+    assert fedimage.verify_store(output).ok

@@ -4,9 +4,11 @@ The driver plans the conversion and hands each shard's rows to one task: the
 image bytes themselves for sources that hold them (Hugging Face tables), file
 paths otherwise. A task standardizes its images and writes its shard file into
 the conversion's work folder, so that folder (and file paths of the source)
-must be reachable from every node: a shared file system. The driver then links
-the shards from one top-level store (HDF5 external links), which the reader
-opens like any other store.
+must be reachable from every node: a shared file system. A shard holding a
+large user is spread over the cluster as batches of images instead, and the
+driver writes it, as the local engine does. The driver then links the shards
+from one top-level store (HDF5 external links), which the reader opens like any
+other store.
 """
 
 from __future__ import annotations
@@ -45,7 +47,15 @@ def run_ray(
     quiet: bool,
 ) -> Iterator[ShardInfo]:
     """Run the pending shards as Ray tasks (a local Ray instance unless ``address`` names a cluster)."""
-    from fedimage.shard_writing import convert_shard, shard_task
+    from fedimage.shard_writing import (
+        convert_shard,
+        image_batches,
+        is_large,
+        shard_task,
+        shard_users,
+        standardize_batch,
+        write_shard,
+    )
 
     ray = _import_ray()
     started_here = not ray.is_initialized()
@@ -59,6 +69,7 @@ def run_ray(
         )
     try:
         task = ray.remote(convert_shard)
+        batch_task = ray.remote(standardize_batch)
         window = max(1, int(ray.cluster_resources().get("CPU", 1)) * TASKS_IN_FLIGHT_PER_CPU)
         in_flight: dict[Any, ShardSpec] = {}
         queue = list(pending)
@@ -74,8 +85,16 @@ def run_ray(
                 while queue and len(in_flight) < window:
                     spec = queue.pop(0)
                     path = work.shard_path(spec)
+                    if is_large(plan, spec):  # its images go out in batches; the driver writes the shard
+                        batches = image_batches(plan, source, spec, image_options)
+                        refs = [batch_task.remote(batch) for batch in batches]
+                        results = (result for ref in refs for result in ray.get(ref))
+                        yield write_shard(path, spec, shard_users(plan, spec), results, shard_format, bar)
+                        continue
                     ref = task.remote(shard_task(plan, source, spec, path, image_options, shard_format))
                     in_flight[ref] = spec
+                if not in_flight:
+                    continue
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 spec = in_flight.pop(done[0])
                 info = ray.get(done[0])

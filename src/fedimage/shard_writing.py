@@ -4,8 +4,8 @@ A worker (a process of the local engine's pool, or a Ray task) standardizes and
 writes one whole shard (:func:`convert_shard`), so HDF5 writing runs in parallel
 too and the main process only plans, hands out shards and assembles the store.
 A shard that holds a large user (:data:`LARGE_USER_IMAGES` or more) would keep
-one worker busy alone: the local engine spreads its images over all workers in
-batches and writes that shard itself.
+one worker busy alone: both engines spread its images over all workers in
+batches, and the main process (Ray's driver) writes that shard itself.
 """
 
 from __future__ import annotations
@@ -248,8 +248,18 @@ def _next_shard(outputs: Iterator[object], spec: ShardSpec, plan: ConversionPlan
         ) from None
 
 
-def _is_large(plan: ConversionPlan, spec: ShardSpec) -> bool:
+def is_large(plan: ConversionPlan, spec: ShardSpec) -> bool:
+    """True when the shard holds a user of :data:`LARGE_USER_IMAGES` or more: its images go out in batches."""
     return any(user.size >= LARGE_USER_IMAGES for user in plan.users[spec.first_user : spec.stop_user])
+
+
+def image_batches(
+    plan: ConversionPlan, source: Source, spec: ShardSpec, image_options: ImageOptions
+) -> Iterator[tuple[tuple[ImageInput, ...], ImageOptions]]:
+    """A large shard's images as :func:`standardize_batch` work items of :data:`BATCH_SIZE` images."""
+    for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
+        records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
+        yield tuple(image_inputs(source.read_images(records))), image_options
 
 
 def _work_item(item: ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]) -> ShardInfo | list[Result]:
@@ -271,7 +281,7 @@ def run_local(
 
     The pool must be entered before any HDF5 file is opened (see :class:`WorkerPool`).
     """
-    large = {spec.index for spec in pending if _is_large(plan, spec)}
+    large = {spec.index for spec in pending if is_large(plan, spec)}
     sender = None if pool.shares_memory and _inherited_source is source else source
 
     def items() -> Iterator[ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]]:
@@ -279,9 +289,7 @@ def run_local(
             if spec.index not in large:
                 yield shard_task(plan, sender, spec, work.shard_path(spec), image_options, shard_format)
                 continue
-            for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
-                records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
-                yield tuple(image_inputs(source.read_images(records))), image_options
+            yield from image_batches(plan, source, spec, image_options)
 
     todo = sum(spec.stop_image - spec.first_image for spec in pending)
     outputs = pool.ordered_map(_work_item, items())
