@@ -30,7 +30,7 @@ FLAIR_COLUMNS: dict[str, str | None] = {
     "partition": "partition",
     "image_id": "image_id",
 }
-METADATA_BATCH_ROWS = 1 << 16
+METADATA_BATCH_ROWS = 1 << 13
 _FIELDS = ("user_id", "image_id", "labels", "fine_grained_labels", "partition")
 
 

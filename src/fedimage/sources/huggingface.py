@@ -32,7 +32,7 @@ from fedimage.sources.manifest import ManifestColumns, describe_columns
 
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
-METADATA_BATCH_ROWS = 1 << 14  # bounds the transient Arrow and numpy arrays of label cleaning
+METADATA_BATCH_ROWS = 1 << 12  # bounds the transient Arrow and numpy arrays of label cleaning
 
 
 @dataclass
