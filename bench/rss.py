@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/rss.py                          # 5k, 20k, 80k FLAIR-shaped 256 px images
+    .venv/bin/python bench/rss.py --repeat 3               # median of 3 runs (peaks vary by ~20 MB)
     .venv/bin/python bench/rss.py --sizes 2000,8000 --source parquet --workers 2
 
 Each size converts a FLAIR-shaped set (``_flair_shaped.py``, raw folder or Parquet) in a
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("folder", "parquet"), default="folder")
     parser.add_argument("--content", choices=("flair256", "photos"), default="flair256")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each size; the median run is shown")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating inputs")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fedimage-bench"))
@@ -83,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             per_user[row["user_id"]] = per_user.get(row["user_id"], 0) + 1
         del rows
         source = flair_set.root if args.source == "folder" else flair_set.parquet
-        result = measure(source, args.workdir / f"out-rss-{size}.h5", args.workers)
+        output = args.workdir / f"out-rss-{size}.h5"
+        runs = [measure(source, output, args.workers) for _ in range(args.repeat)]
+        peaks = sorted(run["ru_maxrss_mb"] for run in runs)
+        result = sorted(runs, key=lambda run: run["ru_maxrss_mb"])[len(runs) // 2]  # the median run
         print(
             f"{size:>8}{flair_set.users:>8}{max(per_user.values()):>10}{result['seconds']:>9.1f}"
-            f"{result['ru_maxrss_mb']:>14.0f}{result['vmhwm_mb']:>10.0f}",
+            f"{result['ru_maxrss_mb']:>14.0f}{result['vmhwm_mb']:>10.0f}"
+            f"{'  (' + ', '.join(f'{peak:.0f}' for peak in peaks) + ')' if len(runs) > 1 else ''}",
             flush=True,
         )
     return 0
