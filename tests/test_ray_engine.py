@@ -16,6 +16,17 @@ from fedimage.store import shards
 ray = pytest.importorskip("ray")
 
 
+def assert_same_users(local: Path, linked: Path) -> None:
+    """The linked store holds the local store's users, image for image, and verifies."""
+    with fedimage.open(local) as a, fedimage.open(linked) as b:
+        assert a.read_metadata("manifest")["users"] == b.read_metadata("manifest")["users"]
+        for split in a.splits:
+            for user in a.users(split):
+                expected = a.load_user(split, user).images
+                np.testing.assert_array_equal(expected, b.load_user(split, user).images)
+    assert fedimage.verify_store(linked).ok
+
+
 def test_ray_engine_links_shards_and_reads_like_a_local_store(user_folder: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(shards, "SHARD_IMAGES", 4)
     local = convert(open_source(user_folder, layout="user"), tmp_path / "local.h5", fast_options())
@@ -31,13 +42,7 @@ def test_ray_engine_links_shards_and_reads_like_a_local_store(user_folder: Path,
         link = split.get(next(iter(split)), getlink=True)
         assert isinstance(link, h5py.ExternalLink) and link.filename.startswith("ray.h5.shards/")
 
-    with fedimage.open(tmp_path / "local.h5") as a, fedimage.open(output) as b:
-        assert a.read_metadata("manifest")["users"] == b.read_metadata("manifest")["users"]
-        for split in a.splits:
-            for user in a.users(split):
-                expected = a.load_user(split, user).images
-                np.testing.assert_array_equal(expected, b.load_user(split, user).images)
-    assert fedimage.verify_store(output).ok
+    assert_same_users(tmp_path / "local.h5", output)
 
     # The store and its shard folder move together: links are relative to the top-level file.
     moved = tmp_path / "moved"
@@ -61,10 +66,4 @@ def test_ray_engine_spreads_large_users_in_batches(user_folder: Path, tmp_path: 
     output = tmp_path / "ray.h5"
     convert(open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2))
     assert batched  # the large users' shards went out as batches, written by the driver
-    with fedimage.open(local) as a, fedimage.open(output) as b:
-        assert a.read_metadata("manifest")["users"] == b.read_metadata("manifest")["users"]
-        for split in a.splits:
-            for user in a.users(split):
-                expected = a.load_user(split, user).images
-                np.testing.assert_array_equal(expected, b.load_user(split, user).images)
-    assert fedimage.verify_store(output).ok
+    assert_same_users(local, output)
