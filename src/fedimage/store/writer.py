@@ -74,7 +74,7 @@ def _bound_metadata_cache(file: h5py.File) -> None:
     """Cap HDF5's metadata cache of a file being written at :data:`METADATA_CACHE_BYTES`.
 
     HDF5 grows it adaptively up to 32 MB as objects pile up, but a store is written
-    once, front to back, and never revisits what it wrote: a small cache costs no time
+    once, front to back, and never revisits what it wrote: a small cache costs no measurable time
     and keeps the writer's memory flat in the number of users.
     """
     config = file.id.get_mdc_config()
