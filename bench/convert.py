@@ -1,4 +1,4 @@
-"""Benchmark ``fedimage.convert`` against an ml-flair ``prepare_dataset.py``-style baseline.
+"""Benchmark ``fedimage.conversion`` against an ml-flair ``prepare_dataset.py``-style baseline.
 
 Usage::
 

@@ -62,7 +62,7 @@ def fedimage_index(path: Path) -> tuple[float, int, float]:
     code = (
         "import time, resource; t = time.perf_counter()\n"
         "from fedimage import open_source, PlanOptions\n"
-        "from fedimage.plan import make_plan\n"
+        "from fedimage.conversion.plan import make_plan\n"
         f"source = open_source({str(path)!r})\n"
         "plan = make_plan(source.metadata(), PlanOptions(), has_users=source.has_users)\n"
         "print(time.perf_counter() - t, len({u.user_id for u in plan.users}),"

@@ -16,7 +16,7 @@ central Adam) with three ways of building each sampled user's dataset:
   ``benchmarks/dataset/flair/numpy.make_federated_dataset`` (reopens the HDF5 file for
   every user, reads its whole ``images`` and the ``labels_row/col`` pairs); it reads raw
   stores only, so it is the baseline for both modes;
-* ``fedimage raw`` / ``fedimage jpeg``: :class:`fedimage.integrations.pfl.StoreFederatedDataset`
+* ``fedimage raw`` / ``fedimage jpeg``: :class:`fedimage.loaders.pfl.StoreFederatedDataset`
   over one open store (``load_user``: one read per user, JPEG decoded with simplejpeg).
 
 All three draw the same users (fedimage's seeded cohort sampler) and the model starts from
@@ -80,7 +80,7 @@ def ensure_stores(workdir: Path, images: int, seed: int) -> dict[str, Path]:
     for storage in ("raw", "jpeg"):
         path = workdir / f"train-{flair_set.root.name}-{storage}.h5"
         if not path.is_file():
-            command = [sys.executable, "-m", "fedimage.cli", "convert", str(flair_set.root), "-o",
+            command = [sys.executable, "-m", "fedimage", "convert", str(flair_set.root), "-o",
                        str(path), "--source-format", "flair", "--storage", storage, "--workers", "1",
                        "--quiet"]  # fmt: skip
             subprocess.run(command, check=True)
@@ -113,7 +113,7 @@ def run_rounds(
     from pfl.metrics import Metrics
     from pfl.model.pytorch import PyTorchModel
 
-    from fedimage.integrations.pfl import CohortSampler, FixedDenominator, StoreFederatedDataset
+    from fedimage.loaders.pfl import CohortSampler, FixedDenominator, StoreFederatedDataset
     from fedimage.training.models import build_model
 
     torch.manual_seed(args.seed)

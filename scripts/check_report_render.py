@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from fedimage import ConvertOptions, ImageOptions, convert, open_source
+from fedimage.analysis.report import write_report
 from fedimage.partitioning import PartitionOptions, partition_images
-from fedimage.report import write_report
 
 LABELS = [f"class{index:02d}" for index in range(10)]
 

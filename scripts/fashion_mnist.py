@@ -78,7 +78,7 @@ def write_parquet(source: Path, target: Path) -> int:
 
 
 def fedimage(*args: str) -> None:
-    command = [sys.executable, "-m", "fedimage.cli", *args]
+    command = [sys.executable, "-m", "fedimage", *args]
     print("$ fedimage", " ".join(args), flush=True)
     subprocess.run(command, check=True)
 

@@ -125,7 +125,7 @@ def command(run: Run, work: Path) -> list[str]:
 def _fedimage(argv: Sequence[str], log: Path | None = None) -> None:
     """Run the fedimage CLI of this interpreter; output to ``log`` (appended) or the console."""
     print("$", " ".join(argv), flush=True)
-    full = [PYTHON, "-m", "fedimage.cli", *argv[1:]]
+    full = [PYTHON, "-m", "fedimage", *argv[1:]]
     if log is None:
         subprocess.run(full, check=True)
         return

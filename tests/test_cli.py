@@ -13,7 +13,7 @@ from conftest import photo, save_image, write_jsonl
 
 import fedimage
 from fedimage.cli import main
-from fedimage.sample import sample_manifest
+from fedimage.sources.sample import sample_manifest
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -121,7 +121,7 @@ def test_console_entry_point_prints_no_traceback(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "fedimage.cli",
+            "fedimage",
             "convert",
             str(tmp_path / "missing"),
             "-o",

@@ -16,7 +16,7 @@ from fedimage import ImageOptions, convert, open_source
 from fedimage.cli import main
 from fedimage.errors import StoreError
 from fedimage.exports import ExportOptions, export
-from fedimage.verify import verify_store
+from fedimage.store.verify import verify_store
 
 pytest.importorskip("cryptography")
 

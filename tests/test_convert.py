@@ -14,11 +14,12 @@ from conftest import fast_options, jpeg_bytes, photo, save_image, write_jsonl
 from PIL import Image
 
 import fedimage
-from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source, shard_writing
+from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
+from fedimage.conversion import shard as shard_writing
 from fedimage.errors import StoreError
-from fedimage.rejects import read_rejects
+from fedimage.labels import Taxonomy
+from fedimage.records import read_rejects
 from fedimage.store import writer as writer_module
-from fedimage.taxonomy import Taxonomy
 
 
 def digest(path: Path) -> str:

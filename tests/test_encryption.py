@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 
 import fedimage
 from fedimage import ImageOptions, Passphrase, convert, open_source
+from fedimage.analysis.heterogeneity import heterogeneity_from_store
+from fedimage.analysis.summary import summarize
 from fedimage.cli import main
+from fedimage.conversion.workdir import WorkDir
 from fedimage.errors import FedimageError, OptionError, StoreError
-from fedimage.heterogeneity import heterogeneity_from_store
-from fedimage.privacy import encryption_keys
+from fedimage.privacy import keys as encryption_keys
 from fedimage.privacy.encryption_container import pack_arrays, unpack_arrays
-from fedimage.privacy.encryption_keys import ScryptParams
+from fedimage.privacy.keys import ScryptParams
 from fedimage.privacy.pseudonyms import generate_key_file
-from fedimage.store.shards import WorkDir
-from fedimage.summary import summarize
-from fedimage.verify import verify_store
+from fedimage.store.verify import verify_store
 
 pytest.importorskip("cryptography")
 from fedimage.privacy.encryption import SEALED, StoreCipher

@@ -17,7 +17,7 @@ from test_export_common import ODD_USERS, QUIET, flair_store, odd_store
 
 import fedimage
 from fedimage.exports import export
-from fedimage.store.layout import user_id_from_key
+from fedimage.store.schema import user_id_from_key
 
 
 def ml_flair_central(path: Path) -> dict[str, dict[str, dict]]:

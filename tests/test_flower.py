@@ -29,8 +29,8 @@ pytest.importorskip("matplotlib")
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 
-from fedimage.integrations import flower_apps  # noqa: E402
-from fedimage.integrations.flower import (  # noqa: E402
+from fedimage.training.engines import flower_apps  # noqa: E402
+from fedimage.loaders.flower import (  # noqa: E402
     StorePartitioner,
     load_central,
     load_client,
@@ -326,7 +326,7 @@ class TestStrategies:
             torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-7)
 
     def test_same_seed_same_rounds_and_pfl_cohorts(self, store_path: Path):
-        pfl_integration = pytest.importorskip("fedimage.integrations.pfl")
+        pfl_integration = pytest.importorskip("fedimage.loaders.pfl")
         with FederatedStore(store_path) as store:
             recipe = recipe_for(store, local_epochs=2, batch_size=2)
             first, grid, _ = run_server(store, "fedadam", rounds=2, cohort=2, recipe=recipe, seed=11)

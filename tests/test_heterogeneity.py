@@ -10,7 +10,7 @@ from conftest import fast_options
 
 import fedimage
 from fedimage import ImageOptions, convert, open_source
-from fedimage.heterogeneity import describe, heterogeneity_from_arrays, heterogeneity_from_store
+from fedimage.analysis.heterogeneity import describe, heterogeneity_from_arrays, heterogeneity_from_store
 from fedimage.partitioning import PartitionOptions, partition
 
 

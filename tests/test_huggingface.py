@@ -15,8 +15,8 @@ from conftest import fast_options, jpeg_bytes, photo
 
 import fedimage
 from fedimage import ImageOptions, ManifestColumns, PlanOptions, convert, open_source
+from fedimage.conversion.plan import make_plan
 from fedimage.errors import SourceError
-from fedimage.plan import make_plan
 from fedimage.sources import HuggingFaceSource, detect_source_format
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -84,8 +84,8 @@ def test_flair_parquet_gives_the_same_store_as_the_flair_folder(flair_folder: Pa
 def test_workers_read_their_own_images_and_the_store_does_not_change(
     flair_folder: Path, tmp_path: Path, monkeypatch
 ):
-    from fedimage import shard_writing
-    from fedimage.store import shards as shards_module
+    from fedimage.conversion import shard as shard_writing
+    from fedimage.conversion import workdir as shards_module
 
     monkeypatch.setattr(shards_module, "SHARD_IMAGES", 3)  # several shards
     path = write_parquet(tmp_path / "flair.parquet", flair_rows(flair_folder))
@@ -262,8 +262,8 @@ def test_save_to_disk_single_dataset_uses_the_seeded_split(flair_folder: Path, t
 
 @pytest.mark.parametrize("list_type", [pa.list_(pa.string()), pa.large_list(pa.string())])
 def test_label_lists_are_cleaned_like_manifest_labels(list_type):
-    from fedimage.record_table import clean_label_lists
     from fedimage.sources.base import parse_label_list
+    from fedimage.sources.record_table import clean_label_lists
 
     def _label_tuples(column, delimiter):
         return [tuple(labels) for labels in clean_label_lists(column, delimiter).to_pylist()]

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import exif_with, jpeg_bytes, photo
+from fedimage.imaging.jpeg_segments import read_jpeg_info
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from fedimage.errors import OptionError
-from fedimage.imaging import ImageOptions, ImageRejected, standardize_bytes, standardize_file
-from fedimage.jpeg_segments import read_jpeg_info
+from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 
 RAW = ImageOptions(size=32, storage="raw")
 

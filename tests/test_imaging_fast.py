@@ -7,7 +7,7 @@ import pytest
 import simplejpeg
 from conftest import exif_with, jpeg_bytes, photo
 
-from fedimage.imaging import (
+from fedimage.imaging.standardize import (
     ImageOptions,
     ImageRejected,
     _decode,

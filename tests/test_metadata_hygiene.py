@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 import fedimage
 from fedimage import ImageOptions, convert, open_source
 from fedimage.exports import ExportOptions, export
-from fedimage.jpeg_segments import DECODING_SEGMENTS, SOS, _segments, strip_metadata
+from fedimage.imaging.jpeg_segments import DECODING_SEGMENTS, SOS, _segments, strip_metadata
 
 SIZE = 64
 # Every planted value carries "Canary", so one byte search finds any of them in any file.

@@ -11,11 +11,11 @@ from conftest import photo, save_image
 
 import fedimage
 from fedimage.cli import main
+from fedimage.conversion.plan import PlanOptions, make_plan
+from fedimage.conversion.splits import SplitRatios
 from fedimage.errors import OptionError
 from fedimage.partitioning import PartitionOptions
-from fedimage.plan import PlanOptions, make_plan
 from fedimage.records import ImageRecord
-from fedimage.splits import SplitRatios
 
 ALL_TRAIN = SplitRatios(("train",), (1.0,))
 

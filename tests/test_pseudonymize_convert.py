@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 import fedimage
 from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
 from fedimage.cli import main
+from fedimage.conversion import workdir as shards
 from fedimage.errors import OptionError, StoreError
 from fedimage.privacy import Pseudonymizer, generate_key_file, pseudonymize
 from fedimage.privacy.pseudonyms import _truncated_hmacs, key_fingerprint, pseudonymize_array
-from fedimage.store import shards
-from fedimage.store.layout import rejects_path_for
+from fedimage.store.schema import rejects_path_for
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))

@@ -11,7 +11,7 @@ from conftest import fast_options
 
 import fedimage
 from fedimage import convert, open_source
-from fedimage.store import shards
+from fedimage.conversion import workdir as shards
 
 ray = pytest.importorskip("ray")
 
@@ -53,7 +53,7 @@ def test_ray_engine_links_shards_and_reads_like_a_local_store(user_folder: Path,
 
 
 def test_ray_engine_spreads_large_users_in_batches(user_folder: Path, tmp_path: Path, monkeypatch):
-    from fedimage import shard_writing
+    from fedimage.conversion import shard as shard_writing
 
     local = tmp_path / "local.h5"
     convert(open_source(user_folder, layout="user"), local, fast_options())

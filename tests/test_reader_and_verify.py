@@ -12,7 +12,7 @@ from conftest import fast_options, photo, save_image, write_jsonl
 import fedimage
 from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
 from fedimage.errors import StoreError
-from fedimage.store.layout import user_id_from_key, user_key
+from fedimage.store.schema import user_id_from_key, user_key
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedimage.plan import PlanOptions, make_plan
-from fedimage.record_table import clean_label_lists, metadata_from_records, records_of
+from fedimage.conversion.plan import PlanOptions, make_plan
+from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import parse_label_list
-from fedimage.taxonomy import Taxonomy
+from fedimage.sources.record_table import clean_label_lists, metadata_from_records, records_of
 
 label = st.sampled_from(["cat", " cat", "dog ", "", "  ", "bird", "a b"])
 label_lists = st.lists(st.one_of(st.none(), st.lists(st.one_of(st.none(), label), max_size=6)), max_size=30)

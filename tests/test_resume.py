@@ -12,8 +12,8 @@ from conftest import fast_options
 
 import fedimage
 from fedimage import ImageOptions, convert, open_source
+from fedimage.conversion import workdir as shards
 from fedimage.errors import StoreError
-from fedimage.store import shards
 
 SHARD_IMAGES = 3  # 15 images of 5 users -> 4 shards
 
@@ -59,7 +59,7 @@ def run_cli(args: list[str], kill_at: tuple[str, int] | None = None) -> subproce
             """
         )
     code = (
-        f"import sys\nfrom fedimage.store import shards\nshards.SHARD_IMAGES = {SHARD_IMAGES}\n{hook}\n"
+        f"import sys\nfrom fedimage.conversion import workdir as shards\nshards.SHARD_IMAGES = {SHARD_IMAGES}\n{hook}\n"
         f"from fedimage.cli import main\nsys.exit(main({args!r}))\n"
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -77,8 +77,8 @@ def convert_args(source: Path, output: Path, *extra: str) -> list[str]:
     [
         ("fedimage.store.writer.UserGroupWriter:close", 1),  # in a worker, inside the first shard
         ("fedimage.store.writer.StoreWriter:finish", 1),  # in a worker, while publishing a shard
-        ("fedimage.shard_writing:_next_shard", 3),  # after two shards were renamed
-        ("fedimage.store.shards.copy_user_groups", 2),  # while assembling the store
+        ("fedimage.conversion.shard:_next_shard", 3),  # after two shards were renamed
+        ("fedimage.store.writer.copy_user_groups", 2),  # while assembling the store
     ],
 )
 def test_killed_run_resumes_to_identical_bytes(folder: Path, tmp_path: Path, kill_at):

@@ -12,11 +12,11 @@ import pytest
 from conftest import photo, save_image, write_jsonl
 
 from fedimage.errors import OptionError, SourceError
-from fedimage.record_table import metadata_from_records
+from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources import ManifestColumns, detect_source_format, open_source
 from fedimage.sources import flair as flair_module
-from fedimage.taxonomy import Taxonomy
+from fedimage.sources.record_table import metadata_from_records
 
 
 def records(source) -> list[ImageRecord | Reject]:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedimage.conversion.splits import SplitRatios, assign_splits, choose_capped, split_counts
 from fedimage.errors import OptionError, SourceError
-from fedimage.splits import SplitRatios, assign_splits, choose_capped, split_counts
-from fedimage.taxonomy import label_mapping, load_taxonomy
+from fedimage.labels import label_mapping, load_taxonomy
 
 
 class TestTaxonomyFiles:

@@ -13,7 +13,7 @@ import fedimage
 from fedimage import ImageOptions, convert, open_source
 
 torch = pytest.importorskip("torch")
-from fedimage.torch_data import SplitDataset, UserDataset  # noqa: E402
+from fedimage.loaders.torch_datasets import SplitDataset, UserDataset  # noqa: E402
 
 
 @pytest.fixture

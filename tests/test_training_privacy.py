@@ -84,7 +84,7 @@ class TestPflAggregation:
         return self.pfl_stats.MappedVectorStatistics({"w": torch.tensor(list(values))})
 
     def test_fixed_denominator_divides_the_sum_by_the_cohort_size(self):
-        from fedimage.integrations.pfl import FixedDenominator
+        from fedimage.loaders.pfl import FixedDenominator
 
         fixed = FixedDenominator(4)
         total = None
@@ -109,7 +109,7 @@ class TestPflAggregation:
         assert small["w"].tolist() == pytest.approx([0.3, 0.0])
 
     def test_cohorts_hold_distinct_users_and_follow_the_seed(self):
-        from fedimage.integrations.pfl import CohortSampler
+        from fedimage.loaders.pfl import CohortSampler
 
         users = [f"u{i}" for i in range(7)]
         draws = CohortSampler(users, 5, seed=3)

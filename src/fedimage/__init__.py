@@ -11,23 +11,23 @@ The public API lives in this namespace::
 from __future__ import annotations
 
 from fedimage._version import __version__
-from fedimage.conversion import ConvertOptions, ConvertReport, convert
+from fedimage.conversion.pipeline import ConvertOptions, ConvertReport, convert
+from fedimage.conversion.plan import PlanOptions
+from fedimage.conversion.splits import SplitRatios
 from fedimage.errors import (
     FedimageError,
     OptionError,
     SourceError,
     StoreError,
 )
-from fedimage.imaging import ImageOptions
-from fedimage.plan import PlanOptions
-from fedimage.privacy.encryption_keys import Passphrase
-from fedimage.sample import sample_path
+from fedimage.imaging.standardize import ImageOptions
+from fedimage.labels import Taxonomy, load_taxonomy
+from fedimage.privacy.keys import Passphrase
 from fedimage.sources import ManifestColumns, open_source
-from fedimage.splits import SplitRatios
+from fedimage.sources.sample import sample_path
 from fedimage.store.reader import FederatedStore, UnknownUserError, UserData
 from fedimage.store.reader import open_store as open
-from fedimage.taxonomy import Taxonomy, load_taxonomy
-from fedimage.verify import VerifyReport, verify_store
+from fedimage.store.verify import VerifyReport, verify_store
 
 __all__ = [
     "ConvertOptions",

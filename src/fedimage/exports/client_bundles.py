@@ -25,9 +25,9 @@ from fedimage._version import __version__
 from fedimage.exports.base import ExportRun
 from fedimage.exports.names import NameTable
 from fedimage.exports.reading import ExportUser
-from fedimage.privacy.encryption_keys import cipher_module
+from fedimage.privacy.keys import cipher_module
 from fedimage.privacy.pseudonyms import generate_key_file, load_key
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.writer import StoreWriter
 
 BUNDLES = "bundles"
@@ -109,8 +109,8 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> No
             )
         count = group.close()
         manifest = {
-            "format": layout.FORMAT_NAME,
-            "format_version": layout.FORMAT_VERSION,
+            "format": schema.FORMAT_NAME,
+            "format_version": schema.FORMAT_VERSION,
             "fedimage_version": __version__,
             "storage": store.storage,
             "image_size": store.image_size,
@@ -120,4 +120,4 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> No
             "splits": {user.split: {"users": 1, "images": count}},
             "users": writer.users,
         }
-        writer.finish({layout.TAXONOMY: store.taxonomy, layout.MANIFEST: manifest})
+        writer.finish({schema.TAXONOMY: store.taxonomy, schema.MANIFEST: manifest})

@@ -24,9 +24,9 @@ import numpy as np
 
 from fedimage._version import __version__
 from fedimage.exports.base import ExportRun
-from fedimage.store import layout
+from fedimage.labels import LABEL_JOIN
+from fedimage.store import schema
 from fedimage.store.writer import write_dataset
-from fedimage.taxonomy import LABEL_JOIN
 
 IMAGE = "image"
 USER_ID = "user_id"
@@ -62,15 +62,15 @@ def write_flair_central(run: ExportRun, path: Path) -> None:
                 rows = zip(user.image_ids, user.labels, user.fine_labels, user.pixels(), strict=True)
                 for image_id, labels, fine, pixels in rows:
                     group = h5py.Group(
-                        h5py.h5g.create(partition.id, layout.user_key(image_id).encode("utf-8"))
+                        h5py.h5g.create(partition.id, schema.user_key(image_id).encode("utf-8"))
                     )
                     write_dataset(group, IMAGE, pixels)
-                    write_string(group, layout.LABELS, LABEL_JOIN.join(coarse_names[i] for i in labels))
-                    write_string(group, layout.FINE_LABELS, LABEL_JOIN.join(fine_names[i] for i in fine))
+                    write_string(group, schema.LABELS, LABEL_JOIN.join(coarse_names[i] for i in labels))
+                    write_string(group, schema.FINE_LABELS, LABEL_JOIN.join(fine_names[i] for i in fine))
                     write_string(group, USER_ID, user.user_id)
-        metadata = h5.require_group(layout.METADATA)
+        metadata = h5.require_group(schema.METADATA)
         for name, text in store.metadata_entries().items():
-            if name != layout.MANIFEST:  # a manifest would make the file look like a fedimage store
+            if name != schema.MANIFEST:  # a manifest would make the file look like a fedimage store
                 write_string(metadata, name, text)
         info = {
             "format": "flair-central",

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import simplejpeg
 
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.reader import FederatedStore, decode_jpeg
 
 CHUNK_IMAGES = 64
@@ -34,7 +34,7 @@ class ExportUser:
     @classmethod
     def read(cls, store: FederatedStore, split: str, user_id: str) -> ExportUser:
         group = store.group(split, user_id)
-        image_ids = [raw.decode("utf-8") for raw in read_dataset(group, layout.IMAGE_IDS)]
+        image_ids = [raw.decode("utf-8") for raw in read_dataset(group, schema.IMAGE_IDS)]
         count = len(image_ids)
         return cls(
             store=store,
@@ -42,8 +42,8 @@ class ExportUser:
             user_id=user_id,
             group=group,
             image_ids=image_ids,
-            labels=_per_image(group, layout.LABELS_ROW, layout.LABELS_COL, count),
-            fine_labels=_per_image(group, layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, count),
+            labels=_per_image(group, schema.LABELS_ROW, schema.LABELS_COL, count),
+            fine_labels=_per_image(group, schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL, count),
         )
 
     def __len__(self) -> int:
@@ -52,8 +52,8 @@ class ExportUser:
     def jpegs(self, quality: int) -> Iterator[bytes]:
         """Each image as a JPEG file: a jpeg store's bytes as stored, raw pixels encoded at ``quality``."""
         if self.store.storage == "jpeg":
-            offsets = read_dataset(self.group, layout.IMAGE_OFFSETS)
-            blob = self.group[layout.IMAGES]
+            offsets = read_dataset(self.group, schema.IMAGE_OFFSETS)
+            blob = self.group[schema.IMAGES]
             for start in range(0, len(self), CHUNK_IMAGES):
                 stop = min(start + CHUNK_IMAGES, len(self))
                 chunk = blob[offsets[start] : offsets[stop]].tobytes()
@@ -66,7 +66,7 @@ class ExportUser:
 
     def pixels(self) -> Iterator[np.ndarray]:
         """Each image decoded, uint8 [S, S, 3]."""
-        images = self.group[layout.IMAGES]
+        images = self.group[schema.IMAGES]
         if self.store.storage == "raw":
             for start in range(0, len(self), CHUNK_IMAGES):
                 yield from images[start : start + CHUNK_IMAGES]

@@ -13,6 +13,7 @@ client, and raises :class:`~fedimage.errors.OptionError` only when that is impos
 
 from __future__ import annotations
 
+from fedimage.analysis.repartition import StoreLabels, read_store_labels, regroup_store, repartition_store
 from fedimage.partitioning.api import partition, partition_images
 from fedimage.partitioning.dirichlet import dirichlet_partition
 from fedimage.partitioning.iid import iid_partition
@@ -23,7 +24,6 @@ from fedimage.partitioning.quantity import quantity_partition
 from fedimage.partitioning.regroup import group_users, regroup
 from fedimage.partitioning.repair import enforce_min_size
 from fedimage.partitioning.shards import shards_partition
-from fedimage.partitioning.store import StoreLabels, read_store_labels, regroup_store, repartition_store
 
 __all__ = [
     "NO_LABEL",

@@ -27,9 +27,9 @@ import numpy as np
 
 from fedimage.errors import OptionError, StoreError
 from fedimage.privacy.encryption_container import pack_arrays, unpack_arrays
-from fedimage.privacy.encryption_keys import Passphrase, ScryptParams, StoreKey, new_store_scrypt, resolve_key
+from fedimage.privacy.keys import Passphrase, ScryptParams, StoreKey, new_store_scrypt, resolve_key
 from fedimage.privacy.pseudonyms import KEY_BYTES
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.checksum import array_line, group_checksum
 from fedimage.store.writer import write_dataset
 
@@ -265,14 +265,14 @@ class SealedEntry:
 
 def public_manifest(header: dict[str, Any]) -> dict[str, Any]:
     """The manifest an encrypted store shows without its key: the format and how to unlock it."""
-    return {"format": layout.FORMAT_NAME, "format_version": layout.FORMAT_VERSION, "encryption": header}
+    return {"format": schema.FORMAT_NAME, "format_version": schema.FORMAT_VERSION, "encryption": header}
 
 
 def seal_metadata_entries(
     cipher: StoreCipher, texts: Mapping[str, str]
 ) -> tuple[dict[str, str], SealedEntry]:
     """``/metadata``'s JSON entries of an encrypted store: the public manifest, and the rest sealed."""
-    public = {layout.MANIFEST: json.dumps(public_manifest(cipher.header), ensure_ascii=False)}
+    public = {schema.MANIFEST: json.dumps(public_manifest(cipher.header), ensure_ascii=False)}
     return public, SealedEntry(SEALED, cipher.seal_metadata(texts))
 
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import OptionError
-from fedimage.record_table import SourceMetadata
 from fedimage.records import Reject
+from fedimage.sources.record_table import SourceMetadata
 
 KEY_BYTES = 32
 PSEUDONYM_BYTES = 20  # 160 bits, 32 base32 characters

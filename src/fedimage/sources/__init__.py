@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedimage.errors import SourceError
+from fedimage.labels import Taxonomy
 from fedimage.sources.base import Source
 from fedimage.sources.flair import FlairSource
 from fedimage.sources.folder import FOLDER_LAYOUTS, FolderSource
 from fedimage.sources.huggingface import HuggingFaceSource, resolve_hub_name
 from fedimage.sources.manifest import MANIFEST_SUFFIXES, ManifestColumns, ManifestSource
-from fedimage.taxonomy import Taxonomy
 
 SOURCE_FORMATS = ("folder", "manifest", "flair", "hf")
 DATASET_SUFFIXES = (".parquet", ".arrow")

@@ -9,8 +9,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fedimage.record_table import SourceMetadata, metadata_from_records
 from fedimage.records import ImageRecord, Reject
+from fedimage.sources.record_table import SourceMetadata, metadata_from_records
 
 
 class Source(ABC):

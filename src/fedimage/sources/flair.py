@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import SourceError
-from fedimage.record_table import SCHEMA, SourceMetadata, clean_label_lists
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source, clean_text, parse_label_list, resolve_inside
 from fedimage.sources.json_stream import iter_json_array
 from fedimage.sources.manifest import records_from_rows
+from fedimage.sources.record_table import SCHEMA, SourceMetadata, clean_label_lists
 
 METADATA_FILE = "labels_and_metadata.json"
 IMAGE_FOLDER = "small_images"

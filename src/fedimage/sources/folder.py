@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fedimage.errors import OptionError, SourceError
+from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source
-from fedimage.taxonomy import Taxonomy
 
 FOLDER_LAYOUTS = ("class", "user", "user/class")
 

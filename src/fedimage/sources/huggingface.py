@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
-from fedimage.record_table import LABELS, SCHEMA, SourceMetadata, clean_label_lists, records_of
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
+from fedimage.sources.record_table import LABELS, SCHEMA, SourceMetadata, clean_label_lists, records_of
 
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20

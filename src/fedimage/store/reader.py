@@ -15,13 +15,13 @@ import simplejpeg
 from PIL import Image
 
 from fedimage.errors import FedimageError, OptionError, StoreError
-from fedimage.store import layout
+from fedimage.store import schema
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from fedimage.privacy.encryption import StoreCipher
-    from fedimage.privacy.encryption_keys import StoreKey
+    from fedimage.privacy.keys import StoreKey
 
     UserGroup = h5py.Group | Mapping[str, np.ndarray]
 
@@ -74,7 +74,7 @@ class FederatedStore:
     Users and their image counts come from the manifest, so listing users
     touches no user group; :meth:`load_user` reads one group. An encrypted store
     (:mod:`fedimage.privacy.encryption`) needs its ``key``: 32 bytes, a key file, or a
-    :class:`~fedimage.privacy.encryption_keys.Passphrase`; its groups are decrypted on read.
+    :class:`~fedimage.privacy.keys.Passphrase`; its groups are decrypted on read.
     """
 
     def __init__(self, path: str | Path, key: StoreKey | None = None):
@@ -87,27 +87,27 @@ class FederatedStore:
         if not self.path.is_file():
             raise StoreError(f"store not found: {self.path}")
         try:
-            #: The open ``h5py.File``, for direct access to the layout.
+            #: The open ``h5py.File``, for direct access to the schema.
             self.h5 = h5py.File(self.path, "r")
         except OSError as error:
             raise StoreError(f"{self.path} is not a readable HDF5 file: {error}") from None
         try:
-            self.manifest: dict[str, Any] = self.read_metadata(layout.MANIFEST)
+            self.manifest: dict[str, Any] = self.read_metadata(schema.MANIFEST)
         except KeyError:
             self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store (no /metadata/manifest)") from None
         except (OSError, RuntimeError, ValueError, TypeError) as error:
             self.h5.close()
             raise StoreError(f"{self.path}: unreadable /metadata/manifest ({error})") from None
-        if self.manifest.get("format") != layout.FORMAT_NAME:
+        if self.manifest.get("format") != schema.FORMAT_NAME:
             self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store")
         version = self.manifest.get("format_version")
-        if version != layout.FORMAT_VERSION:
+        if version != schema.FORMAT_VERSION:
             self.h5.close()
             raise StoreError(
                 f"{self.path} has store format version {version}; this fedimage reads "
-                f"version {layout.FORMAT_VERSION}"
+                f"version {schema.FORMAT_VERSION}"
             )
         #: The public encryption header of an encrypted store (scheme, store id, KDF), else None.
         self.encryption: dict[str, Any] | None = self.manifest.get("encryption")
@@ -119,9 +119,9 @@ class FederatedStore:
                 raise
         self.storage: str = self.manifest["storage"]
         self.image_size: int = self.manifest["image_size"]
-        self.label_mapping: dict[str, int] = self.read_metadata(layout.LABEL_MAPPING)
-        self.fine_label_mapping: dict[str, int] = self.read_metadata(layout.FINE_LABEL_MAPPING)
-        self.taxonomy: dict[str, str] = self.read_metadata(layout.TAXONOMY)
+        self.label_mapping: dict[str, int] = self.read_metadata(schema.LABEL_MAPPING)
+        self.fine_label_mapping: dict[str, int] = self.read_metadata(schema.FINE_LABEL_MAPPING)
+        self.taxonomy: dict[str, str] = self.read_metadata(schema.TAXONOMY)
         self._users: dict[str, dict[str, dict[str, Any]]] = self.manifest["users"]
 
     def _unlock(self, key: StoreKey | None) -> None:
@@ -133,17 +133,17 @@ class FederatedStore:
                 f"{self.path} is encrypted ({self.encryption.get('key')}); open it with key=... "
                 "(command line: --key KEYFILE or --passphrase-env VARIABLE)"
             )
-        from fedimage.privacy.encryption_keys import cipher_module
+        from fedimage.privacy.keys import cipher_module
 
         encryption = cipher_module()
         self._cipher = encryption.StoreCipher.for_store(key, self.encryption, str(self.path))
         try:
-            sealed = self.h5[f"{layout.METADATA}/{encryption.SEALED}"][()].tobytes()
+            sealed = self.h5[f"{schema.METADATA}/{encryption.SEALED}"][()].tobytes()
         except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:
             raise StoreError(f"{self.path}: cannot read the sealed metadata ({error})") from None
         self._sealed_metadata = self._cipher.open_metadata(sealed, str(self.path))
         try:
-            self.manifest = self.read_metadata(layout.MANIFEST)
+            self.manifest = self.read_metadata(schema.MANIFEST)
         except (KeyError, ValueError):
             raise StoreError(f"{self.path}: the sealed metadata holds no manifest") from None
 
@@ -155,13 +155,13 @@ class FederatedStore:
         """A JSON entry of ``/metadata`` (e.g. ``"label_counter"``), parsed."""
         if self._sealed_metadata is not None:
             return json.loads(self._sealed_metadata[name])
-        return json.loads(self.h5[f"{layout.METADATA}/{name}"][()])
+        return json.loads(self.h5[f"{schema.METADATA}/{name}"][()])
 
     def metadata_entries(self) -> dict[str, str]:
         """Every JSON entry of ``/metadata`` as text (an encrypted store's: decrypted)."""
         if self._sealed_metadata is not None:
             return dict(self._sealed_metadata)
-        return {name: dataset.asstr()[()] for name, dataset in self.h5[layout.METADATA].items()}
+        return {name: dataset.asstr()[()] for name, dataset in self.h5[schema.METADATA].items()}
 
     # -- Python object protocol ------------------------------------------------------------
     def __enter__(self) -> FederatedStore:
@@ -221,7 +221,7 @@ class FederatedStore:
             )
         if self._cipher is not None:
             return self._decrypted_group(self._cipher, split, user_id, users[user_id])
-        return self.h5[f"{split}/{layout.user_key(user_id)}"]
+        return self.h5[f"{split}/{schema.user_key(user_id)}"]
 
     def _decrypted_group(
         self, cipher: StoreCipher, split: str, user_id: str, entry: dict[str, Any]
@@ -231,7 +231,7 @@ class FederatedStore:
         from fedimage.privacy.encryption import SEALED
 
         try:
-            blob = self.h5[f"{split}/{layout.user_key(user_id)}/{SEALED}"][()].tobytes()
+            blob = self.h5[f"{split}/{schema.user_key(user_id)}/{SEALED}"][()].tobytes()
         except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:
             raise StoreError(
                 f"{self.path}: user {user_id!r} of split {split!r}: cannot read its sealed data ({error})"
@@ -247,7 +247,7 @@ class FederatedStore:
     def load_user(self, split: str, user_id: str) -> UserData:
         """Decode all images of one user with their multi-hot coarse and fine labels."""
         group = self.group(split, user_id)
-        image_ids = [raw.decode("utf-8") for raw in group[layout.IMAGE_IDS][()]]
+        image_ids = [raw.decode("utf-8") for raw in group[schema.IMAGE_IDS][()]]
         count = len(image_ids)
         return UserData(
             split=split,
@@ -261,14 +261,14 @@ class FederatedStore:
     def load_targets(self, split: str, user_id: str, labels: str = "coarse") -> np.ndarray:
         """One user's multi-hot targets, float32 [N, L], without reading any image."""
         group = self.group(split, user_id)
-        return self._targets(group, group[layout.IMAGE_IDS].shape[0], labels)
+        return self._targets(group, group[schema.IMAGE_IDS].shape[0], labels)
 
     def _targets(self, group: h5py.Group, count: int, labels: str) -> np.ndarray:
         if labels == "coarse":
-            return _multi_hot(group, layout.LABELS_ROW, layout.LABELS_COL, count, len(self.label_mapping))
+            return _multi_hot(group, schema.LABELS_ROW, schema.LABELS_COL, count, len(self.label_mapping))
         if labels == "fine":
             return _multi_hot(
-                group, layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, count, len(self.fine_label_mapping)
+                group, schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL, count, len(self.fine_label_mapping)
             )
         raise ValueError(f"labels must be 'coarse' or 'fine', got {labels!r}")
 
@@ -280,14 +280,14 @@ class FederatedStore:
     def load_image(self, split: str, user_id: str, index: int) -> np.ndarray:
         """One decoded image of a user (reads only that image's bytes)."""
         group = self.group(split, user_id)
-        count = group[layout.IMAGE_IDS].shape[0]
+        count = group[schema.IMAGE_IDS].shape[0]
         if not -count <= index < count:
             raise IndexError(f"image {index} out of range: user {user_id!r} has {count} images")
         index %= count
-        images = group[layout.IMAGES]
+        images = group[schema.IMAGES]
         if self.storage == "raw":
             return np.array(images[index])  # a copy: decrypted arrays are read-only views
-        offsets = group[layout.IMAGE_OFFSETS]
+        offsets = group[schema.IMAGE_OFFSETS]
         start, end = offsets[index], offsets[index + 1]
         return decode_jpeg(images[start:end])
 
@@ -296,18 +296,18 @@ class FederatedStore:
         if self.storage != "jpeg":
             raise StoreError(f"{self.path.name} stores raw pixels, not JPEG bytes")
         group = self.group(split, user_id)
-        blob = group[layout.IMAGES][()]
-        offsets = group[layout.IMAGE_OFFSETS][()]
+        blob = group[schema.IMAGES][()]
+        offsets = group[schema.IMAGE_OFFSETS][()]
         return [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
 
     def _read_images(self, group: h5py.Group, count: int) -> np.ndarray:
         if self.storage == "raw":
-            images = group[layout.IMAGES][()]
+            images = group[schema.IMAGES][()]
             return images if images.flags.writeable else images.copy()
         size = self.image_size
         out = np.empty((count, size, size, 3), dtype=np.uint8)
-        blob = group[layout.IMAGES][()]
-        offsets = group[layout.IMAGE_OFFSETS][()]
+        blob = group[schema.IMAGES][()]
+        offsets = group[schema.IMAGE_OFFSETS][()]
         view = memoryview(blob)
         for index in range(count):
             decode_jpeg(view[offsets[index] : offsets[index + 1]], out[index])

@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 
 from fedimage.errors import StoreError
-from fedimage.store import layout
+from fedimage.labels import LABEL_JOIN
+from fedimage.store import schema
 from fedimage.store.checksum import DatasetDigest, array_line, group_checksum
-from fedimage.taxonomy import LABEL_JOIN
 
 if TYPE_CHECKING:
     from fedimage.privacy.encryption import StoreCipher
@@ -146,28 +146,26 @@ class StoreWriter:
 
     def add_shard(self, path: Path, link_as: str | None = None) -> None:
         """Take over a finished shard's user groups: copied, or as external links to ``link_as``."""
-        from fedimage.store.shards import SHARD_INFO, copy_user_groups, link_user_groups
-
         with h5py.File(path, "r") as shard:
-            meta = shard[layout.METADATA]
-            users = json.loads(meta[SHARD_INFO][()])["users"]
+            meta = shard[schema.METADATA]
+            users = json.loads(meta[schema.SHARD_INFO][()])["users"]
             if link_as is None:
                 copy_user_groups(shard, self._file, users)
             else:
                 link_user_groups(link_as, self._file, users)
-            self.coarse_counter.update(json.loads(meta[layout.LABEL_COUNTER][()]))
-            self.fine_counter.update(json.loads(meta[layout.FINE_LABEL_COUNTER][()]))
+            self.coarse_counter.update(json.loads(meta[schema.LABEL_COUNTER][()]))
+            self.fine_counter.update(json.loads(meta[schema.FINE_LABEL_COUNTER][()]))
         for split, entries in users.items():
             self.users.setdefault(split, {}).update(entries)
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Write ``/metadata`` (counters, mappings, taxonomy, ``metadata``'s entries) and publish."""
-        meta = self._file.require_group(layout.METADATA)
+        meta = self._file.require_group(schema.METADATA)
         entries = {
-            layout.LABEL_MAPPING: self.coarse_mapping,
-            layout.FINE_LABEL_MAPPING: self.fine_mapping,
-            layout.LABEL_COUNTER: dict(sorted(self.coarse_counter.items())),
-            layout.FINE_LABEL_COUNTER: dict(sorted(self.fine_counter.items())),
+            schema.LABEL_MAPPING: self.coarse_mapping,
+            schema.FINE_LABEL_MAPPING: self.fine_mapping,
+            schema.LABEL_COUNTER: dict(sorted(self.coarse_counter.items())),
+            schema.FINE_LABEL_COUNTER: dict(sorted(self.fine_counter.items())),
             **metadata,
         }
         texts = {name: json.dumps(value, ensure_ascii=False) for name, value in entries.items()}
@@ -247,7 +245,7 @@ class UserGroupWriter:
 
     def _ensure_group(self) -> h5py.Group:
         if self._group is None:
-            key = layout.user_key(self.user_id)
+            key = schema.user_key(self.user_id)
             split = self.store._split_group(self.split)
             if key in split:
                 raise StoreError(f"user {self.user_id!r} written twice to split {self.split!r}")
@@ -259,7 +257,7 @@ class UserGroupWriter:
         if self._spilled is None:
             chunks = (1, *array.shape[1:]) if array.ndim == 4 else (JPEG_CHUNK_BYTES,)
             self._spilled = self._ensure_group().create_dataset(
-                layout.IMAGES,
+                schema.IMAGES,
                 shape=(0, *array.shape[1:]),
                 maxshape=(None, *array.shape[1:]),
                 dtype=np.uint8,
@@ -278,7 +276,7 @@ class UserGroupWriter:
         if store.cipher is not None:
             from fedimage.privacy.encryption import write_sealed_group
 
-            arrays = {layout.IMAGES: self._take_buffer(), **self._index_arrays(count)}
+            arrays = {schema.IMAGES: self._take_buffer(), **self._index_arrays(count)}
             group = self._ensure_group()
             checksum, nonce = write_sealed_group(group, store.cipher, self.split, self.user_id, arrays)
             self._count_labels()
@@ -292,9 +290,9 @@ class UserGroupWriter:
             images_shape = self._spilled.shape
         else:
             images = self._take_buffer()
-            write_dataset(group, layout.IMAGES, images)
+            write_dataset(group, schema.IMAGES, images)
             images_shape = images.shape
-        lines.append(self._images_digest.line(layout.IMAGES, np.dtype(np.uint8), images_shape))
+        lines.append(self._images_digest.line(schema.IMAGES, np.dtype(np.uint8), images_shape))
         for name, array in self._index_arrays(count).items():
             write_dataset(group, name, array)
             lines.append(array_line(name, array))
@@ -306,17 +304,17 @@ class UserGroupWriter:
         """Every dataset of the group but ``images``: ids, labels (both encodings), JPEG offsets."""
         store = self.store
         arrays: dict[str, np.ndarray] = {
-            layout.IMAGE_IDS: np.array(self._image_ids, dtype="S"),
-            layout.LABELS: _joined(self._labels),
-            layout.FINE_LABELS: _joined(self._fine),
+            schema.IMAGE_IDS: np.array(self._image_ids, dtype="S"),
+            schema.LABELS: _joined(self._labels),
+            schema.FINE_LABELS: _joined(self._fine),
         }
         if store.storage == "jpeg":
-            arrays[layout.IMAGE_OFFSETS] = np.asarray(self._offsets, dtype=np.int64)
+            arrays[schema.IMAGE_OFFSETS] = np.asarray(self._offsets, dtype=np.int64)
         row_dtype = index_dtype(count, np.uint16)
-        arrays[layout.LABELS_ROW], arrays[layout.LABELS_COL] = _sparse(
+        arrays[schema.LABELS_ROW], arrays[schema.LABELS_COL] = _sparse(
             self._labels, store.coarse_mapping, row_dtype, index_dtype(len(store.coarse_mapping))
         )
-        arrays[layout.FINE_LABELS_ROW], arrays[layout.FINE_LABELS_COL] = _sparse(
+        arrays[schema.FINE_LABELS_ROW], arrays[schema.FINE_LABELS_COL] = _sparse(
             self._fine,
             store.fine_mapping,
             row_dtype,
@@ -345,3 +343,22 @@ def _sparse(
     rows = [row for row, labels in enumerate(label_lists) for _ in labels]
     cols = [mapping[label] for labels in label_lists for label in labels]
     return np.asarray(rows, dtype=row_dtype), np.asarray(cols, dtype=col_dtype)
+
+
+def copy_user_groups(source: h5py.File, target: h5py.File, users: dict[str, dict[str, Any]]) -> None:
+    """Copy the user groups listed in ``users`` ({split: {user: entry}}), in that order."""
+    for split, entries in users.items():
+        source_split = source[split]
+        target_split = target.require_group(split)
+        for user in entries:
+            key = schema.user_key(user).encode("utf-8")
+            h5py.h5o.copy(source_split.id, key, target_split.id, key)
+
+
+def link_user_groups(shard_name: str, target: h5py.File, users: dict[str, dict[str, Any]]) -> None:
+    """Add HDF5 external links ``/{split}/{user}`` -> the group in ``shard_name`` (relative path)."""
+    for split, entries in users.items():
+        target_split = target.require_group(split)
+        for user in entries:
+            key = schema.user_key(user)
+            target_split[key] = h5py.ExternalLink(shard_name, f"/{split}/{key}")

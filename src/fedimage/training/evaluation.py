@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
 from fedimage.training.metrics import multilabel_metrics
 
 torch = require("torch")

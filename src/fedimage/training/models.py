@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedimage.errors import OptionError
-from fedimage.training._deps import require
+from fedimage.extras import require
 from fedimage.training.transforms import ImageTransform
 
 torch = require("torch")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedimage.errors import OptionError
-from fedimage.training._deps import require
+from fedimage.extras import require
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"

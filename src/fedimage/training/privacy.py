@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fedimage.errors import OptionError
-from fedimage.training._deps import require
+from fedimage.extras import require
 
 #: Binary-search tolerance on the noise multiplier.
 NOISE_TOLERANCE = 5e-3

@@ -12,13 +12,13 @@ import numpy as np
 
 from fedimage._version import __version__
 from fedimage.errors import OptionError
-from fedimage.privacy.encryption_keys import StoreKey
+from fedimage.extras import require
+from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
-from fedimage.training.config import TrainConfig
 from fedimage.training.evaluation import evaluate, split_targets
 from fedimage.training.metrics import prevalence_baseline
 from fedimage.training.models import build_model
+from fedimage.training.options import TrainConfig
 from fedimage.training.outputs import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -96,15 +96,15 @@ def train(
         )
         start = time.perf_counter()
         if config.central:
-            from fedimage.training.central import run_central
+            from fedimage.training.engines.central import run_central
 
             rounds_done = run_central(model, store, config, tracker)
         elif engine == "flower":
-            from fedimage.training.fedavg_flower import run_flower
+            from fedimage.training.engines.flower import run_flower
 
             rounds_done = run_flower(model, store, config, cohort, tracker, calibration)
         else:
-            from fedimage.training.fedavg_pfl import run_fedavg
+            from fedimage.training.engines.pfl import run_fedavg
 
             rounds_done = run_fedavg(model, store, config, cohort, tracker, calibration, secure)
         train_seconds = time.perf_counter() - start
@@ -169,7 +169,7 @@ def _check_engine_options(engine: str, config: TrainConfig) -> None:
             "central Adam (--strategy fedadam)"
         )
     if engine == "flower":
-        from fedimage.training.fedavg_flower import check_dp_support
+        from fedimage.training.engines.flower import check_dp_support
 
         check_dp_support(config)
 

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from fedimage.errors import FedimageError, OptionError
+from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
-from fedimage.training.config import SecAggConfig, TrainConfig
+from fedimage.training.options import SecAggConfig, TrainConfig
 
 torch = require("torch")
 _pfl_aggregate = require("pfl.aggregate.base")

@@ -8,7 +8,7 @@ and normalized with ImageNet's channel statistics.
 
 from __future__ import annotations
 
-from fedimage.training._deps import require
+from fedimage.extras import require
 
 torch = require("torch")
 F = torch.nn.functional

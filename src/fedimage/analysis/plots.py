@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fedimage.heterogeneity import Heterogeneity
+from fedimage.analysis.heterogeneity import Heterogeneity
 
 DPI = 110
 DIVERGENCES = (

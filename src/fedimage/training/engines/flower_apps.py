@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from fedimage.errors import FedimageError, OptionError
-from fedimage.integrations.flower import StorePartitioner
-from fedimage.training._deps import require
-from fedimage.training.config import STRATEGIES
+from fedimage.extras import require
+from fedimage.loaders.flower import StorePartitioner
 from fedimage.training.models import build_model
+from fedimage.training.options import STRATEGIES
 
 torch = require("torch")
 # Flower reports usage to its servers unless told not to, read at import: fedimage runs offline.
@@ -84,7 +84,7 @@ class LocalRecipe:
 
     @classmethod
     def from_config(cls, config: Any, num_outputs: int, crop: int) -> LocalRecipe:
-        """From a :class:`~fedimage.training.config.TrainConfig`."""
+        """From a :class:`~fedimage.training.options.TrainConfig`."""
         return cls(
             model=config.model,
             num_outputs=num_outputs,

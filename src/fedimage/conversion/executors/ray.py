@@ -18,11 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fedimage.conversion.plan import ConversionPlan
+from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir
 from fedimage.errors import OptionError
-from fedimage.imaging import ImageOptions
-from fedimage.plan import ConversionPlan
+from fedimage.imaging.standardize import ImageOptions
 from fedimage.sources import Source
-from fedimage.store.shards import ShardInfo, ShardSpec, WorkDir
 
 TASKS_IN_FLIGHT_PER_CPU = 2
 
@@ -47,7 +47,7 @@ def run_ray(
     quiet: bool,
 ) -> Iterator[ShardInfo]:
     """Run the pending shards as Ray tasks (a local Ray instance unless ``address`` names a cluster)."""
-    from fedimage.shard_writing import (
+    from fedimage.conversion.shard import (
         convert_shard,
         image_batches,
         is_large,

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from fedimage.conversion.executors.pool import WorkerPool
+from fedimage.conversion.plan import ConversionPlan, UserPlan
+from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir
 from fedimage.errors import FedimageError
-from fedimage.imaging import ImageOptions, ImageRejected, standardize_bytes, standardize_file
-from fedimage.parallel import WorkerPool
-from fedimage.plan import ConversionPlan, UserPlan
+from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources import Source
-from fedimage.store.shards import SHARD_INFO, ShardInfo, ShardSpec, WorkDir
+from fedimage.store import schema
 from fedimage.store.writer import StoreWriter
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def write_shard(
                     progress.update()
             group.close()
         info = ShardInfo(spec.index, digest.hexdigest(), writer.users, rejects)
-        writer.finish({SHARD_INFO: info.to_json()})
+        writer.finish({schema.SHARD_INFO: info.to_json()})
     return info
 
 

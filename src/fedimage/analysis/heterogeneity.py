@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fedimage.partitioning.labels import LabelInput, label_pairs
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
 
 MEASURES = ("hellinger", "jensen_shannon", "emd", "effective_labels", "labels_present", "labels_per_image")
@@ -222,7 +222,7 @@ def heterogeneity_from_store(
     client_ids: list[str] = []
     sizes: list[int] = []
     occurrences: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"coarse": ([], []), "fine": ([], [])}
-    columns = {"coarse": layout.LABELS_COL, "fine": layout.FINE_LABELS_COL}
+    columns = {"coarse": schema.LABELS_COL, "fine": schema.FINE_LABELS_COL}
     for split in splits if splits is not None else store.splits:
         for user_id, count in store.users(split).items():
             group = store.group(split, user_id)

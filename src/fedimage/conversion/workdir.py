@@ -26,13 +26,12 @@ import h5py
 
 from fedimage.errors import StoreError
 from fedimage.records import Reject
-from fedimage.store import layout
+from fedimage.store import schema
 
 SHARD_IMAGES = 4096
 MIN_SHARD_IMAGES = 256
 SHARDS_PER_RUN = 64  # enough shards to keep every worker busy to the end
 RUN_FILE = "run.json"
-SHARD_INFO = "shard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +95,7 @@ class ShardInfo:
     @classmethod
     def read(cls, path: Path) -> ShardInfo:
         with h5py.File(path, "r") as file:
-            data = json.loads(file[layout.METADATA][SHARD_INFO][()])
+            data = json.loads(file[schema.METADATA][schema.SHARD_INFO][()])
         rejects = [Reject(**row) for row in data["rejects"]]
         return cls(data["index"], data["key"], data["users"], rejects)
 
@@ -163,25 +162,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def copy_user_groups(source: h5py.File, target: h5py.File, users: dict[str, dict[str, Any]]) -> None:
-    """Copy the user groups listed in ``users`` ({split: {user: entry}}), in that order."""
-    for split, entries in users.items():
-        source_split = source[split]
-        target_split = target.require_group(split)
-        for user in entries:
-            key = layout.user_key(user).encode("utf-8")
-            h5py.h5o.copy(source_split.id, key, target_split.id, key)
-
-
-def link_user_groups(shard_name: str, target: h5py.File, users: dict[str, dict[str, Any]]) -> None:
-    """Add HDF5 external links ``/{split}/{user}`` -> the group in ``shard_name`` (relative path)."""
-    for split, entries in users.items():
-        target_split = target.require_group(split)
-        for user in entries:
-            key = layout.user_key(user)
-            target_split[key] = h5py.ExternalLink(shard_name, f"/{split}/{key}")
 
 
 def move_shards(work: WorkDir, specs: Sequence[ShardSpec], destination: Path, overwrite: bool) -> None:

@@ -9,7 +9,7 @@ users in the split, never on file order, and :class:`StorePartitioner` exposes i
 Users are read through one open :class:`~fedimage.store.reader.FederatedStore`
 (``load_user``: one HDF5 read per user, JPEG or raw), opened once per process; pickling a
 partitioner (to a Ray actor) drops the handle and the other process opens its own.
-Needs the ``torch`` extra; the Flower apps in :mod:`fedimage.integrations.flower_apps` need
+Needs the ``torch`` extra; the Flower apps in :mod:`fedimage.training.engines.flower_apps` need
 ``flower``.
 
     partitioner = StorePartitioner("store.h5", "train")
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from fedimage.errors import OptionError
-from fedimage.privacy.encryption_keys import StoreKey
+from fedimage.extras import require
+from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
-from fedimage.training._deps import require
 
 torch = require("torch")
 
@@ -157,9 +157,9 @@ def load_central(
     """A ``DataLoader`` over every image of a split in store order (the central val/test set).
 
     Items are uint8 ``[S, S, 3]`` images (what fedimage's models take) and float32 targets;
-    built on :class:`fedimage.torch_data.SplitDataset`, which opens the store once per process.
+    built on :class:`fedimage.loaders.torch_datasets.SplitDataset`, which opens the store once per process.
     """
-    from fedimage.torch_data import SplitDataset
+    from fedimage.loaders.torch_datasets import SplitDataset
 
     path = store.path if isinstance(store, FederatedStore) else Path(store)
     key = store.key if isinstance(store, FederatedStore) else None

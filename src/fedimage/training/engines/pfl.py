@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
-from fedimage.training.config import TrainConfig
+from fedimage.training.options import TrainConfig
 from fedimage.training.privacy import PrivacyCalibration, clipping_indicator_noise
 from fedimage.training.tracking import ValidationTracker
 
@@ -64,7 +64,7 @@ def run_fedavg(
     from pfl.hyperparam import NNTrainHyperParams
     from pfl.model.pytorch import PyTorchModel
 
-    from fedimage.integrations.pfl import FixedDenominator, StoreFederatedDataset
+    from fedimage.loaders.pfl import FixedDenominator, StoreFederatedDataset
 
     train_data = StoreFederatedDataset(
         store,

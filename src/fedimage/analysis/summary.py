@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
 
 TOP_LABELS = 10
@@ -24,8 +24,8 @@ def summarize(store: FederatedStore) -> dict[str, Any]:
         splits[split] = {"users": len(users), "images": int(counts.sum()), "images_per_user": _stats(counts)}
         for user_id, count in users.items():
             group = store.group(split, user_id)
-            coarse_per_image.append(np.bincount(group[layout.LABELS_ROW][()], minlength=count))
-            fine_per_image.append(np.bincount(group[layout.FINE_LABELS_ROW][()], minlength=count))
+            coarse_per_image.append(np.bincount(group[schema.LABELS_ROW][()], minlength=count))
+            fine_per_image.append(np.bincount(group[schema.FINE_LABELS_ROW][()], minlength=count))
     manifest = store.manifest
     size_bytes = store.path.stat().st_size
     images = store.num_images()
@@ -44,8 +44,8 @@ def summarize(store: FederatedStore) -> dict[str, Any]:
         "fine_labels_per_image": _stats(_concat(fine_per_image)),
         "num_labels": len(store.label_mapping),
         "num_fine_labels": len(store.fine_label_mapping),
-        "top_labels": _top(store, layout.LABEL_COUNTER),
-        "top_fine_labels": _top(store, layout.FINE_LABEL_COUNTER),
+        "top_labels": _top(store, schema.LABEL_COUNTER),
+        "top_fine_labels": _top(store, schema.FINE_LABEL_COUNTER),
     }
 
 

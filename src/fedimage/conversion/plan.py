@@ -1,6 +1,6 @@
 """Turn a source's metadata into a conversion plan: validated, grouped by user, split, capped.
 
-Everything here works on metadata only, column-wise (see :mod:`fedimage.record_table`),
+Everything here works on metadata only, column-wise (see :mod:`fedimage.sources.record_table`),
 and is deterministic: the same rows and options give the same plan whatever order
 the source yields them in (except which of two duplicate image ids is kept: the
 first one seen).
@@ -15,9 +15,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedimage.conversion.splits import (
+    DEFAULT_SPLIT_NAMES,
+    SplitRatios,
+    assign_splits,
+    check_split_name,
+    choose_capped,
+)
 from fedimage.errors import OptionError
+from fedimage.labels import LABEL_JOIN, Taxonomy
 from fedimage.partitioning import SKEW_STRATEGIES, PartitionOptions, partition, pick_label, regroup
-from fedimage.record_table import (
+from fedimage.records import ImageRecord, Reject
+from fedimage.sources.record_table import (
     SourceMetadata,
     first_per_row,
     label_rows,
@@ -25,15 +34,6 @@ from fedimage.record_table import (
     records_of,
     string_codes,
 )
-from fedimage.records import ImageRecord, Reject
-from fedimage.splits import (
-    DEFAULT_SPLIT_NAMES,
-    SplitRatios,
-    assign_splits,
-    check_split_name,
-    choose_capped,
-)
-from fedimage.taxonomy import LABEL_JOIN, Taxonomy
 
 
 @dataclass(frozen=True, slots=True)

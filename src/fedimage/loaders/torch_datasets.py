@@ -12,14 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from fedimage.privacy.encryption_keys import StoreKey
+from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
 
 try:
     import torch
     from torch.utils.data import Dataset
 except ImportError as error:  # pragma: no cover - exercised only without torch
-    raise ImportError("fedimage.torch_data needs PyTorch: pip install 'fedimage[torch]'") from error
+    raise ImportError(
+        "fedimage.loaders.torch_datasets needs PyTorch: pip install 'fedimage[torch]'"
+    ) from error
 
 Transform = Callable[[np.ndarray], Any]
 LABEL_KINDS = ("coarse", "fine")

@@ -12,12 +12,12 @@ import h5py
 import numpy as np
 
 from fedimage.errors import StoreError
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.checksum import checksum_of_group
 from fedimage.store.reader import FederatedStore, decode_jpeg
 
 if TYPE_CHECKING:
-    from fedimage.privacy.encryption_keys import StoreKey
+    from fedimage.privacy.keys import StoreKey
 
 
 @dataclass
@@ -50,15 +50,15 @@ def verify_store(path: str | Path, *, decode: bool = False, key: StoreKey | None
         for split in store.splits:
             listed = store.manifest["users"][split]
             stored = set(store.h5[split].keys()) if split in store.h5 else set()
-            expected_keys = {layout.user_key(user): user for user in listed}
+            expected_keys = {schema.user_key(user): user for user in listed}
             for key in sorted(stored - expected_keys.keys()):
                 report.problems.append(f"{split}/{key}: group not listed in the manifest")
             for user_id, info in listed.items():
                 where = f"{split}/{user_id}"
-                if layout.user_key(user_id) not in stored:
+                if schema.user_key(user_id) not in stored:
                     report.problems.append(f"{where}: group missing")
                     continue
-                group = store.h5[split][layout.user_key(user_id)]
+                group = store.h5[split][schema.user_key(user_id)]
                 content, problems = _content(store, split, user_id, group)
                 if content is not None:
                     problems = _check_group(store, content, info["images"], decode)
@@ -68,8 +68,8 @@ def verify_store(path: str | Path, *, decode: bool = False, key: StoreKey | None
                 report.users_checked += 1
                 report.images_checked += info["images"]
                 if not problems and content is not None:
-                    coarse_counts.update(content[layout.LABELS_COL][()].tolist())
-                    fine_counts.update(content[layout.FINE_LABELS_COL][()].tolist())
+                    coarse_counts.update(content[schema.LABELS_COL][()].tolist())
+                    fine_counts.update(content[schema.FINE_LABELS_COL][()].tolist())
         if not report.problems:  # counters are only comparable when every group is sound
             report.problems.extend(_check_counters(store, coarse_counts, fine_counts))
     return report
@@ -90,15 +90,15 @@ def _content(
 def _check_group(
     store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarray], count: int, decode: bool
 ) -> list[str]:
-    expected = layout.USER_DATASETS_JPEG if store.storage == "jpeg" else layout.USER_DATASETS_RAW
+    expected = schema.USER_DATASETS_JPEG if store.storage == "jpeg" else schema.USER_DATASETS_RAW
     missing = [name for name in expected if name not in group]
     if missing:
         return [f"missing datasets: {', '.join(missing)}"]
     problems = []
-    for name in (layout.IMAGE_IDS, layout.LABELS, layout.FINE_LABELS):
+    for name in (schema.IMAGE_IDS, schema.LABELS, schema.FINE_LABELS):
         if group[name].shape != (count,):
             problems.append(f"{name} has shape {group[name].shape}, expected ({count},)")
-    images = group[layout.IMAGES]
+    images = group[schema.IMAGES]
     size = store.image_size
     if store.storage == "raw":
         if images.shape != (count, size, size, 3) or images.dtype != np.uint8:
@@ -106,14 +106,14 @@ def _check_group(
                 f"images has shape {images.shape} {images.dtype}, expected ({count}, {size}, {size}, 3) uint8"
             )
     else:
-        offsets = group[layout.IMAGE_OFFSETS][()]
+        offsets = group[schema.IMAGE_OFFSETS][()]
         if offsets.shape != (count + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
             problems.append("image_offsets are not increasing from 0 with one entry per image + 1")
         elif offsets[-1] != images.shape[0]:
             problems.append(f"image_offsets end at {offsets[-1]} but images holds {images.shape[0]} bytes")
     for row, col, width in (
-        (layout.LABELS_ROW, layout.LABELS_COL, len(store.label_mapping)),
-        (layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL, len(store.fine_label_mapping)),
+        (schema.LABELS_ROW, schema.LABELS_COL, len(store.label_mapping)),
+        (schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL, len(store.fine_label_mapping)),
     ):
         rows, cols = group[row][()], group[col][()]
         if rows.shape != cols.shape:
@@ -128,8 +128,8 @@ def _check_group(
 def _decode_all(store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarray], count: int) -> list[str]:
     if store.storage == "raw":
         return []
-    blob = group[layout.IMAGES][()]
-    offsets = group[layout.IMAGE_OFFSETS][()]
+    blob = group[schema.IMAGES][()]
+    offsets = group[schema.IMAGE_OFFSETS][()]
     size = store.image_size
     for index in range(count):
         try:
@@ -144,8 +144,8 @@ def _decode_all(store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarr
 def _check_counters(store: FederatedStore, coarse: Counter[int], fine: Counter[int]) -> list[str]:
     problems = []
     for name, mapping, counts in (
-        (layout.LABEL_COUNTER, store.label_mapping, coarse),
-        (layout.FINE_LABEL_COUNTER, store.fine_label_mapping, fine),
+        (schema.LABEL_COUNTER, store.label_mapping, coarse),
+        (schema.FINE_LABEL_COUNTER, store.fine_label_mapping, fine),
     ):
         recorded = store.read_metadata(name)
         actual = {label: counts.get(index, 0) for label, index in mapping.items()}

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
-from fedimage.training.config import TrainConfig
 from fedimage.training.evaluation import iter_batches
+from fedimage.training.options import TrainConfig
 from fedimage.training.tracking import ValidationTracker
 
 torch = require("torch")

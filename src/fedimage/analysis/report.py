@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fedimage._version import __version__
+from fedimage.analysis.heterogeneity import Heterogeneity, heterogeneity_from_store
 from fedimage.errors import FedimageError, OptionError
-from fedimage.heterogeneity import Heterogeneity, heterogeneity_from_store
 
 LEVELS = ("coarse", "fine")
 
@@ -29,7 +29,7 @@ class ReportFiles:
 def _plots_module() -> Any:
     try:
         importlib.import_module("matplotlib")
-        from fedimage.report import plots
+        from fedimage.analysis import plots
     except ImportError as error:
         raise FedimageError(
             f"fedimage report needs matplotlib ({error.name} is missing): pip install 'fedimage[report]'"
@@ -78,7 +78,7 @@ def write_report(
     if top_clients < 1:
         raise OptionError(f"--top-clients must be at least 1, got {top_clients}")
     plots = _plots_module()
-    from fedimage.report.html import page, summary_table
+    from fedimage.analysis.report_html import page, summary_table
 
     paths = [Path(store) for store in stores]
     names = _unique_names(paths)

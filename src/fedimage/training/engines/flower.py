@@ -1,7 +1,7 @@
 """Federated training in Flower's simulation engine (the ``flower`` engine), with optional user-level DP.
 
 One Flower SuperNode per train user (partition id = index in the sorted user ids), the
-ClientApp/ServerApp pair of :mod:`fedimage.integrations.flower_apps`, Flower's ``FedAvg`` or
+ClientApp/ServerApp pair of :mod:`fedimage.training.engines.flower_apps`, Flower's ``FedAvg`` or
 ``FedAdam`` strategy, and fedimage's :class:`~fedimage.training.tracking.ValidationTracker`
 called from the ServerApp after every ``eval_every`` rounds. DP uses Flower's
 ``DifferentialPrivacyServerSideFixedClipping`` with fedimage's PLD calibration.
@@ -14,9 +14,9 @@ import os
 from typing import Any
 
 from fedimage.errors import OptionError
+from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
-from fedimage.training.config import TrainConfig
+from fedimage.training.options import TrainConfig
 from fedimage.training.privacy import PrivacyCalibration
 from fedimage.training.tracking import ValidationTracker
 
@@ -68,8 +68,8 @@ def run_flower(
     """Train ``model`` in place for ``config.rounds`` rounds in Flower's simulation; returns rounds run."""
     check_dp_support(config)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from fedimage.integrations import flower_apps
-    from fedimage.integrations.flower import StorePartitioner
+    from fedimage.loaders.flower import StorePartitioner
+    from fedimage.training.engines import flower_apps
 
     simulation = flower_apps.require_flwr("flwr.simulation")
     partitioner = StorePartitioner(  # pickled to each client: it reopens the store (with its key)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from fedimage.errors import OptionError
+from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training._deps import require
 
 torch = require("torch")
 _pfl_data = require("pfl.data")

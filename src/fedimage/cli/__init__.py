@@ -10,24 +10,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedimage._version import __version__
-from fedimage.conversion import ENGINES, ConvertOptions, ConvertReport, convert
+from fedimage.analysis.summary import format_summary, summarize
+from fedimage.cli import train as train_cli
+from fedimage.conversion.pipeline import ENGINES, ConvertOptions, ConvertReport, convert
+from fedimage.conversion.plan import PlanOptions
+from fedimage.conversion.splits import SplitRatios
 from fedimage.errors import FedimageError, OptionError
 from fedimage.exports import EXPORT_FORMATS, ExportOptions, export
-from fedimage.imaging import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.imaging.standardize import DEFAULT_MAX_PIXELS, RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.labels import load_taxonomy
 from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
-from fedimage.plan import PlanOptions
-from fedimage.privacy.encryption_keys import StoreKey, add_key_options, key_from_options
+from fedimage.privacy.keys import StoreKey, add_key_options, key_from_options
 from fedimage.privacy.pseudonyms import Pseudonymizer
-from fedimage.rejects import reason_counts
-from fedimage.sample import sample_manifest, sample_taxonomy
+from fedimage.records import reason_counts
 from fedimage.sources import FOLDER_LAYOUTS, SOURCE_FORMATS, ManifestColumns, open_source
-from fedimage.splits import SplitRatios
+from fedimage.sources.sample import sample_manifest, sample_taxonomy
 from fedimage.store.reader import FederatedStore
+from fedimage.store.verify import verify_store
 from fedimage.store.writer import check_output
-from fedimage.summary import format_summary, summarize
-from fedimage.taxonomy import load_taxonomy
-from fedimage.training import cli as train_cli
-from fedimage.verify import verify_store
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -367,7 +367,7 @@ def _keygen_command(args: argparse.Namespace) -> int:
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    from fedimage.report import write_report  # matplotlib (the `report` extra) only when asked for
+    from fedimage.analysis.report import write_report  # matplotlib (the `report` extra) only when asked for
 
     files = write_report(args.stores, args.output, args.splits, args.labels, args.top_clients)
     print(f"wrote {files.html} ({len(files.plots)} plots, statistics in {files.stats})")

@@ -11,12 +11,12 @@ from fedimage.partitioning.api import partition
 from fedimage.partitioning.labels import pick_label
 from fedimage.partitioning.options import PartitionOptions
 from fedimage.partitioning.regroup import regroup
-from fedimage.store import layout
+from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
 
 _LEVELS = {
-    "coarse": (layout.LABELS_ROW, layout.LABELS_COL),
-    "fine": (layout.FINE_LABELS_ROW, layout.FINE_LABELS_COL),
+    "coarse": (schema.LABELS_ROW, schema.LABELS_COL),
+    "fine": (schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL),
 }
 
 
@@ -47,7 +47,7 @@ def read_store_labels(
     for split in splits if splits is not None else store.splits:
         for user_id, count in store.users(split).items():
             group = store.group(split, user_id)
-            ids.extend(raw.decode("utf-8") for raw in group[layout.IMAGE_IDS][()])
+            ids.extend(raw.decode("utf-8") for raw in group[schema.IMAGE_IDS][()])
             split_of.append(np.full(count, split, dtype=object))
             user_of.append(np.full(count, user_id, dtype=object))
             rows.append(group[row_name][()].astype(np.int64) + offset)

@@ -23,7 +23,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from fedimage.errors import OptionError
-from fedimage.jpeg_segments import JpegFormatError, JpegInfo, read_jpeg_info, strip_metadata
+from fedimage.imaging.jpeg_segments import JpegFormatError, JpegInfo, read_jpeg_info, strip_metadata
 
 RESIZE_MODES = ("crop", "pad", "stretch")
 STORAGE_MODES = ("jpeg", "raw")

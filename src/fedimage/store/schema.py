@@ -26,6 +26,8 @@ FORMAT_NAME = "fedimage"
 FORMAT_VERSION = 1
 
 METADATA = "metadata"
+#: The ``/metadata`` entry of a conversion's shard file: its users, key and rejects (JSON).
+SHARD_INFO = "shard"
 IMAGES = "images"
 IMAGE_OFFSETS = "image_offsets"
 IMAGE_IDS = "image_ids"

@@ -11,26 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from fedimage._version import __version__
-from fedimage.errors import OptionError, StoreError
-from fedimage.imaging import ImageOptions
-from fedimage.parallel import WorkerPool, default_workers
-from fedimage.plan import ConversionPlan, PlanOptions, make_plan
-from fedimage.privacy.encryption_keys import StoreKey, cipher_module
-from fedimage.privacy.pseudonyms import PseudonymizedSource, Pseudonymizer
-from fedimage.records import Reject
-from fedimage.rejects import write_rejects
-from fedimage.shard_writing import (
+from fedimage.conversion.executors.pool import WorkerPool, default_workers
+from fedimage.conversion.plan import ConversionPlan, PlanOptions, make_plan
+from fedimage.conversion.shard import (
     SHARDS_IN_FLIGHT_PER_WORKER,
     ShardFormat,
     run_local,
     shard_key,
     source_for_workers,
 )
+from fedimage.conversion.workdir import ShardInfo, WorkDir, move_shards, shard_specs, shards_dir_for
+from fedimage.errors import OptionError, StoreError
+from fedimage.imaging.standardize import ImageOptions
+from fedimage.labels import Taxonomy
+from fedimage.privacy.keys import StoreKey, cipher_module
+from fedimage.privacy.pseudonyms import PseudonymizedSource, Pseudonymizer
+from fedimage.records import Reject, write_rejects
 from fedimage.sources import Source
-from fedimage.store import layout
-from fedimage.store.shards import ShardInfo, WorkDir, move_shards, shard_specs, shards_dir_for
+from fedimage.store import schema
 from fedimage.store.writer import StoreWriter, check_output
-from fedimage.taxonomy import Taxonomy
 
 ENGINES = ("local", "ray")
 
@@ -41,7 +40,7 @@ class ConvertOptions:
 
     ``workers``, ``quiet``, ``resume`` and ``engine`` do not change the images or labels written.
     ``resume`` continues an interrupted run from the shards it finished (see
-    :mod:`fedimage.store.shards`); ``engine="ray"`` runs shards as Ray tasks (on the
+    :mod:`fedimage.conversion.workdir`); ``engine="ray"`` runs shards as Ray tasks (on the
     cluster at ``ray_address``, or a local instance) and links them from the output.
     ``pseudonyms`` replaces user ids (and with ``pseudonymize_image_ids`` image ids) by keyed
     HMAC pseudonyms before planning: the store and the rejects report see pseudonyms only.
@@ -108,7 +107,7 @@ def convert(
     options = options or ConvertOptions()
     started = time.perf_counter()
     output = Path(output)
-    rejects_path = Path(layout.rejects_path_for(str(output)))
+    rejects_path = Path(schema.rejects_path_for(str(output)))
     if options.resume and output.exists() and not options.overwrite:
         raise StoreError(f"{output} already exists: that conversion finished, there is nothing to resume")
     check_output(output, options.overwrite)
@@ -146,7 +145,7 @@ def convert(
     workers = options.workers or default_workers()
     linked = options.engine == "ray"
     if linked:
-        from fedimage.ray_engine import run_ray
+        from fedimage.conversion.executors.ray import run_ray
 
         made = run_ray(
             plan,
@@ -252,8 +251,8 @@ def _metadata(
     plan_options = asdict(options.plan)
     plan_options["split"] = dict(zip(options.plan.split.names, options.plan.split.ratios, strict=True))
     manifest = {
-        "format": layout.FORMAT_NAME,
-        "format_version": layout.FORMAT_VERSION,
+        "format": schema.FORMAT_NAME,
+        "format_version": schema.FORMAT_VERSION,
         "fedimage_version": __version__,
         "storage": options.image.storage,
         "image_size": options.image.size,
@@ -271,6 +270,6 @@ def _metadata(
         **_pseudonym_settings(options),
     }
     return {
-        layout.TAXONOMY: taxonomy.fine_to_coarse if taxonomy else {},
-        layout.MANIFEST: manifest,
+        schema.TAXONOMY: taxonomy.fine_to_coarse if taxonomy else {},
+        schema.MANIFEST: manifest,
     }

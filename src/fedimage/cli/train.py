@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fedimage.errors import OptionError
-from fedimage.privacy.encryption_keys import add_key_options, key_from_options
-from fedimage.training.config import LABEL_KINDS, MODELS, STRATEGIES, DPConfig, SecAggConfig, TrainConfig
+from fedimage.privacy.keys import add_key_options, key_from_options
+from fedimage.training.options import LABEL_KINDS, MODELS, STRATEGIES, DPConfig, SecAggConfig, TrainConfig
 
 DEFAULTS = TrainConfig()
 

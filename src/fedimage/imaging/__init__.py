@@ -1,0 +1,1 @@
+"""fedimage.imaging.standardize."""

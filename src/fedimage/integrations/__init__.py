@@ -1,8 +1,0 @@
-"""Adapters from fedimage stores to federated-learning frameworks (each behind its own extra).
-
-- :mod:`fedimage.integrations.pfl`: pfl-research's ``FederatedDataset`` over a store split
-  and central evaluation datasets (extra ``pfl``).
-- :mod:`fedimage.integrations.flower`: a store's clients by Flower partition id (``StorePartitioner``,
-  ``load_client``, ``load_central``); :mod:`fedimage.integrations.flower_apps`: the ClientApp and
-  ServerApp that ``fedimage train --engine flower`` runs in Flower's simulation engine (extra ``flower``).
-"""
