@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench sample clean
+.PHONY: demo test lint bench sample docs clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.test
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests scripts bench
 	$(BIN)/ruff format --check src tests scripts bench
+
+# The documentation site (mkdocs.yml, docs/); tests/test_docs.py builds it too.
+docs: $(VENV)/.test
+	$(BIN)/mkdocs build --strict -d out/site
 
 bench: $(VENV)/.test
 	$(PIP) install -e '.[bench]'
