@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from fedimage import ConvertOptions, ImageOptions, convert, open_source
-from fedimage.analysis.report import write_report
+from fedimage.analysis.report import heterogeneity_report
 from fedimage.partitioning import PartitionOptions, partition_images
 
 LABELS = [f"class{index:02d}" for index in range(10)]
@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     stores = build_stores(args.out, args.images, args.seed)
-    files = write_report(stores, args.out / "report")
+    files = heterogeneity_report(stores, args.out / "report")
     png = args.out / "screenshot.png"
     screenshot(files.html, png)
     result = check(png)

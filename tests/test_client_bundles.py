@@ -129,7 +129,7 @@ def test_exports_differ_only_by_their_fresh_keys_and_need_overwrite(source, tmp_
     first, second = tmp_path / "first", tmp_path / "second"
     export(store_path, "client-bundles", first, ExportOptions(quiet=True))
     export(store_path, "client-bundles", second, ExportOptions(quiet=True))
-    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+    with pytest.raises(StoreError, match="already exists; pass `overwrite`"):
         export(store_path, "client-bundles", first, ExportOptions(quiet=True))
     for one, two in zip(clients(first), clients(second), strict=True):
         assert one == two

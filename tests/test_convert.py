@@ -16,6 +16,7 @@ from PIL import Image
 import fedimage
 from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
 from fedimage.conversion import shard as shard_writing
+from fedimage.conversion.executors import local as local_executor
 from fedimage.errors import StoreError
 from fedimage.labels import Taxonomy
 from fedimage.records import read_rejects
@@ -131,7 +132,7 @@ class TestOptions:
         report = convert(open_source(user_folder, layout="user"), tmp_path / "out.h5", options)
         assert report.written == 1 + 2 * 4
         capped = [row for row in read_rejects(tmp_path / "out.rejects.jsonl") if row["stage"] == "cap"]
-        assert len(capped) == 15 - 9 and "over --max-images-per-user 2" in capped[0]["reason"]
+        assert len(capped) == 15 - 9 and "over the cap of 2 images per user" in capped[0]["reason"]
         report_again = convert(open_source(user_folder, layout="user"), tmp_path / "again.h5", options)
         assert digest(tmp_path / "out.h5") == digest(tmp_path / "again.h5")
         assert report_again.written == report.written
@@ -239,7 +240,7 @@ class TestAtomicWriting:
     def test_existing_output_is_kept_without_overwrite(self, user_folder: Path, tmp_path: Path):
         output = tmp_path / "out.h5"
         output.write_bytes(b"precious")
-        with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+        with pytest.raises(StoreError, match="already exists; pass `overwrite`"):
             convert(open_source(user_folder, layout="user"), output, fast_options(overwrite=False))
         assert output.read_bytes() == b"precious"
 
@@ -326,7 +327,7 @@ def _die_in_worker(item):
 
 
 def test_a_dying_worker_is_a_clear_error_and_leaves_no_store(user_folder: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(shard_writing, "_work_item", _die_in_worker)
+    monkeypatch.setattr(local_executor, "_work_item", _die_in_worker)
     output = tmp_path / "out.h5"
     with pytest.raises(fedimage.FedimageError, match="a worker process died while converting"):
         convert(open_source(user_folder, layout="user"), output, fast_options(workers=2))

@@ -36,9 +36,9 @@ FAST_SCRYPT = ScryptParams(n=2**4, r=8, p=1)
 
 @pytest.fixture(autouse=True)
 def fast_scrypt() -> Iterator[None]:
-    previous = encryption_keys._set_scrypt_params_for_tests(FAST_SCRYPT)
-    yield
-    encryption_keys._set_scrypt_params_for_tests(previous)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encryption_keys, "NEW_STORE_SCRYPT", FAST_SCRYPT)
+        yield
 
 
 def make_source(root: Path, users: int = 4, seed: int = 0) -> Path:

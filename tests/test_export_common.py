@@ -85,7 +85,7 @@ class TestDestination:
         dest = tmp_path / "out"
         first = export(store, to, dest, QUIET)
         before = files_of(dest)
-        with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+        with pytest.raises(StoreError, match="already exists; pass `overwrite`"):
             export(store, to, dest, QUIET)
         assert files_of(dest) == before
         second = export(store, to, dest, ExportOptions(quiet=True, overwrite=True))
@@ -158,7 +158,10 @@ class TestOptions:
         _crc32c.cache_clear()
         monkeypatch.setitem(sys.modules, "google_crc32c", None)
         try:
-            with pytest.raises(FedimageError, match=r"'google-crc32c': pip install 'fedimage\[export\]'"):
+            with pytest.raises(
+                FedimageError,
+                match=r"'google_crc32c', which is not installed: pip install 'fedimage\[export\]'",,
+            ):
                 export(store, "tfrecords", tmp_path / "out", QUIET)
         finally:
             _crc32c.cache_clear()

@@ -29,13 +29,13 @@ pytest.importorskip("matplotlib")
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict  # noqa: E402
 from flwr.serverapp import Grid  # noqa: E402
 
-from fedimage.training.engines import flower_apps  # noqa: E402
 from fedimage.loaders.flower import (  # noqa: E402
     StorePartitioner,
     load_central,
     load_client,
     partition_user_ids,
 )
+from fedimage.training.engines import flower_apps  # noqa: E402
 from fedimage.training.models import build_model  # noqa: E402
 
 TINY = ["--model", "cnn", "--image-size", "24", "--rounds", "2", "--eval-every", "1", "--batch-size", "4"]
@@ -384,7 +384,7 @@ class TestStrategies:
                 )
 
     def test_dp_needs_fedavg(self):
-        with pytest.raises(OptionError, match="needs --strategy fedavg"):
+        with pytest.raises(OptionError, match="needs `strategy` fedavg"):
             flower_apps.build_strategy("fedadam", cohort_size=2, dp_noise_multiplier=1.0, dp_clip=0.1)
         with pytest.raises(OptionError, match="unknown Flower strategy 'fedprox'"):
             flower_apps.build_strategy("fedprox", cohort_size=2)

@@ -204,7 +204,7 @@ def test_a_column_that_is_not_an_image_column(tmp_path: Path):
 def test_hub_cache_names(flair_folder: Path, tmp_path: Path, monkeypatch):
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    with pytest.raises(SourceError, match=r"not in the local Hugging Face cache .* --allow-download"):
+    with pytest.raises(SourceError, match=r"not in the local Hugging Face cache .* `allow_download`"):
         open_source("apple/flair", "hf")
     repo = cache / "datasets--apple--flair"
     write_parquet(

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import exif_with, jpeg_bytes, photo
-from fedimage.imaging.jpeg_segments import read_jpeg_info
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from fedimage.errors import OptionError
+from fedimage.imaging.jpeg_segments import read_jpeg_info
 from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 
 RAW = ImageOptions(size=32, storage="raw")
@@ -220,10 +220,10 @@ class TestOptionsValidation:
     @pytest.mark.parametrize(
         ("kwargs", "message"),
         [
-            ({"size": 4}, "--size"),
-            ({"resize": "zoom"}, "--resize must be one of crop, pad, stretch"),
-            ({"storage": "png"}, "--storage"),
-            ({"quality": 0}, "--quality"),
+            ({"size": 4}, "`size`"),
+            ({"resize": "zoom"}, "`resize` must be one of crop, pad, stretch"),
+            ({"storage": "png"}, "`storage`"),
+            ({"quality": 0}, "`quality`"),
         ],
     )
     def test_invalid_options(self, kwargs, message):

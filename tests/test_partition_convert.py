@@ -81,11 +81,11 @@ def test_group_size_merges_natural_users():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (lambda: PlanOptions(group_size=0), "--group-size must be at least 1"),
-        (lambda: PlanOptions(skew_label="most"), "--skew-label must be one of"),
+        (lambda: PlanOptions(group_size=0), "`group_size` must be at least 1"),
+        (lambda: PlanOptions(skew_label="most"), "`skew_label` must be one of"),
         (
             lambda: PlanOptions(group_size=2, partition=PartitionOptions("iid")),
-            "cannot be combined with --partition",
+            "cannot be combined with `partition`",
         ),
     ],
 )

@@ -167,10 +167,10 @@ class TestKeys:
         assert convert_cli(people, tmp_path / "out.h5", key) == 0
 
     def test_option_errors(self, tmp_path: Path, people: Path, capsys):
-        with pytest.raises(OptionError, match="needs --pseudonymize-key"):
+        with pytest.raises(OptionError, match="needs `pseudonyms`"):
             fast_options(pseudonymize_image_ids=True)
-        with pytest.raises(OptionError, match="not available with --engine ray"):
-            fast_options(pseudonyms=Pseudonymizer(KEY_A), engine="ray")
+        with pytest.raises(OptionError, match="not available with `executor` ray"):
+            fast_options(pseudonyms=Pseudonymizer(KEY_A), executor="ray")
         args = ["convert", str(people), "-o", str(tmp_path / "o.h5"), "--pseudonymize-image-ids"]
         assert main(args) == 2
         assert "needs --pseudonymize-key" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""--engine ray on a local Ray instance: shard files linked from one top-level store."""
+"""The ray executor on a local Ray instance: shard files linked from one top-level store."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_ray_engine_links_shards_and_reads_like_a_local_store(user_folder: Path,
     monkeypatch.setattr(shards, "SHARD_IMAGES", 4)
     local = convert(open_source(user_folder, layout="user"), tmp_path / "local.h5", fast_options())
     output = tmp_path / "ray.h5"
-    report = convert(open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2))
+    report = convert(open_source(user_folder, layout="user"), output, fast_options(executor="ray", workers=2))
     assert report.written == local.written == 15 and report.splits == local.splits
     shard_files = sorted((tmp_path / "ray.h5.shards").glob("shard-*.h5"))
     assert len(shard_files) > 1
@@ -64,6 +64,6 @@ def test_ray_engine_spreads_large_users_in_batches(user_folder: Path, tmp_path: 
     spy = lambda *args: batched.append(args[2]) or original(*args)  # noqa: E731
     monkeypatch.setattr(shard_writing, "image_batches", spy)
     output = tmp_path / "ray.h5"
-    convert(open_source(user_folder, layout="user"), output, fast_options(engine="ray", workers=2))
+    convert(open_source(user_folder, layout="user"), output, fast_options(executor="ray", workers=2))
     assert batched  # the large users' shards went out as batches, written by the driver
     assert_same_users(local, output)

@@ -86,10 +86,10 @@ def test_errors(two_stores: list[Path], tmp_path: Path, monkeypatch, capsys):
     assert "store not found" in capsys.readouterr().err
     assert main(["report", str(two_stores[0]), "-o", str(tmp_path / "x"), "--top-clients", "0"]) == 2
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if matplotlib were not installed
-    from fedimage.analysis.report import write_report
+    from fedimage.analysis.report import heterogeneity_report
 
     with pytest.raises(FedimageError, match=r"pip install 'fedimage\[report\]'"):
-        write_report(two_stores, tmp_path / "y")
+        heterogeneity_report(two_stores, tmp_path / "y")
 
 
 def test_png_data_uri_round_trips():

@@ -77,7 +77,7 @@ def convert_args(source: Path, output: Path, *extra: str) -> list[str]:
     [
         ("fedimage.store.writer.UserGroupWriter:close", 1),  # in a worker, inside the first shard
         ("fedimage.store.writer.StoreWriter:finish", 1),  # in a worker, while publishing a shard
-        ("fedimage.conversion.shard:_next_shard", 3),  # after two shards were renamed
+        ("fedimage.conversion.shard:next_shard", 3),  # after two shards were renamed
         ("fedimage.store.writer.copy_user_groups", 2),  # while assembling the store
     ],
 )
@@ -138,7 +138,7 @@ def test_resume_refuses_other_options(folder: Path, tmp_path: Path, monkeypatch)
     other = fast_options(overwrite=False, resume=True, image=ImageOptions(size=32))
     with pytest.raises(StoreError, match="other image options"):
         convert(open_source(folder, layout="user"), output, other)
-    with pytest.raises(StoreError, match="pass --resume to continue it, or --overwrite"):
+    with pytest.raises(StoreError, match="pass `resume` to continue it, or `overwrite`"):
         convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
 
 

@@ -52,7 +52,7 @@ class TestFolderLayouts:
         assert record.fine_labels == ("tabby",) and record.labels == ()
 
     def test_ambiguous_layout_needs_option(self, user_folder: Path):
-        with pytest.raises(OptionError, match="pass --layout"):
+        with pytest.raises(OptionError, match="pass `layout`"):
             open_source(user_folder)
 
     def test_hidden_files_are_counted_and_loose_files_rejected(self, user_folder: Path):
@@ -78,7 +78,7 @@ ROWS = [
     {"file": "img/b.jpg", "owner": "bob", "tags": "", "fine": "", "id": "2", "part": "test"},
 ]
 COLUMNS = ManifestColumns(
-    image="file", user="owner", labels="tags", fine_labels="fine", image_id="id", partition="part"
+    image="file", user="owner", labels="tags", fine_labels="fine", image_id="id", split="part"
 )
 
 
@@ -141,7 +141,7 @@ class TestManifests:
 
     def test_missing_explicit_column_names_the_columns(self, tmp_path: Path):
         path = write_table(tmp_path / "m.csv", ROWS)
-        with pytest.raises(SourceError, match=r"--user-column 'user' is not a column .* file, owner, tags"):
+        with pytest.raises(SourceError, match=r"`columns.user` 'user' is not a column .* file, owner, tags"):
             open_source(path, columns=ManifestColumns(image="file", user="user"))
         with pytest.raises(SourceError, match="has no image column"):
             open_source(path)

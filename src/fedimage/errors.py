@@ -21,3 +21,11 @@ class OptionError(FedimageError, ValueError):
 
 class StoreError(FedimageError):
     """A store file is missing, not a fedimage store, or cannot be written."""
+
+
+class MissingExtraError(FedimageError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+    def __init__(self, message: str, extra: str):
+        super().__init__(message)
+        self.extra = extra

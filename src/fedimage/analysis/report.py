@@ -3,7 +3,6 @@ self-contained report.html (needs the ``report`` extra: matplotlib)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,14 +11,15 @@ from typing import Any
 
 from fedimage._version import __version__
 from fedimage.analysis.heterogeneity import Heterogeneity, heterogeneity_from_store
-from fedimage.errors import FedimageError, OptionError
+from fedimage.errors import OptionError
+from fedimage.extras import require
 
 LEVELS = ("coarse", "fine")
 
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """What :func:`write_report` wrote."""
+    """What :func:`heterogeneity_report` wrote."""
 
     html: Path
     stats: Path
@@ -27,13 +27,9 @@ class ReportFiles:
 
 
 def _plots_module() -> Any:
-    try:
-        importlib.import_module("matplotlib")
-        from fedimage.analysis import plots
-    except ImportError as error:
-        raise FedimageError(
-            f"fedimage report needs matplotlib ({error.name} is missing): pip install 'fedimage[report]'"
-        ) from None
+    require("matplotlib", "the heterogeneity report")
+    from fedimage.analysis import plots
+
     return plots
 
 
@@ -63,20 +59,33 @@ def _table_rows(stats: dict[str, Heterogeneity], level: str) -> list[tuple[str, 
     return rows
 
 
-def write_report(
+def heterogeneity_report(
     stores: Sequence[str | Path],
     output: str | Path,
     splits: list[str] | None = None,
     level: str = "coarse",
     top_clients: int = 30,
 ) -> ReportFiles:
-    """Write ``stats.json``, PNGs and ``report.html`` for ``stores`` (side by side) into ``output``."""
+    """Write ``stats.json``, PNGs and ``report.html`` for ``stores`` (side by side) into ``output``.
+
+    Parameters:
+        stores: one or more store paths, compared side by side.
+        output: the folder to write into (created if missing).
+        splits: only these splits (default: all).
+        level: ``"coarse"`` or ``"fine"`` labels.
+        top_clients: clients shown in the label heatmap.
+
+    Example::
+
+        files = fedimage.heterogeneity_report(["iid.h5", "dirichlet.h5"], "report/")
+        print(files.html)
+    """
     if not stores:
         raise OptionError("fedimage report needs at least one store")
     if level not in LEVELS:
-        raise OptionError(f"labels must be one of {', '.join(LEVELS)}, got {level!r}")
+        raise OptionError(f"`level` must be one of {', '.join(LEVELS)}, got {level!r}")
     if top_clients < 1:
-        raise OptionError(f"--top-clients must be at least 1, got {top_clients}")
+        raise OptionError(f"`top_clients` must be at least 1, got {top_clients}")
     plots = _plots_module()
     from fedimage.analysis.report_html import page, summary_table
 
@@ -132,4 +141,4 @@ def write_report(
     return ReportFiles(html=html_path, stats=stats_path, plots=written)
 
 
-__all__ = ["ReportFiles", "write_report"]
+__all__ = ["ReportFiles", "heterogeneity_report"]

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
+from fedimage.store.sealing import StoreKey
 
 TOP_LABELS = 10
 
 
-def summarize(store: FederatedStore) -> dict[str, Any]:
-    """Summary statistics of a store, as plain JSON-able values."""
+def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None) -> dict[str, Any]:
+    """Summary statistics of a store (what ``fedimage inspect`` prints), as plain JSON-able values.
+
+    Parameters:
+        store: a store path, or a :class:`~fedimage.store.reader.FederatedStore` already open.
+        key: the key of an encrypted store (when ``store`` is a path).
+
+    Example::
+
+        summary = fedimage.summarize("out.h5")
+        print(summary["splits"]["train"]["users"])
+    """
+    if not isinstance(store, FederatedStore):
+        with FederatedStore(store, key=key) as opened:
+            return summarize(opened)
     splits: dict[str, Any] = {}
     coarse_per_image: list[np.ndarray] = []
     fine_per_image: list[np.ndarray] = []

@@ -7,26 +7,29 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from fedimage.cli.flags import add_key_options, store_key
 from fedimage.errors import OptionError
-from fedimage.privacy.keys import add_key_options, key_from_options
 from fedimage.training.options import LABEL_KINDS, MODELS, STRATEGIES, DPConfig, SecAggConfig, TrainConfig
 
 DEFAULTS = TrainConfig()
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add the ``train`` subcommand to an ``add_subparsers()`` object."""
-    parser = commands.add_parser(
-        "train",
-        help="benchmark federated training on a store (FLAIR's recipe; pfl-research engine)",
-        description="FedAvg with FLAIR's defaults on a store's train users, validated on val, tested on test",
-    )
+HELP = "benchmark federated training on a store (FLAIR's recipe; pfl-research engine)"
+DESCRIPTION = "FedAvg with FLAIR's defaults on a store's train users, validated on val, tested on test"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` options; defaults are :class:`~fedimage.training.options.TrainOptions`'s."""
     parser.add_argument("store", type=Path)
     add_key_options(parser)
     parser.add_argument(
-        "-o", "--out", type=Path, required=True, help="folder for metrics, summary, curves, checkpoint"
+        "-o",
+        "--out",
+        dest="output",
+        type=Path,
+        required=True,
+        help="folder for metrics, summary, curves, checkpoint",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the files of a previous run in --out"
@@ -56,7 +59,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--max-images-per-user",
         type=int,
         default=DEFAULTS.max_images_per_user,
-        help="0: no cap (default 512)",
+        help="0: no cap",
     )
 
     fed = parser.add_argument_group("training (FLAIR's defaults)")
@@ -68,11 +71,16 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     fed.add_argument("--local-epochs", type=int, default=DEFAULTS.local_epochs)
     fed.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.local_batch_size, help="local (or central) batch"
+        "--batch-size",
+        dest="local_batch_size",
+        type=int,
+        default=DEFAULTS.local_batch_size,
+        help="local (or central) batch",
     )
     fed.add_argument("--local-lr", type=float, default=DEFAULTS.local_lr, help="local SGD learning rate")
     fed.add_argument(
         "--local-grad-clip",
+        dest="local_max_grad_norm",
         type=float,
         default=DEFAULTS.local_max_grad_norm,
         help="local gradient norm clip; 0: off",
@@ -103,9 +111,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     secure.add_argument(
         "--secagg-threshold", type=int, help="clients needed per round (default: majority of neighbours)"
     )
-    secure.add_argument(
-        "--secagg-bits", type=int, default=32, help="modulus bits of the masked sums (default 32)"
-    )
+    secure.add_argument("--secagg-bits", type=int, default=32, help="modulus bits of the masked sums")
     secure.add_argument(
         "--secagg-range",
         type=float,
@@ -114,7 +120,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     secure.add_argument(
         "--secagg-dropout", type=float, default=0.0, help="simulated chance a client drops out of a round"
     )
-    return parser
 
 
 def secagg_config(args: argparse.Namespace) -> SecAggConfig | None:
@@ -171,9 +176,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         cohort_size=args.cohort_size,
         local_epochs=args.local_epochs,
-        local_batch_size=args.batch_size,
+        local_batch_size=args.local_batch_size,
         local_lr=args.local_lr,
-        local_max_grad_norm=args.local_grad_clip or None,
+        local_max_grad_norm=args.local_max_grad_norm or None,
         server_lr=args.server_lr,
         server_eps=args.server_eps,
         strategy=args.strategy,
@@ -191,8 +196,15 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from fedimage.training.runner import train
 
-    key = key_from_options(args.key, args.passphrase_env)
-    train(args.store, config, args.out, engine=args.engine, overwrite=args.overwrite, log=_log, key=key)
+    train(
+        args.store,
+        config,
+        args.output,
+        engine=args.engine,
+        overwrite=args.overwrite,
+        log=_log,
+        key=store_key(args),
+    )
     return 0
 
 

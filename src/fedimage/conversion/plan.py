@@ -53,16 +53,16 @@ class PlanOptions:
 
     def __post_init__(self) -> None:
         if self.max_images_per_user is not None and self.max_images_per_user < 1:
-            raise OptionError(f"--max-images-per-user must be at least 1, got {self.max_images_per_user}")
+            raise OptionError(f"`max_images_per_user` must be at least 1, got {self.max_images_per_user}")
         if self.num_clients < 1:
-            raise OptionError(f"--num-clients must be at least 1, got {self.num_clients}")
+            raise OptionError(f"`num_clients` must be at least 1, got {self.num_clients}")
         if self.skew_label not in SKEW_STRATEGIES:
             choices = ", ".join(SKEW_STRATEGIES)
-            raise OptionError(f"--skew-label must be one of {choices}, got {self.skew_label!r}")
+            raise OptionError(f"`skew_label` must be one of {choices}, got {self.skew_label!r}")
         if self.group_size is not None and self.group_size < 1:
-            raise OptionError(f"--group-size must be at least 1, got {self.group_size}")
+            raise OptionError(f"`group_size` must be at least 1, got {self.group_size}")
         if self.group_size is not None and self.partition is not None:
-            raise OptionError("--group-size merges natural users; it cannot be combined with --partition")
+            raise OptionError("`group_size` merges natural users; it cannot be combined with `partition`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +148,7 @@ def make_plan(
     )
     for position, size in layout.over_cap:
         record = records_of(table.slice(int(valid[position]), 1))[0]
-        reason = f"over --max-images-per-user {options.max_images_per_user} (user has {size} images)"
+        reason = f"over the cap of {options.max_images_per_user} images per user (user has {size} images)"
         rejects.append(_reject(record, reason, "cap"))
     order = valid[layout.order]
     kept = table if len(order) == table.num_rows else table.take(pa.array(np.sort(order)))
@@ -335,7 +335,7 @@ def _clients(
     """
     if options.group_size is not None:
         if not has_users:
-            raise OptionError("--group-size merges the source's users, but this source has none")
+            raise OptionError("`group_size` merges the source's users, but this source has none")
         groups = regroup(keys.column("user_id").to_pylist(), options.group_size, options.seed)
         return _client_names(groups, "group")
     partition_options = options.partition

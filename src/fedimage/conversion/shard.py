@@ -11,18 +11,17 @@ batches, and the main process (Ray's driver) writes that shard itself.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from fedimage.conversion.executors.pool import WorkerPool
 from fedimage.conversion.plan import ConversionPlan, UserPlan
-from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir
+from fedimage.conversion.workdir import ShardInfo, ShardSpec
 from fedimage.errors import FedimageError
 from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 from fedimage.records import ImageRecord, Reject
@@ -31,7 +30,7 @@ from fedimage.store import schema
 from fedimage.store.writer import StoreWriter
 
 if TYPE_CHECKING:
-    from fedimage.privacy.encryption import StoreCipher
+    from fedimage.store.sealing import Sealing
 
 BATCH_SIZE = 64
 LARGE_USER_IMAGES = 256
@@ -63,7 +62,7 @@ class ShardFormat:
     coarse_labels: tuple[str, ...]
     fine_labels: tuple[str, ...]
     run_key: str
-    cipher: StoreCipher | None = None  # an encrypted store's: user groups are sealed in the shards
+    cipher: Sealing | None = None  # an encrypted store's: user groups are sealed in the shards
 
 
 class RowsDigest:
@@ -142,8 +141,8 @@ def write_shard(
                 except BrokenProcessPool:
                     raise FedimageError(
                         f"a worker process died while converting {record.origin} ({record.path}): "
-                        "out of memory, or a decoder crashed on that file; rerun with --workers 1 "
-                        "to see which (then --resume to keep the work done)"
+                        "out of memory, or a decoder crashed on that file; rerun with `workers` 1 "
+                        "to see which (then `resume` to keep the work done)"
                     ) from None
                 if ok:
                     group.add(payload, record.image_id, record.labels, record.fine_labels)  # type: ignore[arg-type]
@@ -197,6 +196,11 @@ def source_for_workers(source: Source) -> Iterator[None]:
         _inherited_source = None
 
 
+def inherited_source() -> Source | None:
+    """The source that :func:`source_for_workers` lends to forked workers, if any."""
+    return _inherited_source
+
+
 def shard_task(
     plan: ConversionPlan,
     source: Source | None,
@@ -237,7 +241,7 @@ def _inherited_payloads(users: ShardUsers) -> Iterator[bytes | str | None]:
         yield from _inherited_source.read_images(records[start : start + BATCH_SIZE])
 
 
-def _next_shard(outputs: Iterator[object], spec: ShardSpec, plan: ConversionPlan) -> ShardInfo:
+def next_shard(outputs: Iterator[object], spec: ShardSpec, plan: ConversionPlan) -> ShardInfo:
     try:
         return next(outputs)  # type: ignore[return-value]
     except BrokenProcessPool:
@@ -245,7 +249,7 @@ def _next_shard(outputs: Iterator[object], spec: ShardSpec, plan: ConversionPlan
         raise FedimageError(
             f"a worker process died while converting shard {spec.index} (users from {first.user_id!r}, "
             f"{spec.stop_image - spec.first_image} images): out of memory, or a decoder crashed on one "
-            "of its files; rerun with --workers 1 to see which (then --resume to keep the work done)"
+            "of its files; rerun with `workers` 1 to see which (then `resume` to keep the work done)"
         ) from None
 
 
@@ -261,56 +265,3 @@ def image_batches(
     for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
         records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
         yield tuple(image_inputs(source.read_images(records))), image_options
-
-
-def _work_item(item: ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]) -> ShardInfo | list[Result]:
-    """Worker: a whole shard, or one batch of a large user's images."""
-    return convert_shard(item) if isinstance(item, ShardTask) else standardize_batch(item)
-
-
-def run_local(
-    plan: ConversionPlan,
-    source: Source,
-    image_options: ImageOptions,
-    pending: Sequence[ShardSpec],
-    work: WorkDir,
-    shard_format: ShardFormat,
-    pool: WorkerPool,
-    quiet: bool,
-) -> Iterator[ShardInfo]:
-    """Write the pending shards with the ``pool``'s processes; yields their infos in ``pending`` order.
-
-    The pool must be entered before any HDF5 file is opened (see :class:`WorkerPool`).
-    """
-    large = {spec.index for spec in pending if is_large(plan, spec)}
-    sender = None if pool.shares_memory and _inherited_source is source else source
-
-    def items() -> Iterator[ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]]:
-        for spec in pending:
-            if spec.index not in large:
-                yield shard_task(plan, sender, spec, work.shard_path(spec), image_options, shard_format)
-                continue
-            yield from image_batches(plan, source, spec, image_options)
-
-    todo = sum(spec.stop_image - spec.first_image for spec in pending)
-    outputs = pool.ordered_map(_work_item, items())
-    with (
-        closing(outputs),
-        tqdm(
-            total=plan.planned_images,
-            initial=plan.planned_images - todo,
-            unit="img",
-            disable=quiet,
-            desc="converting",
-        ) as bar,
-    ):
-        for spec in pending:
-            if spec.index in large:
-                batches = (next(outputs) for _ in range(spec.first_image, spec.stop_image, BATCH_SIZE))
-                results = (result for batch in batches for result in batch)  # type: ignore[union-attr]
-                path = work.shard_path(spec)
-                yield write_shard(path, spec, shard_users(plan, spec), results, shard_format, bar)
-            else:
-                info = _next_shard(outputs, spec, plan)
-                bar.update(spec.stop_image - spec.first_image)
-                yield info  # type: ignore[misc]

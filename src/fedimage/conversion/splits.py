@@ -23,11 +23,11 @@ class SplitRatios:
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.ratios) or not self.names:
-            raise OptionError("--split needs one ratio per split name")
+            raise OptionError("`split` needs one ratio per split name")
         if any(ratio < 0 or not math.isfinite(ratio) for ratio in self.ratios):
-            raise OptionError(f"--split ratios must be non-negative numbers, got {self.ratios}")
+            raise OptionError(f"`split` ratios must be non-negative numbers, got {self.ratios}")
         if abs(sum(self.ratios) - 1.0) > 1e-6:
-            raise OptionError(f"--split ratios must sum to 1, got {sum(self.ratios):g}")
+            raise OptionError(f"`split` ratios must sum to 1, got {sum(self.ratios):g}")
         for name in self.names:
             check_split_name(name)
 
@@ -41,13 +41,13 @@ class SplitRatios:
                 return cls(tuple(n.strip() for n, _ in pairs), tuple(float(v) for _, v in pairs))
             if len(parts) != 3:
                 raise OptionError(
-                    f"--split takes three ratios train,val,test (or name=ratio pairs), got {text!r}"
+                    f"`split` takes three ratios train,val,test (or name=ratio pairs), got {text!r}"
                 )
             return cls(DEFAULT_SPLIT_NAMES, tuple(float(part) for part in parts))
         except ValueError as error:
             if isinstance(error, OptionError):
                 raise
-            raise OptionError(f"--split ratios must be numbers, got {text!r}") from None
+            raise OptionError(f"`split` ratios must be numbers, got {text!r}") from None
 
 
 def check_split_name(name: str) -> None:

@@ -118,7 +118,7 @@ class WorkDir:
                 if not overwrite:
                     raise StoreError(
                         f"{self.path} holds an interrupted conversion to {self.output.name}; "
-                        "pass --resume to continue it, or --overwrite to start over"
+                        "pass `resume` to continue it, or `overwrite` to start over"
                     )
                 shutil.rmtree(self.path)
             else:
@@ -127,7 +127,7 @@ class WorkDir:
                     changed = sorted(k for k in {*run, *previous} if run.get(k) != previous.get(k))
                     raise StoreError(
                         f"cannot resume {self.output.name}: the interrupted run used other "
-                        f"{', '.join(changed) or 'settings'}; pass --overwrite to start over"
+                        f"{', '.join(changed) or 'settings'}; pass `overwrite` to start over"
                     )
                 for leftover in self.path.glob("*.partial"):
                     leftover.unlink()
@@ -149,7 +149,7 @@ class WorkDir:
         if info.key != key:
             raise StoreError(
                 f"cannot resume {self.output.name}: {spec.name} was made from other rows "
-                "(the source changed since the interrupted run); pass --overwrite to start over"
+                "(the source changed since the interrupted run); pass `overwrite` to start over"
             )
         return info
 
@@ -168,7 +168,7 @@ def move_shards(work: WorkDir, specs: Sequence[ShardSpec], destination: Path, ov
     """Move finished shard files into ``destination`` (a linked store's shard folder)."""
     if destination.exists():
         if not overwrite:
-            raise StoreError(f"{destination} already exists; pass --overwrite to replace it")
+            raise StoreError(f"{destination} already exists; pass `overwrite` to replace it")
         shutil.rmtree(destination)
     destination.mkdir()
     for spec in specs:

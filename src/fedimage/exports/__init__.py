@@ -36,6 +36,7 @@ from fedimage.exports.flair_central import write_flair_central
 from fedimage.exports.parquet import write_parquet
 from fedimage.exports.tfrecords import write_tfrecords
 from fedimage.store.reader import FederatedStore
+from fedimage.store.sealing import StoreKey
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,30 @@ def export(
     to: str,
     destination: str | Path,
     options: ExportOptions | None = None,
+    *,
+    key: StoreKey | None = None,
 ) -> ExportReport:
-    """Export every user of ``store`` to ``destination`` in the format ``to``."""
+    """Export every user of ``store`` to ``destination`` in the format ``to``.
+
+    Parameters:
+        store: a store path, or a :class:`~fedimage.store.reader.FederatedStore` already open.
+        to: one of :data:`EXPORT_FORMATS` (``flair-central``, ``dirs``, ``parquet``, ``tfrecords``,
+            ``client-bundles``).
+        destination: the file (``flair-central``) or folder to create.
+        options: overwrite, progress bar, JPEG quality for raw stores.
+        key: the key of an encrypted store (when ``store`` is a path).
+
+    Example::
+
+        report = fedimage.export("out.h5", "parquet", "out-parquet/")
+        print(report.summary())
+    """
     options = options or ExportOptions()
     exporter = EXPORTERS.get(to)
     if exporter is None:
         raise OptionError(f"unknown export format {to!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
     if not isinstance(store, FederatedStore):
-        with FederatedStore(store) as opened:
+        with FederatedStore(store, key=key) as opened:
             return export(opened, to, destination, options)
     started = time.perf_counter()
     target = StagedDestination(

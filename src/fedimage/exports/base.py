@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from tqdm import tqdm
 
-from fedimage.errors import FedimageError, OptionError
+from fedimage.errors import OptionError
 from fedimage.exports.reading import ExportUser
 from fedimage.store.reader import FederatedStore
 
@@ -27,7 +25,7 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.quality <= 100:
-            raise OptionError(f"--quality must be between 1 and 100, got {self.quality}")
+            raise OptionError(f"`quality` must be between 1 and 100, got {self.quality}")
 
 
 @dataclass
@@ -83,13 +81,3 @@ class ExportRun:
             counts["users"] += 1
             counts["images"] += len(user)
             self.progress.update(len(user))
-
-
-def require(module: str, package: str, purpose: str) -> ModuleType:
-    """Import an optional dependency, or fail naming the extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise FedimageError(
-            f"{purpose} needs the Python package {package!r}: pip install 'fedimage[export]'"
-        ) from None

@@ -25,7 +25,8 @@ from fedimage._version import __version__
 from fedimage.exports.base import ExportRun
 from fedimage.exports.names import NameTable
 from fedimage.exports.reading import ExportUser
-from fedimage.privacy.keys import cipher_module
+from fedimage.privacy import new_store_cipher
+from fedimage.privacy.keys import SCHEME
 from fedimage.privacy.pseudonyms import generate_key_file, load_key
 from fedimage.store import schema
 from fedimage.store.writer import StoreWriter
@@ -38,7 +39,6 @@ _PRIVATE_FOLDER = 0o700
 
 def write_client_bundles(run: ExportRun, destination: Path) -> None:
     """Write every user of ``run.store`` as its own encrypted bundle with its own key file."""
-    encryption = cipher_module()
     store = run.store
     (destination / BUNDLES).mkdir()
     (destination / KEYS).mkdir(mode=_PRIVATE_FOLDER)
@@ -60,7 +60,7 @@ def write_client_bundles(run: ExportRun, destination: Path) -> None:
                     "user": user.user_id,
                 }
             ).encode("utf-8")
-            cipher = encryption.StoreCipher.for_new_store(load_key(key_path), fingerprint)
+            cipher = new_store_cipher(load_key(key_path), fingerprint)
             _write_bundle(user, bundle_folder / f"{name}.h5", cipher, run.options.quality)
             clients.append(
                 {
@@ -74,7 +74,7 @@ def write_client_bundles(run: ExportRun, destination: Path) -> None:
     index = {
         "format": "fedimage-client-bundles",
         "store": store.path.name,
-        "scheme": encryption.SCHEME,
+        "scheme": SCHEME,
         "note": "send each key file to its client by another channel than its bundle",
         "clients": clients,
     }

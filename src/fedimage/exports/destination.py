@@ -39,7 +39,7 @@ class StagedDestination:
             raise StoreError(f"destination folder {self.path.parent} does not exist")
         if self.path.exists() or self.path.is_symlink():
             if not overwrite:
-                raise StoreError(f"destination {self.path} already exists; pass --overwrite to replace it")
+                raise StoreError(f"destination {self.path} already exists; pass `overwrite` to replace it")
             if self.path.is_dir() != is_folder:
                 kind = "a folder" if self.path.is_dir() else "a file"
                 raise StoreError(f"destination {self.path} is {kind}; this export writes the other kind")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from fedimage.exports.base import require
+from fedimage.extras import require
 
 PACKAGE = "tensorflow"
 _OPTIONAL = 1
@@ -31,7 +31,7 @@ def _message(file: Any, name: str, fields: Sequence[tuple[str, int, int, int, st
 @cache
 def example_class() -> type:
     """The ``tensorflow.Example`` message class (needs the ``protobuf`` package)."""
-    require("google.protobuf", "protobuf", "the tfrecords export")
+    require("google.protobuf", "the tfrecords export")
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     kinds = descriptor_pb2.FieldDescriptorProto

@@ -12,14 +12,14 @@ from functools import cache
 from pathlib import Path
 from types import TracebackType
 
-from fedimage.exports.base import require
+from fedimage.extras import require
 
 _MASK_DELTA = 0xA282EAD8
 
 
 @cache
 def _crc32c() -> Callable[[bytes], int]:
-    return require("google_crc32c", "google-crc32c", "the tfrecords export").value
+    return require("google_crc32c", "the tfrecords export").value
 
 
 def masked_crc32c(data: bytes) -> int:

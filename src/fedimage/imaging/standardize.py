@@ -63,15 +63,15 @@ class ImageOptions:
 
     def __post_init__(self) -> None:
         if not 8 <= self.size <= 4096:
-            raise OptionError(f"--size must be between 8 and 4096 pixels, got {self.size}")
+            raise OptionError(f"`size` must be between 8 and 4096 pixels, got {self.size}")
         if self.resize not in RESIZE_MODES:
-            raise OptionError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+            raise OptionError(f"`resize` must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         if self.storage not in STORAGE_MODES:
-            raise OptionError(f"--storage must be one of {', '.join(STORAGE_MODES)}, got {self.storage!r}")
+            raise OptionError(f"`storage` must be one of {', '.join(STORAGE_MODES)}, got {self.storage!r}")
         if not 1 <= self.quality <= 100:
-            raise OptionError(f"--quality must be between 1 and 100, got {self.quality}")
+            raise OptionError(f"`quality` must be between 1 and 100, got {self.quality}")
         if self.max_pixels < self.size * self.size:
-            raise OptionError(f"--max-pixels must be at least size*size, got {self.max_pixels}")
+            raise OptionError(f"`max_pixels` must be at least size*size, got {self.max_pixels}")
 
 
 def standardize_file(path: str, options: ImageOptions) -> bytes:
@@ -221,7 +221,7 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
 def _bomb_message(max_pixels: int, size: str = "") -> str:
     return (
         f"decompression bomb: {size}more than {max_pixels:,} pixels "
-        "(raise --max-pixels if the image is legitimate)"
+        "(raise `max_pixels` if the image is legitimate)"
     )
 
 

@@ -12,16 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from fedimage.extras import require
 from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
 
-try:
-    import torch
-    from torch.utils.data import Dataset
-except ImportError as error:  # pragma: no cover - exercised only without torch
-    raise ImportError(
-        "fedimage.loaders.torch_datasets needs PyTorch: pip install 'fedimage[torch]'"
-    ) from error
+torch = require("torch", "the PyTorch datasets")
+Dataset = require("torch.utils.data").Dataset
 
 Transform = Callable[[np.ndarray], Any]
 LABEL_KINDS = ("coarse", "fine")

@@ -19,38 +19,31 @@ import hmac
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 
 from fedimage.errors import OptionError, StoreError
+from fedimage.extras import require
+from fedimage.privacy import keys
 from fedimage.privacy.encryption_container import pack_arrays, unpack_arrays
-from fedimage.privacy.keys import Passphrase, ScryptParams, StoreKey, new_store_scrypt, resolve_key
+from fedimage.privacy.keys import SCHEME, Passphrase, ScryptParams, StoreKey, resolve_key
 from fedimage.privacy.pseudonyms import KEY_BYTES
-from fedimage.store import schema
-from fedimage.store.checksum import array_line, group_checksum
-from fedimage.store.writer import write_dataset
+from fedimage.store.sealing import SEALED, SealedBlob
 
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "fedimage.privacy.encryption needs the 'cryptography' package: pip install 'fedimage[privacy]'"
-    ) from error
+require("cryptography", "encryption at rest")  # a clear error before the imports below
 
-SCHEME = "fedimage-aes256gcm-hkdf-siv-v1"
+from cryptography.exceptions import InvalidTag  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: E402
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: E402
+
+__all__ = ["SCHEME", "SEALED", "StoreCipher"]
 NONCE_BYTES = 12
 TAG_BYTES = 16
 STORE_ID_BYTES = 16
 SALT_BYTES = 16
-#: The one dataset of an encrypted user group, and the ``/metadata`` entry holding the sealed metadata.
-SEALED = "sealed"
 _DOMAIN = b"fedimage-encryption-v1"
 _HEADER_KEYS = {"key-file": {"scheme", "key", "store_id", "key_check"}}
 _HEADER_KEYS["passphrase"] = _HEADER_KEYS["key-file"] | {"kdf"}
@@ -73,14 +66,6 @@ def _mac(key: bytes, *parts: bytes | str) -> bytes:
 def _scrypt(secret: bytes, salt: bytes, params: ScryptParams) -> bytes:
     """The master key of a passphrase (cached: a process that reopens a store pays scrypt once)."""
     return Scrypt(salt=salt, length=KEY_BYTES, n=params.n, r=params.r, p=params.p).derive(secret)
-
-
-@dataclass(frozen=True)
-class SealedUser:
-    """A sealed user group: the bytes to store and the nonce the manifest records to pin them."""
-
-    data: np.ndarray  # uint8 [nonce + ciphertext + tag]
-    nonce: str  # hex
 
 
 class StoreCipher:
@@ -106,7 +91,7 @@ class StoreCipher:
         material = resolve_key(key)
         header: dict[str, Any] = {"scheme": SCHEME}
         if isinstance(material, Passphrase):
-            params = new_store_scrypt()
+            params = keys.NEW_STORE_SCRYPT
             salt = hashlib.sha256(_fields("scrypt-salt", fingerprint)).digest()[:SALT_BYTES]
             header["key"] = "passphrase"
             header["kdf"] = {
@@ -133,13 +118,13 @@ class StoreCipher:
         if header["key"] == "passphrase":
             if not isinstance(material, Passphrase):
                 raise StoreError(
-                    f"{where} is encrypted under a passphrase; pass a Passphrase (--passphrase-env)"
+                    f"{where} is encrypted under a passphrase; open it with `key=Passphrase(...)`"
                 )
             kdf = header["kdf"]
             master = _scrypt(material.secret, bytes.fromhex(kdf["salt"]), _scrypt_params(kdf, where))
         else:
             if isinstance(material, Passphrase):
-                raise StoreError(f"{where} is encrypted under a key file; pass the key (--key KEYFILE)")
+                raise StoreError(f"{where} is encrypted under a key file; open it with `key=KEYFILE`")
             master = material
         cipher = cls(master, header)
         expected = _mac(master, "key-check", cipher.store_id).hex()[:32]
@@ -163,11 +148,11 @@ class StoreCipher:
     def _user_aad(self, split: str, user_id: str) -> bytes:
         return _fields("user", SCHEME, self.store_id, split, user_id)
 
-    def seal_user(self, split: str, user_id: str, arrays: Mapping[str, np.ndarray]) -> SealedUser:
+    def seal_user(self, split: str, user_id: str, arrays: Mapping[str, np.ndarray]) -> SealedBlob:
         """One user's datasets packed and sealed into one blob."""
         key, nonce_key = self._user_keys(split, user_id)
         sealed = _seal(key, nonce_key, pack_arrays(arrays), self._user_aad(split, user_id))
-        return SealedUser(np.frombuffer(sealed, dtype=np.uint8), sealed[:NONCE_BYTES].hex())
+        return SealedBlob(np.frombuffer(sealed, dtype=np.uint8), sealed[:NONCE_BYTES].hex())
 
     def open_user(
         self, split: str, user_id: str, blob: bytes, nonce: str | None = None
@@ -252,38 +237,3 @@ def _scrypt_params(kdf: Any, where: str) -> ScryptParams:
         return ScryptParams(kdf["n"], kdf["r"], kdf["p"])
     except (TypeError, ValueError, OptionError):
         raise StoreError(f"{where}: malformed scrypt parameters in the encryption header") from None
-
-
-# -- glue for the store writer and reader ------------------------------------------------------
-@dataclass(frozen=True)
-class SealedEntry:
-    """A sealed ``/metadata`` entry: its name and bytes."""
-
-    name: str
-    data: np.ndarray
-
-
-def public_manifest(header: dict[str, Any]) -> dict[str, Any]:
-    """The manifest an encrypted store shows without its key: the format and how to unlock it."""
-    return {"format": schema.FORMAT_NAME, "format_version": schema.FORMAT_VERSION, "encryption": header}
-
-
-def seal_metadata_entries(
-    cipher: StoreCipher, texts: Mapping[str, str]
-) -> tuple[dict[str, str], SealedEntry]:
-    """``/metadata``'s JSON entries of an encrypted store: the public manifest, and the rest sealed."""
-    public = {schema.MANIFEST: json.dumps(public_manifest(cipher.header), ensure_ascii=False)}
-    return public, SealedEntry(SEALED, cipher.seal_metadata(texts))
-
-
-def write_sealed_group(
-    group: h5py.Group, cipher: StoreCipher, split: str, user_id: str, arrays: Mapping[str, np.ndarray]
-) -> tuple[str, str]:
-    """Write one user's datasets as the group's single sealed dataset; returns (checksum, nonce).
-
-    The checksum is the usual group checksum, here of the sealed dataset (so it reveals
-    nothing about the plaintext); the nonce pins this blob in the sealed manifest.
-    """
-    sealed = cipher.seal_user(split, user_id, arrays)
-    write_dataset(group, SEALED, sealed.data)
-    return group_checksum([array_line(SEALED, sealed.data)]), sealed.nonce

@@ -1,7 +1,7 @@
 """Where the master key of an encrypted store comes from: a key file, raw bytes, or a passphrase.
 
 This module needs no optional package; the cipher itself lives in
-:mod:`fedimage.privacy.encryption` (the ``privacy`` extra), imported by :func:`cipher_module`.
+:mod:`fedimage.privacy.encryption` (the ``privacy`` extra).
 
 A *store key* is any of:
 
@@ -13,15 +13,13 @@ A *store key* is any of:
 
 from __future__ import annotations
 
-import argparse
 import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TypeAlias
 
-from fedimage.errors import OptionError, StoreError
+from fedimage.errors import OptionError
 from fedimage.privacy.pseudonyms import KEY_BYTES, load_key
 
 
@@ -59,6 +57,9 @@ class Passphrase:
         return hash((Passphrase, self._secret))
 
 
+#: The name of fedimage's encryption scheme (:mod:`fedimage.privacy.encryption`).
+SCHEME = "fedimage-aes256gcm-hkdf-siv-v1"
+
 StoreKey: TypeAlias = bytes | str | os.PathLike | Passphrase
 
 
@@ -86,20 +87,8 @@ class ScryptParams:
             raise OptionError(f"scrypt parameters n={self.n}, r={self.r}, p={self.p} are beyond the limits")
 
 
-#: The scrypt cost of new stores. Tests lower it through ``_set_scrypt_params_for_tests``; users cannot.
-DEFAULT_SCRYPT = ScryptParams()
-_new_store_scrypt = DEFAULT_SCRYPT
-
-
-def new_store_scrypt() -> ScryptParams:
-    return _new_store_scrypt
-
-
-def _set_scrypt_params_for_tests(params: ScryptParams) -> ScryptParams:
-    """Internal test hook: the scrypt cost of stores made from now on; returns the previous one."""
-    global _new_store_scrypt
-    previous, _new_store_scrypt = _new_store_scrypt, params
-    return previous
+#: The scrypt cost of new stores (a reader follows the cost a store's header names).
+NEW_STORE_SCRYPT = ScryptParams()
 
 
 def resolve_key(key: StoreKey) -> bytes | Passphrase:
@@ -115,34 +104,3 @@ def resolve_key(key: StoreKey) -> bytes | Passphrase:
     raise OptionError(
         f"an encryption key must be 32 bytes, a key file path or a Passphrase, got {type(key).__name__}"
     )
-
-
-def add_key_options(parser: argparse.ArgumentParser) -> None:
-    """``--key`` / ``--passphrase-env``: how a command opens an encrypted store."""
-    group = parser.add_argument_group("encrypted stores")
-    group.add_argument("--key", type=Path, metavar="KEYFILE", help="key file of an encrypted store")
-    group.add_argument(
-        "--passphrase-env", metavar="VARIABLE", help="environment variable holding the store's passphrase"
-    )
-
-
-def key_from_options(key_file: str | os.PathLike | None, passphrase_env: str | None) -> StoreKey | None:
-    """The store key the command-line options ``--key``/``--passphrase-env`` (or the convert ones) name."""
-    if key_file is not None and passphrase_env is not None:
-        raise OptionError("give a key file or a passphrase variable, not both")
-    if key_file is not None:
-        return load_key(key_file)
-    if passphrase_env is not None:
-        return Passphrase.from_env(passphrase_env)
-    return None
-
-
-def cipher_module() -> ModuleType:
-    """:mod:`fedimage.privacy.encryption`, or a clear error naming the ``privacy`` extra."""
-    try:
-        from fedimage.privacy import encryption
-    except ImportError:
-        raise StoreError(
-            "encrypted stores need the 'cryptography' package: pip install 'fedimage[privacy]'"
-        ) from None
-    return encryption

@@ -41,7 +41,7 @@ def detect_source_format(path: Path) -> str:
             return "manifest"
         raise SourceError(
             f"cannot tell what {path} is: a file source must be a manifest "
-            f"({', '.join(sorted(MANIFEST_SUFFIXES))}); pass --source-format"
+            f"({', '.join(sorted(MANIFEST_SUFFIXES))}); pass `source_format`"
         )
     if FlairSource.looks_like(path):
         return "flair"
@@ -103,7 +103,7 @@ def open_source(
         return FolderSource(path, layout=layout, taxonomy=taxonomy)
     if source_format == "manifest":
         if path.is_dir():
-            raise SourceError(f"--source-format manifest needs a table file, got folder {path}")
+            raise SourceError(f"`source_format` manifest needs a table file, got folder {path}")
         return ManifestSource(path, columns=columns, label_delimiter=label_delimiter)
     if source_format == "flair":
         return FlairSource(path)

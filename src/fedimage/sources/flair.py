@@ -27,7 +27,7 @@ FLAIR_COLUMNS: dict[str, str | None] = {
     "user": "user_id",
     "labels": "labels",
     "fine_labels": "fine_grained_labels",
-    "partition": "partition",
+    "split": "partition",
     "image_id": "image_id",
 }
 METADATA_BATCH_ROWS = 1 << 13

@@ -34,7 +34,7 @@ class FolderSource(Source):
             raise SourceError(f"source folder {root} contains no files")
         self.layout = layout or self._detect_layout()
         if self.layout not in FOLDER_LAYOUTS:
-            raise OptionError(f"--layout must be one of {', '.join(FOLDER_LAYOUTS)}, got {self.layout!r}")
+            raise OptionError(f"`layout` must be one of {', '.join(FOLDER_LAYOUTS)}, got {self.layout!r}")
         self._fine_labels = set(taxonomy.fine_labels) if taxonomy else set()
 
     @property
@@ -67,7 +67,7 @@ class FolderSource(Source):
         if min(depths) >= 3:
             return "user/class"
         raise OptionError(
-            f"cannot tell the layout of {self.root}: pass --layout class "
+            f"cannot tell the layout of {self.root}: pass `layout` class "
             "(root/<label>/<image>), user (root/<user>/<image>) or user/class "
             "(root/<user>/<label>/<image>)"
         )

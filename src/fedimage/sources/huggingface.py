@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
+from fedimage.extras import require
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
@@ -156,10 +157,7 @@ class HuggingFaceSource(Source):
 
         image_ids = text("image_id")
         default_ids = pc.binary_join_element_wise(f"{shard.path.stem}-", pc.cast(index, pa.string()), "")
-        if "partition" in wanted:
-            partition = text("partition")
-        else:
-            partition = pa.array([shard.split] * count, pa.string())
+        partition = text("split") if "split" in wanted else pa.array([shard.split] * count, pa.string())
         columns = {
             "path": blank,
             "image_id": pc.if_else(pc.equal(image_ids, ""), default_ids, image_ids),
@@ -438,12 +436,9 @@ def resolve_hub_name(name: str, allow_download: bool) -> Path:
     if not allow_download:
         raise SourceError(
             f"dataset {name!r} is not in the local Hugging Face cache ({cache}); "
-            "pass --allow-download to fetch it from the Hub"
+            "pass `allow_download` to fetch it from the Hub"
         )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise SourceError("--allow-download needs huggingface_hub: pip install huggingface_hub") from None
+    snapshot_download = require("huggingface_hub", "allow_download").snapshot_download
     return Path(snapshot_download(repo_id=name, repo_type="dataset", cache_dir=str(cache)))
 
 

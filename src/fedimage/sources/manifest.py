@@ -36,7 +36,7 @@ class ManifestColumns:
     user: str | None = None
     labels: str | None = None
     fine_labels: str | None = None
-    partition: str | None = None
+    split: str | None = None
     image_id: str | None = None
 
     DEFAULTS: ClassVar[dict[str, str]] = {
@@ -44,16 +44,8 @@ class ManifestColumns:
         "user": "user_id",
         "labels": "labels",
         "fine_labels": "fine_grained_labels",
-        "partition": "partition",
+        "split": "partition",
         "image_id": "image_id",
-    }
-    OPTIONS: ClassVar[dict[str, str]] = {
-        "image": "--image-column",
-        "user": "--user-column",
-        "labels": "--label-column",
-        "fine_labels": "--fine-label-column",
-        "partition": "--partition-column",
-        "image_id": "--image-id-column",
     }
 
     def resolve(self, available: list[str], where: str) -> dict[str, str | None]:
@@ -64,7 +56,7 @@ class ManifestColumns:
             if explicit is not None:
                 if explicit not in available:
                     raise SourceError(
-                        f"{self.OPTIONS[field.name]} {explicit!r} is not a column of {where}; "
+                        f"`columns.{field.name}` {explicit!r} is not a column of {where}; "
                         f"its columns are: {', '.join(available) or '(none)'}"
                     )
                 resolved[field.name] = explicit
@@ -73,7 +65,7 @@ class ManifestColumns:
                 resolved[field.name] = default if default in available else None
         if resolved["image"] is None:
             raise SourceError(
-                f"{where} has no image column: name it with --image-column; "
+                f"{where} has no image column: name it with `columns.image`; "
                 f"its columns are: {', '.join(available) or '(none)'}"
             )
         return resolved
@@ -101,7 +93,7 @@ class ManifestSource(Source):
                 f"expected one of {', '.join(sorted(MANIFEST_SUFFIXES))}"
             )
         if not label_delimiter:
-            raise SourceError("--label-delimiter must not be empty")
+            raise SourceError("`label_delimiter` must not be empty")
         self.label_delimiter = label_delimiter
         self._columns_spec = columns or ManifestColumns()
         self._rows, available = self._open_rows()
@@ -257,7 +249,7 @@ def row_to_record(
             path=image,
             stage="source",
         )
-    partition = clean_text(cell("partition")) if columns["partition"] else None
+    partition = clean_text(cell("split")) if columns["split"] else None
     return ImageRecord(
         path=path,
         image_id=image_id,

@@ -16,12 +16,10 @@ from PIL import Image
 
 from fedimage.errors import FedimageError, OptionError, StoreError
 from fedimage.store import schema
+from fedimage.store.sealing import SEALED, Sealing, StoreKey, open_sealing
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from fedimage.privacy.encryption import StoreCipher
-    from fedimage.privacy.keys import StoreKey
 
     UserGroup = h5py.Group | Mapping[str, np.ndarray]
 
@@ -81,7 +79,7 @@ class FederatedStore:
         self.path = Path(path)
         #: The key the store was opened with (None: a plain store), so other processes can reopen it.
         self.key = key
-        self._cipher: StoreCipher | None = None
+        self._cipher: Sealing | None = None
         self._sealed_metadata: dict[str, str] | None = None
         self._decrypted: tuple[tuple[str, str], Mapping[str, np.ndarray]] | None = None
         if not self.path.is_file():
@@ -130,15 +128,12 @@ class FederatedStore:
             raise OptionError(f"{self.path} is not encrypted; open it without a key")
         if key is None:
             raise StoreError(
-                f"{self.path} is encrypted ({self.encryption.get('key')}); open it with key=... "
-                "(command line: --key KEYFILE or --passphrase-env VARIABLE)"
+                f"{self.path} is encrypted ({self.encryption.get('key')}); open it with `key=KEYFILE` "
+                "or `key=Passphrase(...)`"
             )
-        from fedimage.privacy.keys import cipher_module
-
-        encryption = cipher_module()
-        self._cipher = encryption.StoreCipher.for_store(key, self.encryption, str(self.path))
+        self._cipher = open_sealing(key, self.encryption, str(self.path))
         try:
-            sealed = self.h5[f"{schema.METADATA}/{encryption.SEALED}"][()].tobytes()
+            sealed = self.h5[f"{schema.METADATA}/{SEALED}"][()].tobytes()
         except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:
             raise StoreError(f"{self.path}: cannot read the sealed metadata ({error})") from None
         self._sealed_metadata = self._cipher.open_metadata(sealed, str(self.path))
@@ -224,12 +219,10 @@ class FederatedStore:
         return self.h5[f"{split}/{schema.user_key(user_id)}"]
 
     def _decrypted_group(
-        self, cipher: StoreCipher, split: str, user_id: str, entry: dict[str, Any]
+        self, cipher: Sealing, split: str, user_id: str, entry: dict[str, Any]
     ) -> Mapping[str, np.ndarray]:
         if self._decrypted is not None and self._decrypted[0] == (split, user_id):
             return self._decrypted[1]
-        from fedimage.privacy.encryption import SEALED
-
         try:
             blob = self.h5[f"{split}/{schema.user_key(user_id)}/{SEALED}"][()].tobytes()
         except (KeyError, OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:

@@ -6,7 +6,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -15,9 +14,7 @@ from fedimage.errors import StoreError
 from fedimage.store import schema
 from fedimage.store.checksum import checksum_of_group
 from fedimage.store.reader import FederatedStore, decode_jpeg
-
-if TYPE_CHECKING:
-    from fedimage.privacy.keys import StoreKey
+from fedimage.store.sealing import StoreKey
 
 
 @dataclass

@@ -15,11 +15,11 @@ import numpy as np
 
 from fedimage.errors import StoreError
 from fedimage.labels import LABEL_JOIN
-from fedimage.store import schema
+from fedimage.store import schema, sealing
 from fedimage.store.checksum import DatasetDigest, array_line, group_checksum
 
 if TYPE_CHECKING:
-    from fedimage.privacy.encryption import StoreCipher
+    from fedimage.store.sealing import Sealing
 
 DEFAULT_SPILL_BYTES = 256 << 20
 JPEG_CHUNK_BYTES = 1 << 20
@@ -39,7 +39,7 @@ def check_output(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise StoreError(f"output {path} is a folder")
     if path.exists() and not overwrite:
-        raise StoreError(f"output {path} already exists; pass --overwrite to replace it")
+        raise StoreError(f"output {path} already exists; pass `overwrite` to replace it")
     if not path.parent.is_dir():
         raise StoreError(f"output folder {path.parent} does not exist")
 
@@ -108,7 +108,7 @@ class StoreWriter:
         fine_labels: Sequence[str],
         overwrite: bool = False,
         spill_bytes: int | None = None,
-        cipher: StoreCipher | None = None,
+        cipher: Sealing | None = None,
         seal_metadata: bool = True,
     ):
         self.path = Path(path)
@@ -170,10 +170,8 @@ class StoreWriter:
         }
         texts = {name: json.dumps(value, ensure_ascii=False) for name, value in entries.items()}
         if self._seal_metadata:
-            from fedimage.privacy.encryption import seal_metadata_entries
-
-            texts, sealed = seal_metadata_entries(self.cipher, texts)
-            write_dataset(meta, sealed.name, sealed.data)
+            texts, sealed = sealing.seal_metadata_entries(self.cipher, texts)
+            write_dataset(meta, sealing.SEALED, sealed)
         for name, text in texts.items():
             meta[name] = text
         self._file.flush()
@@ -274,11 +272,11 @@ class UserGroupWriter:
             return 0
         store = self.store
         if store.cipher is not None:
-            from fedimage.privacy.encryption import write_sealed_group
-
             arrays = {schema.IMAGES: self._take_buffer(), **self._index_arrays(count)}
             group = self._ensure_group()
-            checksum, nonce = write_sealed_group(group, store.cipher, self.split, self.user_id, arrays)
+            checksum, nonce = sealing.write_sealed_group(
+                group, store.cipher, self.split, self.user_id, arrays, write_dataset
+            )
             self._count_labels()
             store._record_user(self.split, self.user_id, count, checksum, nonce=nonce)
             return count

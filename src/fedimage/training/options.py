@@ -36,17 +36,17 @@ class DPConfig:
 
     def __post_init__(self) -> None:
         _check(
-            self.epsilon > 0 and math.isfinite(self.epsilon), f"--dp-epsilon must be > 0, got {self.epsilon}"
+            self.epsilon > 0 and math.isfinite(self.epsilon), f"`dp.epsilon` must be > 0, got {self.epsilon}"
         )
-        _check(0 < self.delta < 1, f"--dp-delta must be in (0, 1), got {self.delta}")
-        _check(self.clip > 0 and math.isfinite(self.clip), f"--clip must be > 0, got {self.clip}")
+        _check(0 < self.delta < 1, f"`dp.delta` must be in (0, 1), got {self.delta}")
+        _check(self.clip > 0 and math.isfinite(self.clip), f"`dp.clip` must be > 0, got {self.clip}")
         _check(
             self.noise_cohort is None or self.noise_cohort >= 1,
-            f"--noise-cohort must be >= 1, got {self.noise_cohort}",
+            f"`dp.noise_cohort` must be >= 1, got {self.noise_cohort}",
         )
         _check(
             self.adaptive_quantile is None or 0 < self.adaptive_quantile < 1,
-            f"--adaptive-clip must be a quantile in (0, 1), got {self.adaptive_quantile}",
+            f"`dp.adaptive_quantile` must be a quantile in (0, 1), got {self.adaptive_quantile}",
         )
 
 
@@ -68,14 +68,17 @@ class SecAggConfig:
     def __post_init__(self) -> None:
         _check(
             self.threshold is None or self.threshold >= 2,
-            f"--secagg-threshold must be >= 2, got {self.threshold}",
+            f"`secure_aggregation.threshold` must be >= 2, got {self.threshold}",
         )
-        _check(8 <= self.modulus_bits <= 64, f"--secagg-bits must be in 8..64, got {self.modulus_bits}")
+        _check(
+            8 <= self.modulus_bits <= 64,
+            f"`secure_aggregation.modulus_bits` must be in 8..64, got {self.modulus_bits}",
+        )
         _check(
             self.clip_range is None or (self.clip_range > 0 and math.isfinite(self.clip_range)),
-            f"--secagg-range must be > 0, got {self.clip_range}",
+            f"`secure_aggregation.clip_range` must be > 0, got {self.clip_range}",
         )
-        _check(0 <= self.dropout < 1, f"--secagg-dropout must be in [0, 1), got {self.dropout}")
+        _check(0 <= self.dropout < 1, f"`secure_aggregation.dropout` must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -110,18 +113,18 @@ class TrainConfig:
     secure_aggregation: SecAggConfig | None = None
 
     def __post_init__(self) -> None:
-        _check(self.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        _check(self.model in MODELS, f"`model` must be one of {', '.join(MODELS)}, got {self.model!r}")
         _check(
             self.labels in LABEL_KINDS,
-            f"--labels must be one of {', '.join(LABEL_KINDS)}, got {self.labels!r}",
+            f"`labels` must be one of {', '.join(LABEL_KINDS)}, got {self.labels!r}",
         )
         _check(
             self.strategy in STRATEGIES,
-            f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
+            f"`strategy` must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}",
         )
         _check(
             self.image_size is None or self.image_size >= 8,
-            f"--image-size must be >= 8, got {self.image_size}",
+            f"`image_size` must be >= 8, got {self.image_size}",
         )
         for name in (
             "rounds",
@@ -137,23 +140,24 @@ class TrainConfig:
             )
         _check(
             self.max_images_per_user is None or self.max_images_per_user >= 1,
-            f"--max-images-per-user must be >= 1, got {self.max_images_per_user}",
+            f"`max_images_per_user` must be >= 1, got {self.max_images_per_user}",
         )
         for name in ("local_lr", "server_lr", "server_eps", "central_lr"):
             value = getattr(self, name)
             _check(value > 0 and math.isfinite(value), f"--{name.replace('_', '-')} must be > 0, got {value}")
         _check(
             self.local_max_grad_norm is None or self.local_max_grad_norm > 0,
-            f"--local-max-grad-norm must be > 0, got {self.local_max_grad_norm}",
+            f"`local_max_grad_norm` must be > 0, got {self.local_max_grad_norm}",
         )
-        _check(not (self.central and self.dp), "--central trains without users: it cannot take DP flags")
+        _check(not (self.central and self.dp), "`central` trains without users: it cannot take DP flags")
         _check(
             not (self.central and self.secure_aggregation),
-            "--central trains without users: there is nothing to aggregate securely",
+            "`central` trains without users: there is nothing to aggregate securely",
         )
         _check(
             not (self.secure_aggregation and self.dp and self.dp.adaptive_quantile),
-            "--secure-aggregation needs a fixed clipping bound: it cannot be combined with --adaptive-clip",
+            "`secure_aggregation` needs a fixed clipping bound: it cannot be combined with "
+            "`dp.adaptive_quantile`",
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -21,11 +21,11 @@ def prepare_output(out: Path, overwrite: bool) -> Path:
     """Create ``out``; refuse to mix a new run into an old one's files unless ``overwrite``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OptionError(f"--out {out} exists and is not a folder")
+        raise OptionError(f"`output` {out} exists and is not a folder")
     existing = [name for name in (METRICS_FILE, SUMMARY_FILE) if (out / name).exists()]
     if existing and not overwrite:
         raise OptionError(
-            f"{out} already holds a run ({', '.join(existing)}); use --overwrite or another --out"
+            f"{out} already holds a run ({', '.join(existing)}); use `overwrite` or another `output`"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text("")

@@ -158,7 +158,7 @@ def calibrate(
     noise_cohort = max(cohort_size, noise_cohort_size or cohort_size)
     if noise_cohort > population:
         raise OptionError(
-            f"--noise-cohort {noise_cohort} exceeds the store's {population} train users: a round cannot "
+            f"`dp.noise_cohort` {noise_cohort} exceeds the store's {population} train users: a round cannot "
             "sample more users than exist"
         )
     if rounds < 1:

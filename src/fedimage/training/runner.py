@@ -162,11 +162,11 @@ def _check_engine_options(engine: str, config: TrainConfig) -> None:
     if config.central:
         return
     if engine != "pfl" and config.secure_aggregation is not None:
-        raise OptionError("--secure-aggregation is available with the pfl engine")
+        raise OptionError("`secure_aggregation` is available with the pfl engine")
     if engine == "pfl" and config.strategy != "fedadam":
         raise OptionError(
-            f"--strategy {config.strategy} needs --engine flower; the pfl engine runs FLAIR's FedAvg with "
-            "central Adam (--strategy fedadam)"
+            f"`strategy` {config.strategy} needs `engine` flower; the pfl engine runs FLAIR's FedAvg with "
+            "central Adam (`strategy` fedadam)"
         )
     if engine == "flower":
         from fedimage.training.engines.flower import check_dp_support

@@ -55,13 +55,13 @@ def clip_range_for(config: TrainConfig, store: FederatedStore) -> tuple[float, s
     if secagg is None:
         raise OptionError("secure aggregation is not enabled in this configuration")
     if secagg.clip_range is not None:
-        return secagg.clip_range, "--secagg-range"
+        return secagg.clip_range, "`secure_aggregation.clip_range`"
     if config.dp is not None:
         return config.dp.clip, "DP clipping bound (L2 clip bounds each coordinate)"
     if config.local_max_grad_norm is None:
         raise OptionError(
-            "--secure-aggregation needs a bound on each coordinate of an update: give --secagg-range, "
-            "DP's --clip, or keep --local-grad-clip on"
+            "`secure_aggregation` needs a bound on each coordinate of an update: give "
+            "`secure_aggregation.clip_range`, DP's `dp.clip`, or keep `local_max_grad_norm` on"
         )
     largest = max(store.users("train").values(), default=1)
     if config.max_images_per_user is not None:
@@ -117,7 +117,7 @@ class SecureAggregation(_pfl_postprocessor.Postprocessor):
         try:  # before any training: the protocol needs the ``privacy`` extra
             import fedimage.privacy.secagg  # noqa: F401
         except ImportError as error:
-            raise OptionError(f"--secure-aggregation: {error}") from None
+            raise OptionError(f"`secure_aggregation`: {error}") from None
         self.config = config
         self.clip_range = float(clip_range)
         self.seed = seed
@@ -253,7 +253,7 @@ class WithheldAggregator(_pfl_aggregate.Aggregator):
     def worker_reduce(
         self, *, aggregated_worker_stats: Any, central_context: Any, aggregated_worker_metrics: Any
     ):
-        raise OptionError("--secure-aggregation runs in a single simulation process")
+        raise OptionError("`secure_aggregation` runs in a single simulation process")
 
     def worker_reduce_metrics_only(self, *, central_context: Any, aggregated_worker_metrics: Any) -> Any:
-        raise OptionError("--secure-aggregation runs in a single simulation process")
+        raise OptionError("`secure_aggregation` runs in a single simulation process")

@@ -1,4 +1,4 @@
-"""``--engine ray``: the same per-shard work as the local engine, as tasks on a Ray cluster.
+"""The ``ray`` executor: the same per-shard work as the local engine, as tasks on a Ray cluster.
 
 The driver plans the conversion and hands each shard's rows to one task: the
 image bytes themselves for sources that hold them (Hugging Face tables), file
@@ -14,39 +14,59 @@ other store.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from tqdm import tqdm
 
-from fedimage.conversion.plan import ConversionPlan
-from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir
-from fedimage.errors import OptionError
-from fedimage.imaging.standardize import ImageOptions
-from fedimage.sources import Source
+from fedimage.conversion.executors.base import ShardJob
+from fedimage.conversion.workdir import ShardInfo, ShardSpec, move_shards, shards_dir_for
+from fedimage.errors import StoreError
+from fedimage.extras import require
+from fedimage.store.writer import StoreWriter
 
 TASKS_IN_FLIGHT_PER_CPU = 2
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise OptionError("--engine ray needs Ray: pip install 'fedimage[ray]'") from None
-    return ray
+    return require("ray", "the ray executor")
 
 
-def run_ray(
-    plan: ConversionPlan,
-    source: Source,
-    image_options: ImageOptions,
-    pending: Sequence[ShardSpec],
-    work: WorkDir,
-    shard_format: Any,
-    address: str | None,
-    workers: int | None,
-    quiet: bool,
-) -> Iterator[ShardInfo]:
-    """Run the pending shards as Ray tasks (a local Ray instance unless ``address`` names a cluster)."""
+class RayExecutor:
+    """Shards as Ray tasks on a cluster (``address``) or a local instance; the store links them.
+
+    The shard files move next to the store (``out.h5.shards/``) and the store holds HDF5
+    external links to their user groups, so a cluster writes the store's bytes in parallel.
+    """
+
+    keeps_shards: ClassVar[bool] = True
+
+    @contextmanager
+    def running(self, job: ShardJob) -> Iterator[Iterator[ShardInfo]]:
+        destination = shards_dir_for(job.work.output)
+        if destination.exists() and not job.overwrite:
+            raise StoreError(f"{destination} already exists; pass `overwrite` to replace it")
+        yield run_ray(job)
+
+    def add_shard(self, writer: StoreWriter, job: ShardJob, spec: ShardSpec) -> None:
+        destination = shards_dir_for(job.work.output)
+        writer.add_shard(job.work.shard_path(spec), link_as=f"{destination.name}/{spec.name}")
+
+    def finish(self, job: ShardJob, specs: Sequence[ShardSpec], overwrite: bool) -> None:
+        """Move the shard files where the store's links point."""
+        move_shards(job.work, specs, shards_dir_for(job.work.output), overwrite)
+
+
+def run_ray(job: ShardJob) -> Iterator[ShardInfo]:
+    """Run the pending shards as Ray tasks (a local Ray instance unless ``job.address`` names a cluster)."""
+    plan, source, image_options, work = job.plan, job.source, job.image_options, job.work
+    pending, shard_format, address, workers, quiet = (
+        job.pending,
+        job.shard_format,
+        job.address,
+        job.workers,
+        job.quiet,
+    )
     from fedimage.conversion.shard import (
         convert_shard,
         image_batches,

@@ -47,12 +47,12 @@ def check_dp_support(config: TrainConfig) -> None:
         return
     if config.strategy != "fedavg":
         raise OptionError(
-            "--engine flower applies DP with Flower's DifferentialPrivacyServerSideFixedClipping, which "
-            "adds noise after the inner strategy's step: use --strategy fedavg (FedAdam's output would not "
-            "be private), or --engine pfl"
+            "`engine` flower applies DP with Flower's DifferentialPrivacyServerSideFixedClipping, which "
+            "adds noise after the inner strategy's step: use `strategy` fedavg (FedAdam's output would not "
+            "be private), or `engine` pfl"
         )
     if config.dp.adaptive_quantile is not None:
-        raise OptionError("--adaptive-clip is not available with --engine flower; use --engine pfl")
+        raise OptionError("`dp.adaptive_quantile` is not available with `engine` flower; use `engine` pfl")
 
 
 def run_flower(

@@ -351,7 +351,7 @@ def build_strategy(
         return strategy
     if name != "fedavg":
         raise OptionError(
-            "differential privacy with --engine flower needs --strategy fedavg: Flower's DP wrapper adds "
+            "differential privacy with `engine` flower needs `strategy` fedavg: Flower's DP wrapper adds "
             "the noise after the inner strategy's step, so FedAdam's output would not be private"
         )
     if dp_clip is None:

@@ -1,0 +1,294 @@
+"""``fedimage convert SOURCE -o STORE``: a thin wrapper over :func:`fedimage.convert`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedimage.cli.flags import default, key_from_options
+from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
+from fedimage.conversion.executors import EXECUTORS
+from fedimage.errors import OptionError
+from fedimage.imaging.standardize import RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.labels import load_taxonomy
+from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
+from fedimage.privacy.pseudonyms import Pseudonymizer
+from fedimage.records import reason_counts
+from fedimage.sources import FOLDER_LAYOUTS, SOURCE_FORMATS, ManifestColumns, open_source
+from fedimage.store.writer import check_output
+
+HELP = "convert an image collection into a store"
+EXIT_FAILED = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``convert`` options (defaults from the library's option classes)."""
+    parser.add_argument(
+        "source",
+        type=Path,
+        help="folder tree, manifest (CSV/JSONL/JSON/Parquet), FLAIR folder, or Hugging Face dataset",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="store file to write (.h5)")
+    add_source_and_store_options(parser)
+
+
+def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``convert`` but the source and output (``demo`` shares the image ones)."""
+    src = parser.add_argument_group("source")
+    src.add_argument("--source-format", choices=SOURCE_FORMATS, help="default: detected")
+    src.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="with --source-format hf: fetch a Hub dataset that is not in the local cache",
+    )
+    src.add_argument("--layout", choices=FOLDER_LAYOUTS, help="folder tree layout")
+    src.add_argument("--image-column")
+    src.add_argument("--user-column")
+    src.add_argument("--label-column")
+    src.add_argument("--fine-label-column")
+    src.add_argument(
+        "--split-column", "--partition-column", dest="split_column", help="column naming each row's split"
+    )
+    src.add_argument("--image-id-column")
+    src.add_argument("--label-delimiter", default="|", help="separator of labels joined in one cell")
+    src.add_argument("--taxonomy", type=Path, help="fine -> coarse label pairs (text) or JSON object")
+
+    img = parser.add_argument_group("images")
+    img.add_argument(
+        "--size", type=int, default=default(ImageOptions, "size"), help="side of the square images"
+    )
+    img.add_argument("--resize", choices=RESIZE_MODES, default=default(ImageOptions, "resize"))
+    img.add_argument("--storage", choices=STORAGE_MODES, default=default(ImageOptions, "storage"))
+    img.add_argument("--quality", type=int, default=default(ImageOptions, "quality"), help="JPEG quality")
+    img.add_argument(
+        "--max-pixels",
+        type=int,
+        default=default(ImageOptions, "max_pixels"),
+        help="reject larger images as decompression bombs",
+    )
+
+    fed = parser.add_argument_group("users and splits")
+    fed.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test user ratios")
+    fed.add_argument("--seed", type=int, default=default(PlanOptions, "seed"))
+    fed.add_argument("--max-images-per-user", type=int)
+    fed.add_argument(
+        "--num-clients",
+        type=int,
+        default=default(PartitionOptions, "num_clients"),
+        help="clients to deal images into",
+    )
+    fed.add_argument(
+        "--partition",
+        choices=("natural", *SCHEMES),
+        help="natural: the source's users; the other schemes deal images into --num-clients clients",
+    )
+    fed.add_argument(
+        "--alpha",
+        type=float,
+        default=default(PartitionOptions, "alpha"),
+        help="dirichlet: label concentration",
+    )
+    fed.add_argument(
+        "--shards-per-client",
+        type=int,
+        default=default(PartitionOptions, "shards_per_client"),
+        help="shards: label-sorted shards per client",
+    )
+    fed.add_argument(
+        "--classes-per-client",
+        type=int,
+        default=default(PartitionOptions, "classes_per_client"),
+        help="pathological: labels per client",
+    )
+    fed.add_argument(
+        "--size-distribution",
+        choices=SIZE_DISTRIBUTIONS,
+        default=default(PartitionOptions, "size_distribution"),
+        help="quantity",
+    )
+    fed.add_argument(
+        "--size-sigma",
+        type=float,
+        default=default(PartitionOptions, "size_sigma"),
+        help="quantity, lognormal: sigma",
+    )
+    fed.add_argument(
+        "--size-exponent",
+        type=float,
+        default=default(PartitionOptions, "size_exponent"),
+        help="quantity, powerlaw: Pareto shape",
+    )
+    fed.add_argument(
+        "--min-per-client",
+        type=int,
+        default=default(PartitionOptions, "min_per_client"),
+        help="images every client gets at least",
+    )
+    fed.add_argument(
+        "--skew-label",
+        choices=SKEW_STRATEGIES,
+        default=default(PlanOptions, "skew_label"),
+        help="which label of a multi-label image label-skew schemes follow",
+    )
+    fed.add_argument("--group-size", type=int, help="merge the source's users into groups of this many")
+
+    private = parser.add_argument_group("privacy")
+    private.add_argument(
+        "--pseudonymize-key",
+        type=Path,
+        metavar="KEYFILE",
+        help="replace user ids by keyed HMAC-SHA256 pseudonyms (key from `fedimage keygen`)",
+    )
+    private.add_argument(
+        "--pseudonymize-image-ids",
+        action="store_true",
+        help="with --pseudonymize-key: image ids too (they default to source paths, which may name users)",
+    )
+
+    sealed = parser.add_argument_group("encryption at rest (AES-256-GCM per user; needs the privacy extra)")
+    sealed.add_argument(
+        "--encrypt-key", type=Path, metavar="KEYFILE", help="encrypt the store under this key file (keygen)"
+    )
+    sealed.add_argument(
+        "--encrypt-passphrase-env",
+        metavar="VARIABLE",
+        help="encrypt the store under the passphrase in this environment variable (scrypt)",
+    )
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, help="processes")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted conversion from the shards it finished (same inputs and options)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=default(ConvertOptions, "executor"),
+        help="local: worker processes here; ray: shards as Ray tasks, linked from the output",
+    )
+    run.add_argument("--ray-address", help="with --executor ray: the cluster to join (default: start one)")
+    run.add_argument("--strict", action="store_true", help="exit non-zero when any input is rejected")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fedimage convert``; returns the exit status."""
+    if not args.resume:
+        check_output(args.output, args.overwrite)
+    pseudonyms = _pseudonymizer(args)  # a bad key file is reported before the source is read
+    taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else None
+    columns = ManifestColumns(
+        image=args.image_column,
+        user=args.user_column,
+        labels=args.label_column,
+        fine_labels=args.fine_label_column,
+        split=args.split_column,
+        image_id=args.image_id_column,
+    )
+    source = open_source(
+        args.source,
+        args.source_format,
+        layout=args.layout,
+        columns=columns,
+        label_delimiter=args.label_delimiter,
+        taxonomy=taxonomy,
+        allow_download=args.allow_download,
+    )
+    options = ConvertOptions(
+        image=ImageOptions(
+            size=args.size,
+            resize=args.resize,
+            storage=args.storage,
+            quality=args.quality,
+            max_pixels=args.max_pixels,
+        ),
+        plan=PlanOptions(
+            split=SplitRatios.parse(args.split),
+            seed=args.seed,
+            max_images_per_user=args.max_images_per_user,
+            num_clients=args.num_clients,
+            partition=_partition_options(args, source.has_users),
+            skew_label=args.skew_label,
+            group_size=args.group_size,
+        ),
+        workers=args.workers,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        resume=args.resume,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        pseudonyms=pseudonyms,
+        pseudonymize_image_ids=args.pseudonymize_image_ids,
+        encrypt_key=key_from_options(args.encrypt_key, args.encrypt_passphrase_env),
+    )
+    if options.pseudonyms is not None and not options.pseudonymize_image_ids:
+        print(
+            "warning: image ids are kept as given (by default the source file path, which may name the"
+            " user); add --pseudonymize-image-ids to replace them too",
+            file=sys.stderr,
+        )
+    if not args.quiet:
+        print(f"reading {source.describe()}", file=sys.stderr)
+    with source:
+        report = convert(source, args.output, options, taxonomy=taxonomy)
+    print(report_text(report))
+    if report.written == 0:
+        print("error: no image was converted", file=sys.stderr)
+        return EXIT_FAILED
+    if args.strict and report.rejected:
+        print(f"error: {report.rejected} inputs rejected (--strict)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _pseudonymizer(args: argparse.Namespace) -> Pseudonymizer | None:
+    if args.pseudonymize_key is None:
+        if args.pseudonymize_image_ids:
+            raise OptionError("`pseudonymize_image_ids` needs `pseudonyms`")
+        return None
+    return Pseudonymizer.from_file(args.pseudonymize_key)
+
+
+def _partition_options(args: argparse.Namespace, has_users: bool) -> PartitionOptions | None:
+    """The partition scheme asked for, or None for the source's own users (IID if it has none)."""
+    if args.partition in (None, "natural"):
+        if args.partition == "natural" and not has_users:
+            schemes = "|".join(SCHEMES)
+            raise OptionError(
+                f"--partition natural: this source has no user ids; choose --partition {schemes}"
+            )
+        return None
+    return PartitionOptions(
+        args.partition,
+        num_clients=args.num_clients,
+        min_per_client=args.min_per_client,
+        seed=args.seed,
+        alpha=args.alpha,
+        shards_per_client=args.shards_per_client,
+        classes_per_client=args.classes_per_client,
+        size_distribution=args.size_distribution,
+        size_sigma=args.size_sigma,
+        size_exponent=args.size_exponent,
+    )
+
+
+def report_text(report: ConvertReport) -> str:
+    splits = ", ".join(
+        f"{name} {info['users']} users / {info['images']} images" for name, info in report.splits.items()
+    )
+    lines = [
+        f"wrote {report.output}: {splits or 'nothing'}",
+        f"inputs {report.inputs} = written {report.written} + rejected {report.rejected}"
+        f" ({report.seconds:.1f} s, {report.written / max(report.seconds, 1e-9):.0f} images/s)",
+    ]
+    if report.shards_reused:
+        lines.append(f"resumed: {report.shards_reused} shards of the interrupted run reused")
+    if report.rejected:
+        lines.append(f"rejects report: {report.rejects_path}")
+        for reason, count in reason_counts(report.rejects).most_common(8):
+            lines.append(f"  {count:>6}  {reason}")
+    return "\n".join(lines)
