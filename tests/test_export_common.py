@@ -160,7 +160,7 @@ class TestOptions:
         try:
             with pytest.raises(
                 FedimageError,
-                match=r"'google_crc32c', which is not installed: pip install 'fedimage\[export\]'",,
+                match=r"'google_crc32c', which is not installed: pip install 'fedimage\[export\]'",
             ):
                 export(store, "tfrecords", tmp_path / "out", QUIET)
         finally:

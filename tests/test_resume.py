@@ -59,7 +59,8 @@ def run_cli(args: list[str], kill_at: tuple[str, int] | None = None) -> subproce
             """
         )
     code = (
-        f"import sys\nfrom fedimage.conversion import workdir as shards\nshards.SHARD_IMAGES = {SHARD_IMAGES}\n{hook}\n"
+        "import sys\nfrom fedimage.conversion import workdir as shards\n"
+        f"shards.SHARD_IMAGES = {SHARD_IMAGES}\n{hook}\n"
         f"from fedimage.cli import main\nsys.exit(main({args!r}))\n"
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

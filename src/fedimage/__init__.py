@@ -1,56 +1,99 @@
 """fedimage: turn any image collection into a federated-learning dataset.
 
-The public API lives in this namespace::
+Every command of the ``fedimage`` CLI is a function here::
 
     import fedimage
-    report = fedimage.convert(fedimage.open_source("photos/", layout="user"), "out.h5")
-    with fedimage.open("out.h5") as store:
-        user = store.load_user("train", store.users("train").popitem()[0])
+    report = fedimage.convert("photos/", "out.h5")          # fedimage convert
+    with fedimage.open("out.h5") as store:                  # read users' images and labels
+        user = store.load_user("train", next(iter(store.users("train"))))
+    fedimage.verify_store("out.h5")                         # fedimage verify
+    fedimage.summarize("out.h5")                            # fedimage inspect
+    fedimage.export("out.h5", "parquet", "out-parquet/")    # fedimage export
+    fedimage.heterogeneity_report(["out.h5"], "report/")    # fedimage report
+    fedimage.keygen("my.key")                               # fedimage keygen
+    fedimage.convert_sample("out/sample.h5")                # fedimage demo
+    fedimage.train("out.h5", fedimage.TrainOptions(rounds=5), "run/")  # fedimage train (extra: pfl)
+
+The packages follow the data flow: ``sources`` -> ``conversion`` -> ``store`` ->
+(``analysis``, ``exports``, ``loaders``) -> ``training``, with ``partitioning``, ``privacy``
+and ``cli`` beside them.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedimage._version import __version__
-from fedimage.conversion.pipeline import ConvertOptions, ConvertReport, convert
-from fedimage.conversion.plan import PlanOptions
-from fedimage.conversion.splits import SplitRatios
-from fedimage.errors import (
-    FedimageError,
-    OptionError,
-    SourceError,
-    StoreError,
-)
-from fedimage.imaging.standardize import ImageOptions
+from fedimage.analysis.report import heterogeneity_report
+from fedimage.analysis.summary import summarize
+from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
+from fedimage.conversion.sample import convert_sample
+from fedimage.errors import FedimageError, MissingExtraError, OptionError, SourceError, StoreError
+from fedimage.exports import ExportOptions, ExportReport, export
+from fedimage.imaging import ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
-from fedimage.privacy.keys import Passphrase
+from fedimage.partitioning import PartitionOptions
+from fedimage.privacy import Passphrase, Pseudonymizer
+from fedimage.privacy.pseudonyms import generate_key_file as keygen
 from fedimage.sources import ManifestColumns, open_source
 from fedimage.sources.sample import sample_path
 from fedimage.store.reader import FederatedStore, UnknownUserError, UserData
 from fedimage.store.reader import open_store as open
 from fedimage.store.verify import VerifyReport, verify_store
 
+#: Training needs the ``train``/``pfl``/``flower`` extras: its names are imported when first used.
+_TRAINING = {
+    "train": "fedimage.training.runner",
+    "TrainOptions": "fedimage.training.options",
+    "DPOptions": "fedimage.training.options",
+    "SecAggOptions": "fedimage.training.options",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINING:
+        import importlib
+
+        return getattr(importlib.import_module(_TRAINING[name]), name)
+    raise AttributeError(f"module 'fedimage' has no attribute {name!r}")
+
+
 __all__ = [
     "ConvertOptions",
     "ConvertReport",
+    "DPOptions",
+    "ExportOptions",
+    "ExportReport",
     "FederatedStore",
     "FedimageError",
     "ImageOptions",
     "ManifestColumns",
+    "MissingExtraError",
     "OptionError",
+    "PartitionOptions",
     "Passphrase",
     "PlanOptions",
+    "Pseudonymizer",
+    "SecAggOptions",
     "SourceError",
     "SplitRatios",
     "StoreError",
     "Taxonomy",
+    "TrainOptions",
     "UnknownUserError",
     "UserData",
     "VerifyReport",
     "__version__",
     "convert",
+    "convert_sample",
+    "export",
+    "heterogeneity_report",
+    "keygen",
     "load_taxonomy",
     "open",
     "open_source",
     "sample_path",
+    "summarize",
+    "train",
     "verify_store",
 ]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from fedimage.cli.flags import add_key_options, store_key
 from fedimage.errors import OptionError
-from fedimage.training.options import LABEL_KINDS, MODELS, STRATEGIES, DPConfig, SecAggConfig, TrainConfig
+from fedimage.training.options import LABEL_KINDS, MODELS, STRATEGIES, DPOptions, SecAggOptions, TrainOptions
 
-DEFAULTS = TrainConfig()
+DEFAULTS = TrainOptions()
 
 
 HELP = "benchmark federated training on a store (FLAIR's recipe; pfl-research engine)"
@@ -122,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def secagg_config(args: argparse.Namespace) -> SecAggConfig | None:
+def secagg_config(args: argparse.Namespace) -> SecAggOptions | None:
     """The secure aggregation settings, or None without --secure-aggregation (its options then refused)."""
     given = [
         flag
@@ -138,7 +138,7 @@ def secagg_config(args: argparse.Namespace) -> SecAggConfig | None:
         if given:
             raise OptionError(f"{', '.join(given)} needs --secure-aggregation")
         return None
-    return SecAggConfig(
+    return SecAggOptions(
         threshold=args.secagg_threshold,
         modulus_bits=args.secagg_bits,
         clip_range=args.secagg_range,
@@ -146,7 +146,7 @@ def secagg_config(args: argparse.Namespace) -> SecAggConfig | None:
     )
 
 
-def dp_config(args: argparse.Namespace) -> DPConfig | None:
+def dp_config(args: argparse.Namespace) -> DPOptions | None:
     """The DP settings, or None when no DP flag is given; a partial set is an error."""
     required = {"--dp-epsilon": args.dp_epsilon, "--dp-delta": args.dp_delta, "--clip": args.clip}
     optional = (args.noise_cohort, args.adaptive_clip)
@@ -157,7 +157,7 @@ def dp_config(args: argparse.Namespace) -> DPConfig | None:
         raise OptionError(
             f"differential privacy needs --dp-epsilon, --dp-delta and --clip; missing {', '.join(missing)}"
         )
-    return DPConfig(
+    return DPOptions(
         epsilon=args.dp_epsilon,
         delta=args.dp_delta,
         clip=args.clip,
@@ -166,8 +166,8 @@ def dp_config(args: argparse.Namespace) -> DPConfig | None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
+def config_from_args(args: argparse.Namespace) -> TrainOptions:
+    return TrainOptions(
         model=args.model,
         labels=args.labels,
         image_size=args.image_size,

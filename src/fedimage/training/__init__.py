@@ -5,7 +5,7 @@ binary cross-entropy, FedAvg with FLAIR's defaults, user-level differential priv
 calibrated by a PLD accountant, and FLAIR's metrics. Submodules import PyTorch,
 dp-accounting and pfl lazily, so ``import fedimage.training`` needs none of them.
 
-- :mod:`~fedimage.training.options`: :class:`TrainConfig`, the run's settings.
+- :mod:`~fedimage.training.options`: :class:`TrainOptions`, the run's settings.
 - :mod:`~fedimage.training.models`, :mod:`~fedimage.training.transforms`: networks and augmentation.
 - :mod:`~fedimage.training.metrics`: averaged precision, precision/recall/F1, loss.
 - :mod:`~fedimage.training.privacy`: noise calibration and the epsilon spent.
@@ -14,6 +14,6 @@ dp-accounting and pfl lazily, so ``import fedimage.training`` needs none of them
 
 from __future__ import annotations
 
-from fedimage.training.options import DPConfig, TrainConfig
+from fedimage.training.options import DPOptions, TrainOptions
 
-__all__ = ["DPConfig", "TrainConfig"]
+__all__ = ["DPOptions", "TrainOptions"]

@@ -20,7 +20,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class DPConfig:
+class DPOptions:
     """User-level central DP: clip each user's update to L2 norm ``clip``, add calibrated Gaussian noise.
 
     ``noise_cohort`` (FLAIR's 5,000) calibrates the noise for that cohort and scales it down
@@ -51,7 +51,7 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
-class SecAggConfig:
+class SecAggOptions:
     """SecAgg+ of every round's user updates (see :mod:`fedimage.training.secure_aggregation`).
 
     ``threshold``: clients (and shares) needed for a round to finish (default a strict majority
@@ -82,7 +82,7 @@ class SecAggConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainOptions:
     """Everything that defines a run. Defaults are FLAIR's federated benchmark settings.
 
     ``image_size`` None means 7/8 of the store's image side (224 for FLAIR's 256).
@@ -109,8 +109,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     central: bool = False
     central_lr: float = 1e-3
-    dp: DPConfig | None = None
-    secure_aggregation: SecAggConfig | None = None
+    dp: DPOptions | None = None
+    secure_aggregation: SecAggOptions | None = None
 
     def __post_init__(self) -> None:
         _check(self.model in MODELS, f"`model` must be one of {', '.join(MODELS)}, got {self.model!r}")

@@ -18,7 +18,7 @@ from fedimage.store.reader import FederatedStore
 from fedimage.training.evaluation import evaluate, split_targets
 from fedimage.training.metrics import prevalence_baseline
 from fedimage.training.models import build_model
-from fedimage.training.options import TrainConfig
+from fedimage.training.options import TrainOptions
 from fedimage.training.outputs import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -54,7 +54,7 @@ def _optional_split(store: FederatedStore, split: str) -> str | None:
 
 def train(
     store_path: str | Path,
-    config: TrainConfig,
+    config: TrainOptions,
     out: str | Path,
     *,
     engine: str = "pfl",
@@ -157,7 +157,7 @@ def train(
     return summary
 
 
-def _check_engine_options(engine: str, config: TrainConfig) -> None:
+def _check_engine_options(engine: str, config: TrainOptions) -> None:
     """Options one engine cannot honour are refused before any work starts."""
     if config.central:
         return
@@ -174,7 +174,7 @@ def _check_engine_options(engine: str, config: TrainConfig) -> None:
         check_dp_support(config)
 
 
-def _secure_aggregation(config: TrainConfig, store: FederatedStore, log: Callable[[str], None]) -> Any:
+def _secure_aggregation(config: TrainOptions, store: FederatedStore, log: Callable[[str], None]) -> Any:
     """The SecAgg+ postprocessor of a ``--secure-aggregation`` run (pfl engine), else None."""
     if config.secure_aggregation is None or config.central:
         return None
@@ -194,7 +194,7 @@ def _secure_aggregation(config: TrainConfig, store: FederatedStore, log: Callabl
 
 
 def _calibrate(
-    config: TrainConfig, cohort: int, population: int, log: Callable[[str], None]
+    config: TrainOptions, cohort: int, population: int, log: Callable[[str], None]
 ) -> PrivacyCalibration | None:
     if config.dp is None:
         return None

@@ -32,7 +32,7 @@ import numpy as np
 from fedimage.errors import FedimageError, OptionError
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training.options import SecAggConfig, TrainConfig
+from fedimage.training.options import SecAggOptions, TrainOptions
 
 torch = require("torch")
 _pfl_aggregate = require("pfl.aggregate.base")
@@ -43,7 +43,7 @@ _pfl_stats = require("pfl.stats")
 STAGES = 4  # advertise keys, share keys, masked input, unmask
 
 
-def clip_range_for(config: TrainConfig, store: FederatedStore) -> tuple[float, str]:
+def clip_range_for(config: TrainOptions, store: FederatedStore) -> tuple[float, str]:
     """The per-coordinate bound of every update, and where it comes from.
 
     With DP, the L2 clip C bounds every coordinate by C. Otherwise ``--secagg-range`` if given,
@@ -113,7 +113,7 @@ class SecureAggregation(_pfl_postprocessor.Postprocessor):
     Put it last in the postprocessor list and pass :class:`WithheldAggregator` to the backend.
     """
 
-    def __init__(self, config: SecAggConfig, clip_range: float, seed: int):
+    def __init__(self, config: SecAggOptions, clip_range: float, seed: int):
         try:  # before any training: the protocol needs the ``privacy`` extra
             import fedimage.privacy.secagg  # noqa: F401
         except ImportError as error:

@@ -10,7 +10,7 @@ import numpy as np
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
 from fedimage.training.evaluation import iter_batches
-from fedimage.training.options import TrainConfig
+from fedimage.training.options import TrainOptions
 from fedimage.training.tracking import ValidationTracker
 
 torch = require("torch")
@@ -40,7 +40,7 @@ def training_device() -> torch.device:
 
 
 def run_central(
-    model: torch.nn.Module, store: FederatedStore, config: TrainConfig, tracker: ValidationTracker
+    model: torch.nn.Module, store: FederatedStore, config: TrainOptions, tracker: ValidationTracker
 ) -> int:
     """Adam on minibatches for ``config.rounds`` epochs; validation every ``eval_every`` epochs."""
     device = training_device()

@@ -16,7 +16,7 @@ from typing import Any
 from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training.options import TrainConfig
+from fedimage.training.options import TrainOptions
 from fedimage.training.privacy import PrivacyCalibration
 from fedimage.training.tracking import ValidationTracker
 
@@ -41,7 +41,7 @@ def backend_config(cpus: int | None = None) -> dict[str, Any]:
     }
 
 
-def check_dp_support(config: TrainConfig) -> None:
+def check_dp_support(config: TrainOptions) -> None:
     """Refuse DP settings the Flower engine cannot honour, before any work starts."""
     if config.dp is None:
         return
@@ -58,7 +58,7 @@ def check_dp_support(config: TrainConfig) -> None:
 def run_flower(
     model: torch.nn.Module,
     store: FederatedStore,
-    config: TrainConfig,
+    config: TrainOptions,
     cohort_size: int,
     tracker: ValidationTracker,
     calibration: PrivacyCalibration | None,

@@ -84,7 +84,7 @@ class LocalRecipe:
 
     @classmethod
     def from_config(cls, config: Any, num_outputs: int, crop: int) -> LocalRecipe:
-        """From a :class:`~fedimage.training.options.TrainConfig`."""
+        """From a :class:`~fedimage.training.options.TrainOptions`."""
         return cls(
             model=config.model,
             num_outputs=num_outputs,

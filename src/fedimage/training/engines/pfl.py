@@ -7,7 +7,7 @@ from typing import Any
 
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
-from fedimage.training.options import TrainConfig
+from fedimage.training.options import TrainOptions
 from fedimage.training.privacy import PrivacyCalibration, clipping_indicator_noise
 from fedimage.training.tracking import ValidationTracker
 
@@ -46,7 +46,7 @@ def privacy_mechanism(calibration: PrivacyCalibration, clip: float, adaptive_qua
 def run_fedavg(
     model: torch.nn.Module,
     store: FederatedStore,
-    config: TrainConfig,
+    config: TrainOptions,
     cohort_size: int,
     tracker: ValidationTracker,
     calibration: PrivacyCalibration | None,
