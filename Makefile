@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench sample docs clean
+.PHONY: demo test test-fast lint bench sample docs clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked slow (Ray, Flower, pfl-research, training, the docs build).
+test-fast: $(VENV)/.test
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests scripts bench

@@ -38,6 +38,8 @@ from fedimage.loaders.flower import (  # noqa: E402
 from fedimage.training.engines import flower_apps  # noqa: E402
 from fedimage.training.models import build_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
 TINY = ["--model", "cnn", "--image-size", "24", "--rounds", "2", "--eval-every", "1", "--batch-size", "4"]
 CROP = 24
 

@@ -217,10 +217,8 @@ def test_hub_cache_names(flair_folder: Path, tmp_path: Path, monkeypatch):
         assert len(list(source.records())) == 14
 
 
-datasets = pytest.importorskip("datasets")
-
-
 def as_dataset(rows: list[dict]):
+    datasets = pytest.importorskip("datasets")
     features = datasets.Features(
         {
             "user_id": datasets.Value("string"),
@@ -235,6 +233,7 @@ def as_dataset(rows: list[dict]):
 
 
 def test_save_to_disk_dataset_dict_splits_become_partitions(flair_folder: Path, tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
     rows = flair_rows(flair_folder)
     by_split = {name: [row for row in rows if row["partition"] == name] for name in ("train", "val", "test")}
     datasets.DatasetDict({name: as_dataset(part) for name, part in by_split.items()}).save_to_disk(

@@ -16,6 +16,9 @@ from fedimage.conversion import workdir as shards
 ray = pytest.importorskip("ray")
 
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
+
 def assert_same_users(local: Path, linked: Path) -> None:
     """The linked store holds the local store's users, image for image, and verifies."""
     with fedimage.open(local) as a, fedimage.open(linked) as b:

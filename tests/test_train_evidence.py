@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_evidence.py"
 
 

@@ -13,6 +13,9 @@ from fedimage.training.transforms import IMAGENET_MEAN, ImageTransform, resize_t
 TORCHVISION_RESNET18_17_OUTPUTS = 11_689_512 - 513 * 1000 + 513 * 17
 
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
+
 def test_resnet18gn_matches_torchvision_layout_with_group_norm():
     model = build_model("resnet18gn", 17, 224)
     assert sum(p.numel() for p in model.parameters()) == TORCHVISION_RESNET18_17_OUTPUTS

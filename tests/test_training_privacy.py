@@ -16,6 +16,9 @@ CASES = [
 ]
 
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
+
 def direct_epsilon(sigma: float, q: float, rounds: int, delta: float, accountant) -> float:
     event = dp_accounting.GaussianDpEvent(sigma)
     if q < 1:

@@ -12,6 +12,8 @@ from conftest import fast_options
 from fedimage import ImageOptions, convert, open_source
 from fedimage.cli import main
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
 pytest.importorskip("torch")
 pytest.importorskip("pfl")
 pytest.importorskip("dp_accounting")

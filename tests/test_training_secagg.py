@@ -17,6 +17,8 @@ pytest.importorskip("dp_accounting")
 pytest.importorskip("matplotlib")
 pytest.importorskip("cryptography")
 
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
 TINY = ["--model", "cnn", "--image-size", "24", "--eval-every", "1", "--batch-size", "4", "--seed", "5"]
 
 

@@ -29,7 +29,6 @@ from fedimage.partitioning.labels import LabelInput, label_pairs
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
 
-MEASURES = ("hellinger", "jensen_shannon", "emd", "effective_labels", "labels_present", "labels_per_image")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
