@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import fast_options
+from helpers import fast_options
 
 import fedimage
 from fedimage.errors import OptionError

@@ -1,0 +1,135 @@
+"""The command line: demo, convert, inspect, verify, exit statuses and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+from helpers import photo, save_image, write_jsonl
+
+import fedimage
+from fedimage.cli import main
+from fedimage.sources.sample import sample_manifest
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_demo_converts_the_embedded_sample(tmp_path: Path, capsys):
+    output = tmp_path / "sample.h5"
+    status, out, _ = run(capsys, "demo", "-o", str(output), "--quiet", "--workers", "1")
+    assert status == 0
+    rows = sample_manifest().read_text().splitlines()
+    assert f"inputs {len(rows)} = written {len(rows)} + rejected 0" in out
+    assert "images/user" in out and "top coarse labels" in out
+    with fedimage.open(output) as store:
+        assert 10 <= sum(len(store.users(split)) for split in store.splits) <= 15
+        assert store.num_images() == len(rows)
+        assert store.taxonomy, "the sample ships a fine -> coarse taxonomy"
+        assert set(store.taxonomy.values()) <= set(store.label_names)
+        user_id, count = next(iter(store.users("train").items()))
+        user = store.load_user("train", user_id)
+        assert user.images.shape == (count, 256, 256, 3)
+        assert user.labels.sum() >= count  # every drawing has a category
+
+
+def test_convert_inspect_verify(user_folder: Path, tmp_path: Path, capsys):
+    output = tmp_path / "out.h5"
+    status, out, _ = run(
+        capsys,
+        "convert",
+        str(user_folder),
+        "-o",
+        str(output),
+        "--layout",
+        "user",
+        "--size",
+        "64",
+        "--quiet",
+        "--workers",
+        "1",
+        "--storage",
+        "raw",
+    )
+    assert status == 0 and "inputs 15 = written 15 + rejected 0" in out
+    status, out, _ = run(capsys, "inspect", str(output))
+    assert status == 0 and "raw 64x64" in out and "train" in out
+    status, out, _ = run(capsys, "inspect", str(output), "--json")
+    summary = json.loads(out)
+    assert sum(info["images"] for info in summary["splits"].values()) == 15
+    status, out, _ = run(capsys, "verify", str(output))
+    assert status == 0 and out.startswith("OK")
+    with h5py.File(output, "r+") as handle:
+        split = next(name for name in handle if name != "metadata")
+        user = next(iter(handle[split]))
+        handle[f"{split}/{user}/images"][0, 0, 0, 0] ^= 0xFF
+    status, out, _ = run(capsys, "verify", str(output))
+    assert status == 1 and f"BAD {split}/{user}: checksum mismatch" in out
+
+
+def test_exit_statuses(tmp_path: Path, capsys):
+    save_image(tmp_path / "good.png", photo(30, 30))
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    mixed = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [{"image": "good.png", "user_id": "a"}, {"image": "bad.png", "user_id": "b"}],
+    )
+    only_bad = write_jsonl(tmp_path / "bad.jsonl", [{"image": "bad.png", "user_id": "b"}])
+    common = ["--quiet", "--workers", "1", "--size", "32"]
+    status, out, _ = run(capsys, "convert", str(mixed), "-o", str(tmp_path / "a.h5"), *common)
+    assert status == 0 and "rejected 1" in out and "not an image file" in out
+    status, _, err = run(capsys, "convert", str(mixed), "-o", str(tmp_path / "b.h5"), "--strict", *common)
+    assert status == 1 and "1 inputs rejected (--strict)" in err
+    status, _, err = run(capsys, "convert", str(only_bad), "-o", str(tmp_path / "c.h5"), *common)
+    assert status == 1 and "no image was converted" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["convert", "{tmp}/nothing", "-o", "{tmp}/o.h5"], "error: source not found: "),
+        (["convert", "{tmp}/table.xlsx", "-o", "{tmp}/o.h5"], "error: cannot tell what "),
+        (["convert", "{tmp}/m.jsonl", "-o", "{tmp}/o.h5", "--split", "0.9,0.2,0.1"], "ratios must sum to 1"),
+        (["convert", "{tmp}/m.jsonl", "-o", "{tmp}/o.h5", "--image-column", "path"], "--image-column 'path'"),
+        (
+            ["convert", "{tmp}/m.jsonl", "-o", "{tmp}/o.h5", "--taxonomy", "{tmp}/no.txt"],
+            "taxonomy file not found",
+        ),
+        (["convert", "{tmp}/m.jsonl", "-o", "{tmp}/o.h5", "--size", "2"], "--size must be between"),
+        (["convert", "{tmp}/m.jsonl", "-o", "{tmp}/nodir/o.h5"], "output folder"),
+        (["inspect", "{tmp}/m.jsonl"], "not a readable HDF5 file"),
+    ],
+)
+def test_argument_errors_are_one_line(tmp_path: Path, capsys, argv, message):
+    (tmp_path / "table.xlsx").write_text("x")
+    save_image(tmp_path / "a.png", photo(20, 20))
+    write_jsonl(tmp_path / "m.jsonl", [{"image": "a.png", "user_id": "u"}])
+    status, _, err = run(capsys, *[part.format(tmp=tmp_path) for part in argv])
+    assert status == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_entry_point_prints_no_traceback(tmp_path: Path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedimage",
+            "convert",
+            str(tmp_path / "missing"),
+            "-o",
+            str(tmp_path / "o.h5"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: source not found: {tmp_path / 'missing'}"

@@ -1,0 +1,156 @@
+"""Resumable conversion: a run killed at any point continues to the same bytes with --resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import fast_options
+
+import fedimage
+from fedimage import ImageOptions, convert, open_source
+from fedimage.conversion import workdir as shards
+from fedimage.errors import StoreError
+
+SHARD_IMAGES = 3  # 15 images of 5 users -> 4 shards
+
+
+@pytest.fixture
+def folder(user_folder: Path) -> Path:
+    (user_folder / "user3" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return user_folder
+
+
+@pytest.fixture(autouse=True)
+def small_shards(monkeypatch):
+    monkeypatch.setattr(shards, "SHARD_IMAGES", SHARD_IMAGES)
+
+
+def run_cli(args: list[str], kill_at: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    """``fedimage ARGS`` in a fresh process that is SIGKILLed at the n-th call of a function.
+
+    The count is per process: a hook on a function that workers run kills the main
+    process from the worker that makes that call first (the worker then dies with it).
+    """
+    hook = ""
+    if kill_at is not None:
+        target, call = kill_at
+        module, _, name = target.rpartition(".")
+        owner, _, attribute = name.partition(":")
+        hook = textwrap.dedent(
+            f"""
+            import os, signal
+            import {module} as module
+            main_pid = os.getpid()
+            owner = getattr(module, {owner!r}) if {attribute!r} else module
+            name = {attribute!r} or {owner!r}
+            original = getattr(owner, name)
+            calls = [0]
+            def killer(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == {call}:
+                    os.kill(main_pid, signal.SIGKILL)
+                    os._exit(9)
+                return original(*args, **kwargs)
+            setattr(owner, name, killer)
+            """
+        )
+    code = (
+        "import sys\nfrom fedimage.conversion import workdir as shards\n"
+        f"shards.SHARD_IMAGES = {SHARD_IMAGES}\n{hook}\n"
+        f"from fedimage.cli import main\nsys.exit(main({args!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def convert_args(source: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        "convert", str(source), "-o", str(output), "--layout", "user", "--size", "48",
+        "--workers", "2", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        ("fedimage.store.writer.UserGroupWriter:close", 1),  # in a worker, inside the first shard
+        ("fedimage.store.writer.StoreWriter:finish", 1),  # in a worker, while publishing a shard
+        ("fedimage.conversion.shard:next_shard", 3),  # after two shards were renamed
+        ("fedimage.store.writer.copy_user_groups", 2),  # while assembling the store
+    ],
+)
+def test_killed_run_resumes_to_identical_bytes(folder: Path, tmp_path: Path, kill_at):
+    reference = tmp_path / "reference.h5"
+    assert run_cli(convert_args(folder, reference)).returncode == 0  # one reject, without --strict
+    output = tmp_path / "out.h5"
+    killed = run_cli(convert_args(folder, output), kill_at=kill_at)
+    assert killed.returncode == -9
+    assert not output.exists() and (tmp_path / "out.h5.work").is_dir()
+
+    refused = run_cli(convert_args(folder, output))
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = run_cli(convert_args(folder, output, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("shards of the interrupted run reused" in resumed.stdout) == (kill_at[1] > 1)
+    assert output.read_bytes() == reference.read_bytes()
+    rejects = tmp_path / "out.rejects.jsonl"
+    assert rejects.read_text() == (tmp_path / "reference.rejects.jsonl").read_text()
+    assert "broken.jpg" in rejects.read_text()
+    assert not (tmp_path / "out.h5.work").exists()
+    assert fedimage.verify_store(output).ok
+
+
+def test_resume_reuses_finished_shards_in_process(folder: Path, tmp_path: Path, monkeypatch):
+    from fedimage.store import writer as writer_module
+
+    output = tmp_path / "out.h5"
+    original = writer_module.UserGroupWriter.close
+    calls = {"n": 0}
+
+    def interrupt_on_fourth_user(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(writer_module.UserGroupWriter, "close", interrupt_on_fourth_user)
+    with pytest.raises(KeyboardInterrupt):
+        convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
+    monkeypatch.setattr(writer_module.UserGroupWriter, "close", original)
+
+    report = convert(open_source(folder, layout="user"), output, fast_options(overwrite=False, resume=True))
+    assert 0 < report.shards_reused < 5  # shards finished before the fourth user are reused
+    assert report.written == 15 and report.rejected == 1 and report.inputs == 16
+
+
+def test_resume_refuses_other_options(folder: Path, tmp_path: Path, monkeypatch):
+    from fedimage.store import writer as writer_module
+
+    output = tmp_path / "out.h5"
+    monkeypatch.setattr(
+        writer_module.UserGroupWriter, "close", lambda self: (_ for _ in ()).throw(KeyboardInterrupt)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
+    other = fast_options(overwrite=False, resume=True, image=ImageOptions(size=32))
+    with pytest.raises(StoreError, match="other image options"):
+        convert(open_source(folder, layout="user"), output, other)
+    with pytest.raises(StoreError, match="pass `resume` to continue it, or `overwrite`"):
+        convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
+
+
+def test_resume_of_a_finished_store_is_refused(folder: Path, tmp_path: Path):
+    output = tmp_path / "out.h5"
+    convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
+    with pytest.raises(StoreError, match="nothing to resume"):
+        convert(open_source(folder, layout="user"), output, fast_options(overwrite=False, resume=True))
+
+
+def test_resume_without_an_interrupted_run_converts_from_scratch(folder: Path, tmp_path: Path):
+    output = tmp_path / "out.h5"
+    report = convert(open_source(folder, layout="user"), output, fast_options(overwrite=False, resume=True))
+    assert report.written == 15 and report.shards_reused == 0

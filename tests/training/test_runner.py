@@ -1,0 +1,131 @@
+"""End-to-end ``fedimage train`` runs on a tiny store: outputs, DP reporting, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from helpers import fast_options
+
+from fedimage import ImageOptions, convert, open_source
+from fedimage.cli import main
+
+pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
+
+pytest.importorskip("torch")
+pytest.importorskip("pfl")
+pytest.importorskip("dp_accounting")
+pytest.importorskip("matplotlib")
+
+TINY = ["--model", "cnn", "--image-size", "24", "--rounds", "2", "--eval-every", "1", "--batch-size", "4"]
+
+
+@pytest.fixture
+def store_path(flair_folder: Path, tmp_path: Path) -> Path:
+    """The FLAIR miniature (4 train users, 1 val, 1 test) at 28 px."""
+    path = tmp_path / "store.h5"
+    convert(open_source(flair_folder), path, fast_options(image=ImageOptions(size=28)))
+    return path
+
+
+def run_train(store: Path, out: Path, *extra: str) -> int:
+    return main(["train", str(store), "-o", str(out), *TINY, *extra])
+
+
+def finite_numbers(record: dict) -> bool:
+    return all(math.isfinite(value) for value in record.values() if isinstance(value, float))
+
+
+def test_federated_run_writes_every_output(store_path: Path, tmp_path: Path, capsys):
+    out = tmp_path / "fl"
+    assert run_train(store_path, out) == 0
+    assert {p.name for p in out.iterdir()} >= {"metrics.jsonl", "summary.json", "curves.png", "checkpoint.pt"}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [record["round"] for record in records] == [1, 2]
+    assert all(finite_numbers(record["val"]) for record in records)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["engine"] == "pfl" and summary["rounds_run"] == 2 and summary["cohort_size"] == 4
+    assert summary["best_round"] in (1, 2) and summary["privacy"] is None
+    assert finite_numbers(summary["test"]) and 0 <= summary["test"]["macro AP"] <= 1
+    assert summary["test_prevalence_baseline"]["images"] == summary["test"]["images"] == 2
+    assert "cohort size 200 capped to the 4 train users" in capsys.readouterr().out
+
+
+def test_same_seed_same_run(store_path: Path, tmp_path: Path):
+    def val_metrics(out: Path) -> list[dict]:
+        assert run_train(store_path, out, "--seed", "7", "--rounds", "1") == 0
+        return [json.loads(line)["val"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert val_metrics(tmp_path / "a") == val_metrics(tmp_path / "b")
+
+
+def test_an_encrypted_store_trains_with_its_key_like_the_plain_one(
+    flair_folder: Path, store_path: Path, tmp_path: Path, capsys
+):
+    pytest.importorskip("cryptography")
+    key = tmp_path / "store.key"
+    assert main(["keygen", str(key)]) == 0
+    encrypted = tmp_path / "encrypted.h5"
+    options = fast_options(image=ImageOptions(size=28), encrypt_key=key)
+    convert(open_source(flair_folder), encrypted, options)
+    assert run_train(encrypted, tmp_path / "no-key", "--rounds", "1") == 2
+    assert "encrypted" in capsys.readouterr().err
+    for store, extra in ((store_path, ()), (encrypted, ("--key", str(key)))):
+        assert run_train(store, tmp_path / store.stem, "--seed", "3", "--rounds", "1", *extra) == 0
+    plain, sealed = (
+        [json.loads(line)["val"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("store", "encrypted")
+    )
+    assert plain == sealed
+
+
+def test_dp_run_reports_noise_and_epsilon(store_path: Path, tmp_path: Path, capsys):
+    out = tmp_path / "dp"
+    status = run_train(
+        store_path, out, "--dp-epsilon", "8", "--dp-delta", "1e-3", "--clip", "0.5", "--adaptive-clip", "0.5"
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "DP: noise multiplier" in printed and "epsilon spent" in printed
+    privacy = json.loads((out / "summary.json").read_text())["privacy"]
+    assert (
+        privacy["population"] == 4 and privacy["sampling_probability"] == 1.0 and privacy["rounds_run"] == 2
+    )
+    assert privacy["noise_multiplier"] > 0 and privacy["epsilon_spent"] <= 8.0
+    assert f"noise multiplier {privacy['noise_multiplier']:.4f}" in printed
+
+
+def test_central_baseline(store_path: Path, tmp_path: Path):
+    out = tmp_path / "central"
+    assert run_train(store_path, out, "--central") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        summary["engine"] == "central" and summary["cohort_size"] is None and finite_numbers(summary["test"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dp-epsilon", "2"], "missing --dp-delta, --clip"),
+        (
+            ["--dp-epsilon", "2", "--dp-delta", "1e-5", "--clip", "1", "--noise-cohort", "50"],
+            "exceeds the store's 4",
+        ),
+        (["--central", "--dp-epsilon", "2", "--dp-delta", "1e-5", "--clip", "1"], "cannot take DP flags"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
+    ],
+)
+def test_bad_options_are_one_line_errors(store_path: Path, tmp_path: Path, capsys, flags, message):
+    assert run_train(store_path, tmp_path / "bad", *flags) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_existing_run_needs_overwrite(store_path: Path, tmp_path: Path, capsys):
+    out = tmp_path / "again"
+    (out).mkdir()
+    (out / "summary.json").write_text("{}")
+    assert run_train(store_path, out) == 2
+    assert "--overwrite" in capsys.readouterr().err
