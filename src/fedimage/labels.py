@@ -8,11 +8,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from pathlib import Path
 
-from fedimage.errors import SourceError
+from fedimage.errors import OptionError, SourceError
 
 LABEL_JOIN = "|"  # ml-flair joins an image's labels with this character
+
+
+class LabelLevel(StrEnum):
+    """Which of a store's two label vocabularies: coarse (FLAIR's 17) or fine (FLAIR's 1,628).
+
+    A ``StrEnum``: ``LabelLevel.COARSE == "coarse"``, so every API that takes a level also
+    takes the plain string.
+
+        level = LabelLevel.parse("fine")
+    """
+
+    COARSE = "coarse"
+    FINE = "fine"
+
+    @classmethod
+    def parse(cls, value: str, parameter: str = "labels") -> LabelLevel:
+        """``value`` as a level, or an :class:`~fedimage.errors.OptionError` naming ``parameter``."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(level.value for level in cls)
+            raise OptionError(f"`{parameter}` must be one of {choices}, got {value!r}") from None
+
+    @property
+    def targets_field(self) -> str:
+        """The :class:`~fedimage.store.reader.UserData` field holding this level's multi-hot targets."""
+        return "labels" if self is LabelLevel.COARSE else "fine_labels"
+
+
+#: The level names, for command-line choices.
+LABEL_LEVELS = tuple(level.value for level in LabelLevel)
 
 
 class Taxonomy:

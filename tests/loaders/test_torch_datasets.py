@@ -64,5 +64,5 @@ def test_split_dataset_covers_every_image_and_works_in_a_dataloader(store_path: 
 def test_unknown_user_and_label_kind(store_path: Path):
     with pytest.raises(fedimage.UnknownUserError):
         UserDataset(store_path, "train", "nobody")
-    with pytest.raises(ValueError, match="labels must be one of coarse, fine"):
+    with pytest.raises(ValueError, match="`labels` must be one of coarse, fine"):
         SplitDataset(store_path, "train", labels="both")

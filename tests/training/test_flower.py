@@ -230,7 +230,7 @@ class TestPartitionIds:
     def test_unknown_user_and_bad_options(self, store_path: Path):
         with pytest.raises(OptionError, match="'nobody' is not in split 'train'"):
             StorePartitioner(store_path).partition_id("nobody")
-        with pytest.raises(OptionError, match="labels must be one of"):
+        with pytest.raises(OptionError, match="`labels` must be one of"):
             StorePartitioner(store_path, labels="medium")
         with pytest.raises(OptionError, match="max_images_per_user must be >= 1"):
             StorePartitioner(store_path, max_images_per_user=0)

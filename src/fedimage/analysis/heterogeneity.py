@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from fedimage.labels import LabelLevel
 from fedimage.partitioning.labels import LabelInput, label_pairs
-from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -106,7 +106,7 @@ class LabelHistograms:
 
 
 @dataclass(frozen=True)
-class LabelLevel:
+class LevelStats:
     """One label vocabulary (coarse or fine): its histograms and per-client measures."""
 
     histograms: LabelHistograms
@@ -129,7 +129,7 @@ class Heterogeneity:
 
     client_ids: list[str]
     sizes: np.ndarray  # int64 [K]
-    levels: dict[str, LabelLevel]
+    levels: dict[str, LevelStats]
 
     @property
     def num_clients(self) -> int:
@@ -180,7 +180,7 @@ def describe(values: np.ndarray) -> dict[str, float | int | None]:
 
 
 def _build(client_ids: list[str], sizes: np.ndarray, histograms: dict[str, LabelHistograms]) -> Heterogeneity:
-    levels = {name: LabelLevel(h, h.measures(sizes)) for name, h in histograms.items()}
+    levels = {name: LevelStats(h, h.measures(sizes)) for name, h in histograms.items()}
     return Heterogeneity(client_ids, sizes, levels)
 
 
@@ -220,26 +220,20 @@ def heterogeneity_from_store(
             return heterogeneity_from_store(opened, splits)
     client_ids: list[str] = []
     sizes: list[int] = []
-    occurrences: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"coarse": ([], []), "fine": ([], [])}
-    columns = {"coarse": schema.LABELS_COL, "fine": schema.FINE_LABELS_COL}
-    for split in splits if splits is not None else store.splits:
-        for user_id, count in store.users(split).items():
-            group = store.group(split, user_id)
-            index = len(client_ids)
-            client_ids.append(user_id)  # a user never crosses splits
-            sizes.append(count)
-            for level, column in columns.items():
-                cols = group[column][()].astype(np.int64)
-                occurrences[level][0].append(np.full(len(cols), index, dtype=np.int64))
-                occurrences[level][1].append(cols)
-    names = {"coarse": store.label_names, "fine": store.fine_label_names}
-    histograms = {
-        level: LabelHistograms.from_occurrences(
+    histograms = {}
+    for level in LabelLevel:
+        owners: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for index, user in enumerate(store.iter_user_labels(level, splits)):
+            if level is LabelLevel.COARSE:
+                client_ids.append(user.user_id)  # a user never crosses splits
+                sizes.append(user.count)
+            owners.append(np.full(len(user.cols), index, dtype=np.int64))
+            labels.append(user.cols)
+        histograms[level.value] = LabelHistograms.from_occurrences(
             np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64),
-            np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64),
+            np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64),
             len(client_ids),
-            names[level],
+            store.label_names_of(level),
         )
-        for level, (owners, cols) in occurrences.items()
-    }
     return _build(client_ids, np.asarray(sizes, dtype=np.int64), histograms)

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fedimage.labels import LabelLevel
 from fedimage.partitioning.api import partition
 from fedimage.partitioning.labels import pick_label
 from fedimage.partitioning.options import PartitionOptions
 from fedimage.partitioning.regroup import regroup
-from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
-
-_LEVELS = {
-    "coarse": (schema.LABELS_ROW, schema.LABELS_COL),
-    "fine": (schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL),
-}
 
 
 @dataclass(frozen=True)
@@ -39,26 +34,23 @@ def read_store_labels(
     store: FederatedStore, labels: str = "coarse", splits: list[str] | None = None
 ) -> StoreLabels:
     """Image ids, users and labels of ``splits`` (default all), read from the label datasets only."""
-    if labels not in _LEVELS:
-        raise ValueError(f"labels must be 'coarse' or 'fine', got {labels!r}")
-    row_name, col_name = _LEVELS[labels]
-    ids, split_of, user_of, rows, cols = [], [], [], [], []
+    level = LabelLevel.parse(labels)
+    ids: list[str] = []
+    split_of, user_of, rows, cols = [], [], [], []
     offset = 0
-    for split in splits if splits is not None else store.splits:
-        for user_id, count in store.users(split).items():
-            group = store.group(split, user_id)
-            ids.extend(raw.decode("utf-8") for raw in group[schema.IMAGE_IDS][()])
-            split_of.append(np.full(count, split, dtype=object))
-            user_of.append(np.full(count, user_id, dtype=object))
-            rows.append(group[row_name][()].astype(np.int64) + offset)
-            cols.append(group[col_name][()].astype(np.int64))
-            offset += count
+    for user in store.iter_user_labels(level, splits, image_ids=True):
+        ids.extend(user.image_ids or ())
+        split_of.append(np.full(user.count, user.split, dtype=object))
+        user_of.append(np.full(user.count, user.user_id, dtype=object))
+        rows.append(user.rows + offset)
+        cols.append(user.cols)
+        offset += user.count
     image_ids = np.asarray(ids, dtype=str) if ids else np.zeros(0, dtype=str)
     order = np.argsort(image_ids, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     all_rows = rank[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
-    names = store.label_names if labels == "coarse" else store.fine_label_names
+    names = store.label_names_of(level)
     return StoreLabels(
         image_ids=image_ids[order],
         splits=np.concatenate(split_of)[order] if split_of else np.zeros(0, dtype=object),

@@ -13,8 +13,9 @@ from fedimage._version import __version__
 from fedimage.analysis.heterogeneity import Heterogeneity, heterogeneity_from_store
 from fedimage.errors import OptionError
 from fedimage.extras import require
+from fedimage.labels import LABEL_LEVELS
 
-LEVELS = ("coarse", "fine")
+LEVELS = LABEL_LEVELS
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedimage.labels import LabelLevel
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
 from fedimage.store.sealing import StoreKey
@@ -37,10 +38,10 @@ def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None
         users = store.users(split)
         counts = np.fromiter(users.values(), dtype=np.int64, count=len(users))
         splits[split] = {"users": len(users), "images": int(counts.sum()), "images_per_user": _stats(counts)}
-        for user_id, count in users.items():
-            group = store.group(split, user_id)
-            coarse_per_image.append(np.bincount(group[schema.LABELS_ROW][()], minlength=count))
-            fine_per_image.append(np.bincount(group[schema.FINE_LABELS_ROW][()], minlength=count))
+    for level, per_image in ((LabelLevel.COARSE, coarse_per_image), (LabelLevel.FINE, fine_per_image)):
+        per_image.extend(
+            np.bincount(user.rows, minlength=user.count) for user in store.iter_user_labels(level)
+        )
     manifest = store.manifest
     size_bytes = store.path.stat().st_size
     images = store.num_images()

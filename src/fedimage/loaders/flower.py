@@ -26,12 +26,11 @@ import numpy as np
 
 from fedimage.errors import OptionError
 from fedimage.extras import require
+from fedimage.labels import LabelLevel
 from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
 
 torch = require("torch")
-
-LABEL_KINDS = ("coarse", "fine")
 
 
 def partition_user_ids(store: FederatedStore, split: str) -> list[str]:
@@ -57,8 +56,7 @@ class StorePartitioner(PerProcessStore):
         max_images_per_user: int | None = None,
         key: StoreKey | None = None,
     ):
-        if labels not in LABEL_KINDS:
-            raise OptionError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
+        LabelLevel.parse(labels)
         if max_images_per_user is not None and max_images_per_user < 1:
             raise OptionError(f"max_images_per_user must be >= 1, got {max_images_per_user}")
         self._store = store if isinstance(store, FederatedStore) else None
@@ -111,7 +109,7 @@ class StorePartitioner(PerProcessStore):
         """uint8 images ``[N, S, S, 3]`` and float32 targets ``[N, L]`` of a partition (capped)."""
         data = self._store_if_needed().load_user(self.split, self.user_id(partition_id))
         keep = slice(0, self.max_images_per_user)
-        targets = data.labels if self.labels == "coarse" else data.fine_labels
+        targets = getattr(data, LabelLevel.parse(self.labels).targets_field)
         return data.images[keep], targets[keep]
 
     def load_partition(self, partition_id: int) -> Any:

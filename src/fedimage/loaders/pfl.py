@@ -18,6 +18,7 @@ import numpy as np
 
 from fedimage.errors import OptionError
 from fedimage.extras import require
+from fedimage.labels import LabelLevel
 from fedimage.store.reader import FederatedStore
 
 torch = require("torch")
@@ -26,13 +27,9 @@ _pfl_dataset = require("pfl.data.dataset")
 _pfl_metrics = require("pfl.metrics")
 _pfl_postprocessor = require("pfl.postprocessor.base")
 
-LABEL_KINDS = ("coarse", "fine")
-
 
 def _targets(store: FederatedStore, labels: str) -> str:
-    if labels not in LABEL_KINDS:
-        raise OptionError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
-    return "labels" if labels == "coarse" else "fine_labels"
+    return LabelLevel.parse(labels).targets_field
 
 
 class CohortSampler:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedimage.extras import require
+from fedimage.labels import LabelLevel
 from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import FederatedStore, PerProcessStore
 
@@ -20,7 +21,6 @@ torch = require("torch", "the PyTorch datasets")
 Dataset = require("torch.utils.data").Dataset
 
 Transform = Callable[[np.ndarray], Any]
-LABEL_KINDS = ("coarse", "fine")
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -32,8 +32,7 @@ class _StoreDataset(PerProcessStore, Dataset):
     def __init__(
         self, path: str | Path, split: str, labels: str, transform: Transform | None, key: StoreKey | None
     ):
-        if labels not in LABEL_KINDS:
-            raise ValueError(f"labels must be one of {', '.join(LABEL_KINDS)}, got {labels!r}")
+        LabelLevel.parse(labels)
         self.path = Path(path)
         self.split = split
         self.labels = labels
@@ -41,7 +40,7 @@ class _StoreDataset(PerProcessStore, Dataset):
         self._store: FederatedStore | None = None
         self._key = key
         with FederatedStore(self.path, key=key) as store:
-            self.label_names = store.label_names if labels == "coarse" else store.fine_label_names
+            self.label_names = store.label_names_of(labels)
             self._users = store.users(split)
 
 
@@ -74,7 +73,7 @@ class UserDataset(_StoreDataset):
     def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
         if self._data is None:
             self._data = self._store_if_needed().load_user(self.split, self.user_id)
-        targets = self._data.labels if self.labels == "coarse" else self._data.fine_labels
+        targets = getattr(self._data, LabelLevel.parse(self.labels).targets_field)
         return self.transform(self._data.images[index]), torch.from_numpy(targets[index])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ import simplejpeg
 from PIL import Image
 
 from fedimage.errors import FedimageError, OptionError, StoreError
+from fedimage.labels import LabelLevel
 from fedimage.store import schema
 from fedimage.store.sealing import SEALED, Sealing, StoreKey, open_sealing
 
@@ -64,6 +65,18 @@ def decode_jpeg(data: bytes | memoryview | np.ndarray, out: np.ndarray | None = 
             return array
         out[...] = array
         return out
+
+
+@dataclass(frozen=True)
+class UserLabels:
+    """One user's labels of one level: ``rows[k]`` is the image of label ``cols[k]``."""
+
+    split: str
+    user_id: str
+    count: int  # images
+    rows: np.ndarray  # int64, image index within the user
+    cols: np.ndarray  # int64, label index
+    image_ids: list[str] | None = None
 
 
 class FederatedStore:
@@ -246,24 +259,49 @@ class FederatedStore:
             split=split,
             user_id=user_id,
             images=self._read_images(group, count),
-            labels=self._targets(group, count, "coarse"),
-            fine_labels=self._targets(group, count, "fine"),
+            labels=self._targets(group, count, LabelLevel.COARSE),
+            fine_labels=self._targets(group, count, LabelLevel.FINE),
             image_ids=image_ids,
         )
 
-    def load_targets(self, split: str, user_id: str, labels: str = "coarse") -> np.ndarray:
+    def load_targets(
+        self, split: str, user_id: str, labels: LabelLevel | str = LabelLevel.COARSE
+    ) -> np.ndarray:
         """One user's multi-hot targets, float32 [N, L], without reading any image."""
         group = self.group(split, user_id)
-        return self._targets(group, group[schema.IMAGE_IDS].shape[0], labels)
+        return self._targets(group, group[schema.IMAGE_IDS].shape[0], LabelLevel.parse(labels))
 
-    def _targets(self, group: h5py.Group, count: int, labels: str) -> np.ndarray:
-        if labels == "coarse":
-            return _multi_hot(group, schema.LABELS_ROW, schema.LABELS_COL, count, len(self.label_mapping))
-        if labels == "fine":
-            return _multi_hot(
-                group, schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL, count, len(self.fine_label_mapping)
-            )
-        raise ValueError(f"labels must be 'coarse' or 'fine', got {labels!r}")
+    def _targets(self, group: UserGroup, count: int, level: LabelLevel) -> np.ndarray:
+        row, col = schema.label_datasets(level)
+        return _multi_hot(group, row, col, count, len(self.label_names_of(level)))
+
+    def label_names_of(self, level: LabelLevel | str) -> list[str]:
+        """The label names of ``level`` (coarse or fine) in index order."""
+        return self.label_names if LabelLevel.parse(level) is LabelLevel.COARSE else self.fine_label_names
+
+    def iter_user_labels(
+        self,
+        level: LabelLevel | str = LabelLevel.COARSE,
+        splits: Iterable[str] | None = None,
+        *,
+        image_ids: bool = False,
+    ) -> Iterator[UserLabels]:
+        """Each user's labels of ``level`` as (image row, label index) pairs, read without any pixel.
+
+        Users come split by split (``splits``, default all) in store order. With ``image_ids``
+        each user's image ids are read too.
+
+            for user in store.iter_user_labels("fine", ["train"]):
+                counts = np.bincount(user.cols, minlength=len(store.fine_label_names))
+        """
+        row, col = schema.label_datasets(level)
+        for split in self.splits if splits is None else splits:
+            for user_id, count in self.users(split).items():
+                group = self.group(split, user_id)
+                ids = [raw.decode("utf-8") for raw in group[schema.IMAGE_IDS][()]] if image_ids else None
+                rows = np.asarray(group[row][()], dtype=np.int64)
+                cols = np.asarray(group[col][()], dtype=np.int64)
+                yield UserLabels(split, user_id, count, rows, cols, ids)
 
     def iter_users(self, split: str) -> Iterator[UserData]:
         """Every user of a split, loaded one at a time in store order."""

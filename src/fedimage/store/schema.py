@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
+from fedimage.labels import LabelLevel
+
 FORMAT_NAME = "fedimage"
 FORMAT_VERSION = 1
 
@@ -78,3 +80,10 @@ def rejects_path_for(output: str) -> str:
     """Where the rejects report of a store goes: ``out.h5`` -> ``out.rejects.jsonl``."""
     base = output[: -len(".h5")] if output.endswith(".h5") else output
     return base + ".rejects.jsonl"
+
+
+def label_datasets(level: LabelLevel | str) -> tuple[str, str]:
+    """The (row, col) datasets of a user group holding the labels of ``level`` (pfl-research's layout)."""
+    if LabelLevel.parse(level) is LabelLevel.COARSE:
+        return LABELS_ROW, LABELS_COL
+    return FINE_LABELS_ROW, FINE_LABELS_COL

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from fedimage.extras import require
+from fedimage.labels import LabelLevel
 from fedimage.store.reader import FederatedStore
 from fedimage.training.metrics import multilabel_metrics
 
@@ -15,7 +16,7 @@ torch = require("torch")
 
 def target_field(labels: str) -> str:
     """The :class:`~fedimage.store.reader.UserData` attribute holding ``coarse`` or ``fine`` targets."""
-    return {"coarse": "labels", "fine": "fine_labels"}[labels]
+    return LabelLevel.parse(labels).targets_field
 
 
 def iter_batches(
@@ -73,5 +74,5 @@ def evaluate(
 def split_targets(store: FederatedStore, split: str, labels: str) -> np.ndarray:
     """All targets of a split without decoding any image."""
     rows = [store.load_targets(split, user_id, labels) for user_id in store.users(split)]
-    width = len(store.label_mapping if labels == "coarse" else store.fine_label_mapping)
+    width = len(store.label_names_of(labels))
     return np.concatenate(rows) if rows else np.zeros((0, width), dtype=np.float32)

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fedimage.errors import OptionError
+from fedimage.labels import LABEL_LEVELS
 
 MODELS = ("resnet18gn", "cnn")
-LABEL_KINDS = ("coarse", "fine")
+LABEL_KINDS = LABEL_LEVELS  # the command line's --labels choices
 #: Server strategies of the ``flower`` engine (the pfl engine always runs FedAvg + central Adam).
 STRATEGIES = ("fedadam", "fedavg")
 

@@ -76,7 +76,7 @@ def train(
     with FederatedStore(store_path, key=key) as store:
         _require_split(store, "train")
         val_split, test_split = _optional_split(store, "val"), _optional_split(store, "test")
-        label_names = store.label_names if config.labels == "coarse" else store.fine_label_names
+        label_names = store.label_names_of(config.labels)
         crop = config.image_size or default_crop(store.image_size)
         model = build_model(config.model, len(label_names), crop)
         population = len(store.users("train"))
