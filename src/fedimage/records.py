@@ -20,7 +20,7 @@ class ImageRecord:
 
     ``path`` is the image file; ``origin`` says where the record came from
     (``"manifest.csv row 12"``, a folder path) for messages and the rejects report.
-    ``partition`` is None when the source has no split information.
+    ``split`` is the split the source assigns (None when it has no split information).
     """
 
     path: str
@@ -28,7 +28,7 @@ class ImageRecord:
     user_id: str
     labels: tuple[str, ...] = ()
     fine_labels: tuple[str, ...] = ()
-    partition: str | None = None
+    split: str | None = None
     origin: str = ""
     row: int = -1
 

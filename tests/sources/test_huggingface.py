@@ -67,9 +67,9 @@ def user_groups(path: Path) -> dict[str, dict[str, bytes]]:
 
 def test_flair_parquet_gives_the_same_store_as_the_flair_folder(flair_folder: Path, tmp_path: Path):
     rows = flair_rows(flair_folder)
-    shards = tmp_path / "apple_flair" / "data"
-    write_parquet(shards / "train-00000-of-00002.parquet", rows[:7])
-    write_parquet(shards / "train-00001-of-00002.parquet", rows[7:])
+    data = tmp_path / "apple_flair" / "data"
+    write_parquet(data / "train-00000-of-00002.parquet", rows[:7])
+    write_parquet(data / "train-00001-of-00002.parquet", rows[7:])
     assert detect_source_format(tmp_path / "apple_flair") == "hf"
     taxonomy = fedimage.load_taxonomy(flair_folder / "label_relationship.txt")
     for storage in ("jpeg", "raw"):
@@ -122,7 +122,7 @@ def test_user_index_reads_no_image_bytes(flair_folder: Path, tmp_path: Path, mon
     plan = make_plan(source.metadata(), PlanOptions(), has_users=source.has_users)
     assert plan.planned_images == 14
     assert read_columns and all("image" not in columns for columns in read_columns)
-    assert all(shard.images is None for shard in source._shards)  # image column never opened
+    assert all(data_file.images is None for data_file in source._files)  # image column never opened
     assert sorted(plan.table.column("row").take(pa.array(plan.order)).to_pylist()) == list(range(14))
 
 

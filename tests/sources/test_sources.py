@@ -132,7 +132,7 @@ class TestManifests:
         rows = [{"image": "a.jpg", "user_id": "u", "labels": "cat"}]
         source = open_source(write_table(tmp_path / "m.csv", rows))
         (record,) = records(source)
-        assert (record.image_id, record.user_id, record.labels, record.partition) == (
+        assert (record.image_id, record.user_id, record.labels, record.split) == (
             "a.jpg",
             "u",
             ("cat",),
@@ -188,7 +188,7 @@ class TestFlairFolder:
         assert len(found) == 14
         first = found[0]
         assert first.path == str(flair_folder / "small_images" / "1000.jpg")
-        assert first.user_id == "59769174@N00" and first.partition == "train"
+        assert first.user_id == "59769174@N00" and first.split == "train"
 
     def test_columnar_metadata_matches_the_records_item_by_item(self, tmp_path: Path, monkeypatch):
         items = [

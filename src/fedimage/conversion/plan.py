@@ -133,24 +133,24 @@ def make_plan(
     checks.flag_duplicates()
     rejects.extend(checks.rejects("source"))
 
-    # The layout works on a narrow table of the valid rows' keys.
+    # The assignment works on a narrow table of the valid rows' keys.
     valid = np.flatnonzero(~checks.bad)
-    keys = table.select(["image_id", "user_id", "partition"])
+    keys = table.select(["image_id", "user_id", "split"])
     if len(valid) < table.num_rows:
         keys = keys.take(pa.array(valid))
     clients = _clients(keys, table.column("labels"), table.column("fine_labels"), valid, options, has_users)
     if clients is not None:
         keys = keys.set_column(1, "user_id", clients)
         table = table.set_column(2, "user_id", _scatter(clients, valid, table.num_rows))
-    layout = _layout(keys, options)
+    assignment = _assign(keys, options)
     table = table.set_column(
-        table.schema.get_field_index("partition"), "partition", _scatter(layout.splits, valid, table.num_rows)
+        table.schema.get_field_index("split"), "split", _scatter(assignment.splits, valid, table.num_rows)
     )
-    for position, size in layout.over_cap:
+    for position, size in assignment.over_cap:
         record = records_of(table.slice(int(valid[position]), 1))[0]
         reason = f"over the cap of {options.max_images_per_user} images per user (user has {size} images)"
         rejects.append(_reject(record, reason, "cap"))
-    order = valid[layout.order]
+    order = valid[assignment.order]
     kept = table if len(order) == table.num_rows else table.take(pa.array(np.sort(order)))
     coarse = set(pc.unique(kept.column("labels").combine_chunks().flatten()).to_pylist())
     fine = set(pc.unique(kept.column("fine_labels").combine_chunks().flatten()).to_pylist())
@@ -160,7 +160,7 @@ def make_plan(
     return ConversionPlan(
         table=table,
         order=order,
-        users=layout.users,
+        users=assignment.users,
         rejects=rejects,
         inputs=metadata.inputs,
         coarse_labels=sorted(coarse),
@@ -200,9 +200,9 @@ class _RowChecks:
         self.flag(self._empty("image_id"), lambda _: "row has no image id")
         if has_users:
             self.flag(self._empty("user_id"), lambda _: "row has no user id")
-        partition = self.table.column("partition")
+        partition = self.table.column("split")
         has_partition = pc.is_valid(partition).to_numpy(zero_copy_only=False)
-        self.flag(has_partition & self._empty("partition"), lambda _: "row has no partition value")
+        self.flag(has_partition & self._empty("split"), lambda _: "row has no split value")
         for name in pc.unique(pc.drop_null(partition)).to_pylist():
             try:
                 check_split_name(name)
@@ -367,14 +367,14 @@ def _client_names(clients: np.ndarray, prefix: str) -> pa.Array:
 
 
 @dataclass
-class _Layout:
+class _Assignment:
     order: np.ndarray  # rows of the keys table, in store order
     splits: pa.Array  # the split of each row of the keys table
     users: list[UserPlan]
     over_cap: list[tuple[int, int]]  # (row, its user's image count) of the rows dropped by the cap
 
 
-def _layout(keys: pa.Table, options: PlanOptions) -> _Layout:
+def _assign(keys: pa.Table, options: PlanOptions) -> _Assignment:
     """Store order (split, user, image id) of the rows, after the per-user cap, and the user groups."""
     user_codes, user_vocabulary = string_codes(keys.column("user_id"))
     user_names = user_vocabulary.to_pylist()
@@ -402,7 +402,7 @@ def _layout(keys: pa.Table, options: PlanOptions) -> _Layout:
     split_key[split_order] = np.arange(len(split_names))
     order = np.lexsort((id_codes, user_codes, split_key[split_codes]))
     order = order[keep[order]]
-    return _Layout(
+    return _Assignment(
         order=order,
         splits=pa.array(split_names, pa.string()).take(pa.array(split_codes)),
         users=_user_ranges(split_codes[order], user_codes[order], split_names, user_names),
@@ -414,7 +414,7 @@ def _split_codes(
     table: pa.Table, user_codes: np.ndarray, user_names: list[str], options: PlanOptions
 ) -> tuple[np.ndarray, list[str]]:
     """Each row's split: its partition when its user's rows carry one, else its user's assigned split."""
-    partition = table.column("partition").combine_chunks()
+    partition = table.column("split").combine_chunks()
     encoded = pc.dictionary_encode(partition)
     partition_names = encoded.dictionary.to_pylist()
     partition_codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -20,7 +20,7 @@ def convert_sample(
     workers: int | None = None,
     quiet: bool = False,
 ) -> ConvertReport:
-    """Convert the embedded sample (300 clip-art images, 60 authors) into ``output``, replacing it.
+    """Convert the embedded sample (300 clip-art drawings by 12 authors) into ``output``, replacing it.
 
     Parameters:
         output: the store to write; its folder is created.

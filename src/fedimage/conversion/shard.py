@@ -73,7 +73,7 @@ class RowsDigest:
 
     def update(self, records: Iterable[ImageRecord]) -> None:
         for record in records:
-            fields = (record.image_id, record.user_id, record.partition or "", *record.labels, "")
+            fields = (record.image_id, record.user_id, record.split or "", *record.labels, "")
             self._hash.update("\0".join((*fields, *record.fine_labels)).encode("utf-8") + b"\n")
 
     def hexdigest(self) -> str:

@@ -126,7 +126,7 @@ class FlairSource(Source):
                 "user_id": _texts(batch["user_id"]),
                 "labels": clean_label_lists(_labels(batch["labels"]), "|"),
                 "fine_labels": clean_label_lists(_labels(batch["fine_grained_labels"]), "|"),
-                "partition": _texts(batch["partition"]),
+                "split": _texts(batch["partition"]),
                 "origin": origin,
                 "row": pa.array(np.full(len(items), -1, dtype=np.int64)),
             },

@@ -37,7 +37,7 @@ METADATA_BATCH_ROWS = 1 << 12  # bounds the transient Arrow and numpy arrays of 
 
 
 @dataclass
-class _Shard:
+class _DataFile:
     """One data file: where its rows start in the source, and its split (DatasetDict)."""
 
     path: Path
@@ -68,8 +68,8 @@ class HuggingFaceSource(Source):
         super().__init__(path if path.is_dir() else path.parent)
         self.path = path
         self.label_delimiter = label_delimiter
-        self._shards = _find_shards(path)
-        schema = self._schema(self._shards[0])
+        self._files = _find_data_files(path)
+        schema = self._schema(self._files[0])
         names = list(schema.names)
         self.columns = (columns or ManifestColumns()).resolve(names, str(path))
         image_type = schema.field(self.columns["image"]).type
@@ -81,11 +81,11 @@ class HuggingFaceSource(Source):
         self._tmpdir: str | None = None
         self._finalizer: weakref.finalize | None = None
         row = 0
-        for shard in self._shards:
-            shard.first_row = row
-            shard.num_rows = self._num_rows(shard)
-            row += shard.num_rows
-        self._starts = np.array([shard.first_row for shard in self._shards], dtype=np.int64)
+        for data_file in self._files:
+            data_file.first_row = row
+            data_file.num_rows = self._num_rows(data_file)
+            row += data_file.num_rows
+        self._starts = np.array([data_file.first_row for data_file in self._files], dtype=np.int64)
 
     @property
     def name(self) -> str:
@@ -97,45 +97,45 @@ class HuggingFaceSource(Source):
 
     def describe(self) -> str:
         mapped = describe_columns(self.columns)
-        rows = sum(shard.num_rows for shard in self._shards)
-        return f"hugging face dataset {self.path} ({len(self._shards)} files, {rows} rows; {mapped})"
+        rows = sum(data_file.num_rows for data_file in self._files)
+        return f"hugging face dataset {self.path} ({len(self._files)} files, {rows} rows; {mapped})"
 
     # -- metadata -------------------------------------------------------------------------
     @staticmethod
-    def _schema(shard: _Shard) -> pa.Schema:
-        if shard.kind == "parquet":
-            return pq.read_schema(shard.path)
-        return _open_arrow(shard).schema
+    def _schema(data_file: _DataFile) -> pa.Schema:
+        if data_file.kind == "parquet":
+            return pq.read_schema(data_file.path)
+        return _open_arrow(data_file).schema
 
     @staticmethod
-    def _num_rows(shard: _Shard) -> int:
-        if shard.kind == "parquet":
-            return pq.ParquetFile(shard.path).metadata.num_rows
-        return _open_arrow(shard).num_rows
+    def _num_rows(data_file: _DataFile) -> int:
+        if data_file.kind == "parquet":
+            return pq.ParquetFile(data_file.path).metadata.num_rows
+        return _open_arrow(data_file).num_rows
 
-    def _metadata_batches(self, shard: _Shard, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    def _metadata_batches(self, data_file: _DataFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """The metadata columns of one file, a bounded batch of rows at a time."""
-        if shard.kind == "parquet":
-            yield from pq.ParquetFile(shard.path, buffer_size=PARQUET_BUFFER_BYTES).iter_batches(
+        if data_file.kind == "parquet":
+            yield from pq.ParquetFile(data_file.path, buffer_size=PARQUET_BUFFER_BYTES).iter_batches(
                 batch_size=METADATA_BATCH_ROWS, columns=columns
             )
         else:
-            yield from _open_arrow(shard).select(columns).to_batches(max_chunksize=METADATA_BATCH_ROWS)
+            yield from _open_arrow(data_file).select(columns).to_batches(max_chunksize=METADATA_BATCH_ROWS)
 
-    def _metadata_table(self, shard: _Shard) -> pa.Table:
+    def _metadata_table(self, data_file: _DataFile) -> pa.Table:
         """One file's rows as a record table, built column-wise in Arrow (image bytes never read)."""
         wanted = {field: name for field, name in self.columns.items() if name and field != "image"}
-        schema = self._schema(shard)
+        schema = self._schema(data_file)
         class_names = {name: _class_names(schema, name) for name in wanted.values()}
         tables, first = [], 0
-        for batch in self._metadata_batches(shard, sorted(set(wanted.values()))):
-            tables.append(self._record_chunk(shard, batch, first, wanted, class_names))
+        for batch in self._metadata_batches(data_file, sorted(set(wanted.values()))):
+            tables.append(self._record_chunk(data_file, batch, first, wanted, class_names))
             first += batch.num_rows
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
     def _record_chunk(
         self,
-        shard: _Shard,
+        data_file: _DataFile,
         table: pa.RecordBatch,
         first: int,
         wanted: dict[str, str],
@@ -156,60 +156,62 @@ class HuggingFaceSource(Source):
             return clean_label_lists(_named(column, names) if names else column, self.label_delimiter)
 
         image_ids = text("image_id")
-        default_ids = pc.binary_join_element_wise(f"{shard.path.stem}-", pc.cast(index, pa.string()), "")
-        partition = text("split") if "split" in wanted else pa.array([shard.split] * count, pa.string())
+        default_ids = pc.binary_join_element_wise(f"{data_file.path.stem}-", pc.cast(index, pa.string()), "")
+        partition = text("split") if "split" in wanted else pa.array([data_file.split] * count, pa.string())
         columns = {
             "path": blank,
             "image_id": pc.if_else(pc.equal(image_ids, ""), default_ids, image_ids),
             "user_id": text("user"),
             "labels": labels("labels"),
             "fine_labels": labels("fine_labels"),
-            "partition": partition,
-            "origin": pc.binary_join_element_wise(f"{shard.path.name} row ", pc.cast(index, pa.string()), ""),
-            "row": pc.add(index, shard.first_row),
+            "split": partition,
+            "origin": pc.binary_join_element_wise(
+                f"{data_file.path.name} row ", pc.cast(index, pa.string()), ""
+            ),
+            "row": pc.add(index, data_file.first_row),
         }
         return pa.table(columns, schema=SCHEMA)
 
     def metadata(self) -> SourceMetadata:
-        tables = [self._metadata_table(shard) for shard in self._shards]
+        tables = [self._metadata_table(data_file) for data_file in self._files]
         return SourceMetadata(pa.concat_tables(tables))
 
     def records(self) -> Iterator[ImageRecord | Reject]:
-        for shard in self._shards:
-            yield from records_of(self._metadata_table(shard))
+        for data_file in self._files:
+            yield from records_of(self._metadata_table(data_file))
 
     # -- image bytes ------------------------------------------------------------------------
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
         """Each record's encoded image, a file path when the row stores only a path, or None."""
         rows = np.fromiter((record.row for record in records), dtype=np.int64, count=len(records))
-        shard_of = np.searchsorted(self._starts, rows, side="right") - 1
+        data_file_of = np.searchsorted(self._starts, rows, side="right") - 1
         out: list[bytes | str | None] = []
-        for row, shard_index in zip(rows.tolist(), shard_of.tolist(), strict=True):
-            shard = self._shards[shard_index]
-            out.append(self._images(shard).payload(row - shard.first_row, self.root))
+        for row, file_index in zip(rows.tolist(), data_file_of.tolist(), strict=True):
+            data_file = self._files[file_index]
+            out.append(self._images(data_file).payload(row - data_file.first_row, self.root))
         return out
 
     def prepare_reading(self) -> None:
         """Build every file's image access (Parquet image columns are copied to flat files) now."""
-        for shard in self._shards:
-            self._images(shard)
+        for data_file in self._files:
+            self._images(data_file)
         pa.default_memory_pool().release_unused()  # forked workers should not inherit Parquet's buffers
 
-    def _images(self, shard: _Shard) -> _ImageColumn:
-        if shard.images is None:
-            if shard.kind == "parquet":
-                shard.images = self._parquet_images_as_blob(shard)
+    def _images(self, data_file: _DataFile) -> _ImageColumn:
+        if data_file.images is None:
+            if data_file.kind == "parquet":
+                data_file.images = self._parquet_images_as_blob(data_file)
             else:
-                shard.images = _ImageColumn(_open_arrow(shard).column(self.columns["image"]))
-        return shard.images
+                data_file.images = _ImageColumn(_open_arrow(data_file).column(self.columns["image"]))
+        return data_file.images
 
-    def _parquet_images_as_blob(self, shard: _Shard) -> _ImageBlob:
+    def _parquet_images_as_blob(self, data_file: _DataFile) -> _ImageBlob:
         """Stream a Parquet file's image column into a flat temporary file (read back with pread)."""
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="fedimage-hf-")
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._tmpdir, ignore_errors=True)
         target = Path(self._tmpdir) / f"{len(os.listdir(self._tmpdir))}.bin"
-        parquet = pq.ParquetFile(shard.path, buffer_size=PARQUET_BUFFER_BYTES)
+        parquet = pq.ParquetFile(data_file.path, buffer_size=PARQUET_BUFFER_BYTES)
         column = [self.columns["image"]]
         # One row group at a time, no read-ahead: memory stays at about one row group.
         batches = (
@@ -223,10 +225,10 @@ class HuggingFaceSource(Source):
 
     def close(self) -> None:
         """Delete temporary files (also done when the source is garbage collected)."""
-        for shard in self._shards:
-            if isinstance(shard.images, _ImageBlob):
-                shard.images.close()
-            shard.images = None
+        for data_file in self._files:
+            if isinstance(data_file.images, _ImageBlob):
+                data_file.images.close()
+            data_file.images = None
         if self._finalizer is not None:
             self._finalizer()
 
@@ -368,14 +370,14 @@ def _write_cells(sink: BinaryIO, data: pa.Array, lengths: np.ndarray) -> None:
         sink.write(data[position].as_buffer())
 
 
-def _open_arrow(shard: _Shard) -> pa.Table:
-    source = pa.memory_map(str(shard.path))
+def _open_arrow(data_file: _DataFile) -> pa.Table:
+    source = pa.memory_map(str(data_file.path))
     try:
-        if shard.kind == "arrow-stream":
+        if data_file.kind == "arrow-stream":
             return pa.ipc.open_stream(source).read_all()
         return pa.ipc.open_file(source).read_all()
     except pa.ArrowInvalid as error:
-        raise SourceError(f"cannot read Arrow file {shard.path}: {error}") from None
+        raise SourceError(f"cannot read Arrow file {data_file.path}: {error}") from None
 
 
 def _arrow_kind(path: Path) -> str:
@@ -383,40 +385,42 @@ def _arrow_kind(path: Path) -> str:
         return "arrow-file" if handle.read(6) == b"ARROW1" else "arrow-stream"
 
 
-def _find_shards(path: Path) -> list[_Shard]:
+def _find_data_files(path: Path) -> list[_DataFile]:
     """The data files of a dataset on disk, in a deterministic order."""
     if not path.exists():
         raise SourceError(f"source not found: {path}")
     if path.is_file():
-        return [_file_shard(path, None)]
+        return [_data_file_at(path, None)]
     splits_file = path / "dataset_dict.json"
     if splits_file.is_file():
         splits = json.loads(splits_file.read_text())["splits"]
-        shards = [shard for split in splits for shard in _saved_dataset_shards(path / split, split)]
+        data_files = [
+            data_file for split in splits for data_file in _saved_dataset_files(path / split, split)
+        ]
     elif (path / "state.json").is_file():
-        shards = _saved_dataset_shards(path, None)
+        data_files = _saved_dataset_files(path, None)
     else:
         files = sorted(
             candidate
             for candidate in path.rglob("*")
             if candidate.suffix in (".parquet", ".arrow") and not candidate.name.startswith(".")
         )
-        shards = [_file_shard(candidate, None) for candidate in files]
-    if not shards:
+        data_files = [_data_file_at(candidate, None) for candidate in files]
+    if not data_files:
         raise SourceError(f"{path} holds no Hugging Face dataset (.arrow or .parquet files)")
-    return shards
+    return data_files
 
 
-def _saved_dataset_shards(folder: Path, split: str | None) -> list[_Shard]:
+def _saved_dataset_files(folder: Path, split: str | None) -> list[_DataFile]:
     state = json.loads((folder / "state.json").read_text())
-    return [_file_shard(folder / entry["filename"], split) for entry in state["_data_files"]]
+    return [_data_file_at(folder / entry["filename"], split) for entry in state["_data_files"]]
 
 
-def _file_shard(path: Path, split: str | None) -> _Shard:
+def _data_file_at(path: Path, split: str | None) -> _DataFile:
     if path.suffix == ".parquet":
-        return _Shard(path, "parquet", split)
+        return _DataFile(path, "parquet", split)
     if path.suffix == ".arrow":
-        return _Shard(path, _arrow_kind(path), split)
+        return _DataFile(path, _arrow_kind(path), split)
     raise SourceError(f"{path} is neither a .parquet nor an .arrow file")
 
 

@@ -256,6 +256,6 @@ def row_to_record(
         user_id=user,
         labels=parse_label_list(cell("labels"), delimiter),
         fine_labels=parse_label_list(cell("fine_labels"), delimiter),
-        partition=partition,
+        split=partition,
         origin=origin,
     )

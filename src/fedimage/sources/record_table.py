@@ -26,7 +26,7 @@ SCHEMA = pa.schema(
         ("user_id", pa.string()),
         ("labels", LABELS),
         ("fine_labels", LABELS),
-        ("partition", pa.string()),  # null: the source carries no split information
+        ("split", pa.string()),  # null: the source carries no split information
         ("origin", pa.string()),
         ("row", pa.int64()),
     ]
@@ -68,8 +68,8 @@ def records_of(table: pa.Table) -> list[ImageRecord]:
     """The rows of (a slice of) a record table as records."""
     columns = [table.column(name).to_pylist() for name in SCHEMA.names]
     return [
-        ImageRecord(path, image_id, user, tuple(labels or ()), tuple(fine or ()), partition, origin, row)
-        for path, image_id, user, labels, fine, partition, origin, row in zip(*columns, strict=True)
+        ImageRecord(path, image_id, user, tuple(labels or ()), tuple(fine or ()), split, origin, row)
+        for path, image_id, user, labels, fine, split, origin, row in zip(*columns, strict=True)
     ]
 
 
