@@ -124,3 +124,10 @@ def test_cli_partition_options(tmp_path: Path):
             assert (user.labels.sum(axis=0) > 0).sum() == 1  # one label per client
     status = main(["convert", str(tmp_path / "src"), "-o", str(output), "--partition", "natural"])
     assert status == 2  # a class folder tree has no users
+
+
+def test_the_plan_has_one_seed():
+    plan = PlanOptions(seed=5, partition=PartitionOptions("iid", num_clients=3))
+    assert plan.partition is not None and plan.partition.seed == 5
+    with pytest.raises(OptionError, match=r"`partition.seed` .* differs from `seed`"):
+        PlanOptions(seed=5, partition=PartitionOptions("iid", seed=7))

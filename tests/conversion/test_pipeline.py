@@ -14,7 +14,7 @@ from helpers import fast_options, jpeg_bytes, photo, save_image, write_jsonl
 from PIL import Image
 
 import fedimage
-from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
+from fedimage import ImageOptions, PartitionOptions, PlanOptions, SplitRatios, convert, open_source
 from fedimage.conversion import shard as shard_writing
 from fedimage.conversion.executors import local as local_executor
 from fedimage.errors import StoreError
@@ -161,7 +161,11 @@ class TestOptions:
         for label in ("cat", "dog"):
             for index in range(10):
                 save_image(tmp_path / "src" / label / f"{index}.png", photo(30, 30, seed=index))
-        options = fast_options(plan=PlanOptions(num_clients=4, split=SplitRatios(("train",), (1.0,))))
+        options = fast_options(
+            plan=PlanOptions(
+                partition=PartitionOptions("iid", num_clients=4), split=SplitRatios(("train",), (1.0,))
+            )
+        )
         convert(open_source(tmp_path / "src", layout="class"), tmp_path / "out.h5", options)
         with fedimage.open(tmp_path / "out.h5") as store:
             assert store.users("train") == {"client_0": 5, "client_1": 5, "client_2": 5, "client_3": 5}

@@ -210,7 +210,6 @@ def run(args: argparse.Namespace) -> int:
             split=SplitRatios.parse(args.split),
             seed=args.seed,
             max_images_per_user=args.max_images_per_user,
-            num_clients=args.num_clients,
             partition=_partition_options(args, source.has_users),
             skew_label=args.skew_label,
             group_size=args.group_size,
@@ -261,9 +260,10 @@ def _partition_options(args: argparse.Namespace, has_users: bool) -> PartitionOp
             raise OptionError(
                 f"--partition natural: this source has no user ids; choose --partition {schemes}"
             )
-        return None
+        if has_users:
+            return None
     return PartitionOptions(
-        args.partition,
+        "iid" if args.partition in (None, "natural") else args.partition,
         num_clients=args.num_clients,
         min_per_client=args.min_per_client,
         seed=args.seed,

@@ -9,7 +9,7 @@ first one seen).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -38,13 +38,18 @@ from fedimage.sources.record_table import (
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """Options that decide which image goes to which user and split."""
+    """Options that decide which image goes to which user and split.
+
+    ``seed`` is the plan's one seed: it shuffles users into splits, groups users and, in a plan,
+    drives the partition scheme too (a ``partition`` given another non-zero seed is an error).
+    ``partition`` None means the source's own users ("natural"), or, for a source without users,
+    IID over :class:`~fedimage.partitioning.PartitionOptions`' default number of clients; the
+    number of clients is set only there (``PartitionOptions(num_clients=...)``).
+    """
 
     split: SplitRatios = field(default_factory=SplitRatios)
     seed: int = 0
     max_images_per_user: int | None = None
-    num_clients: int = 10
-    #: None: the source's own users ("natural"), or IID clients when it has none.
     partition: PartitionOptions | None = None
     #: Which of an image's labels a label-skew scheme follows (see fedimage.partitioning.labels).
     skew_label: str = "rarest"
@@ -54,13 +59,18 @@ class PlanOptions:
     def __post_init__(self) -> None:
         if self.max_images_per_user is not None and self.max_images_per_user < 1:
             raise OptionError(f"`max_images_per_user` must be at least 1, got {self.max_images_per_user}")
-        if self.num_clients < 1:
-            raise OptionError(f"`num_clients` must be at least 1, got {self.num_clients}")
         if self.skew_label not in SKEW_STRATEGIES:
             choices = ", ".join(SKEW_STRATEGIES)
             raise OptionError(f"`skew_label` must be one of {choices}, got {self.skew_label!r}")
         if self.group_size is not None and self.group_size < 1:
             raise OptionError(f"`group_size` must be at least 1, got {self.group_size}")
+        if self.partition is not None and self.partition.seed != self.seed:
+            if self.partition.seed != 0:
+                raise OptionError(
+                    f"`partition.seed` ({self.partition.seed}) differs from `seed` ({self.seed}): a plan has"
+                    " one seed; set `seed`"
+                )
+            object.__setattr__(self, "partition", replace(self.partition, seed=self.seed))
         if self.group_size is not None and self.partition is not None:
             raise OptionError("`group_size` merges natural users; it cannot be combined with `partition`")
 
@@ -342,7 +352,7 @@ def _clients(
     if partition_options is None:
         if has_users:
             return None
-        partition_options = PartitionOptions("iid", num_clients=options.num_clients, seed=options.seed)
+        partition_options = PartitionOptions("iid", seed=options.seed)
     count = keys.num_rows
     by_id = pc.sort_indices(keys.column("image_id")).to_numpy()
     position = np.empty(count, dtype=np.int64)
