@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from fedimage.records import ImageRecord, Reject
-from fedimage.sources.record_table import SourceMetadata, metadata_from_records
+from fedimage.sources.record_table import SourceMetadata, metadata_from_records, records_of
 
 
 class Source(ABC):
@@ -37,9 +37,17 @@ class Source(ABC):
         """A taxonomy file that ships with the collection, if any."""
         return None
 
-    @abstractmethod
     def records(self) -> Iterator[ImageRecord | Reject]:
-        """Every input image, in a deterministic order."""
+        """Every input image (then every reject), in a deterministic order.
+
+        Row-based sources (folders, manifests) override this and get :meth:`metadata` from it;
+        columnar sources (FLAIR, Hugging Face) override :meth:`metadata` and get this from it.
+        """
+        if type(self).metadata is Source.metadata:
+            raise TypeError(f"{type(self).__name__} must override records() or metadata()")
+        metadata = self.metadata()
+        yield from records_of(metadata.table)
+        yield from metadata.rejects
 
     def metadata(self) -> SourceMetadata:
         """Every input as one table row (or a reject). Columnar sources override this."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import SourceError
-from fedimage.records import ImageRecord, Reject
+from fedimage.records import Reject
 from fedimage.sources.base import Source, clean_text, parse_label_list, resolve_inside
 from fedimage.sources.json_stream import iter_json_array
-from fedimage.sources.manifest import records_from_rows
 from fedimage.sources.record_table import SCHEMA, SourceMetadata, clean_label_lists
 
 METADATA_FILE = "labels_and_metadata.json"
@@ -133,22 +131,6 @@ class FlairSource(Source):
             schema=SCHEMA,
         )
         return table if keep.all() else table.filter(pa.array(keep))
-
-    def records(self) -> Iterator[ImageRecord | Reject]:
-        yield from records_from_rows(self._with_image_paths(self._rows()), FLAIR_COLUMNS, self.root, "|")
-
-    def _rows(self) -> Iterator[tuple[str, Any]]:
-        """(origin, object) per metadata item, streamed; a non-object item becomes its rejection."""
-        for index, item in enumerate(iter_json_array(self.metadata_path)):
-            origin = f"{METADATA_FILE} item {index}"
-            yield origin, item if isinstance(item, dict) else ValueError("item is not a JSON object")
-
-    def _with_image_paths(self, rows: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
-        for origin, row in rows:
-            if isinstance(row, dict):
-                image_id = clean_text(row.get("image_id"))
-                row["_image"] = f"{self.image_folder}/{image_id}.jpg" if image_id else ""
-            yield origin, row
 
 
 def _origin(index: int) -> str:

@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
 from fedimage.extras import require
-from fedimage.records import ImageRecord, Reject
+from fedimage.records import ImageRecord
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
-from fedimage.sources.record_table import LABELS, SCHEMA, SourceMetadata, clean_label_lists, records_of
+from fedimage.sources.record_table import LABELS, SCHEMA, SourceMetadata, clean_label_lists
 
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
@@ -175,10 +175,6 @@ class HuggingFaceSource(Source):
     def metadata(self) -> SourceMetadata:
         tables = [self._metadata_table(data_file) for data_file in self._files]
         return SourceMetadata(pa.concat_tables(tables))
-
-    def records(self) -> Iterator[ImageRecord | Reject]:
-        for data_file in self._files:
-            yield from records_of(self._metadata_table(data_file))
 
     # -- image bytes ------------------------------------------------------------------------
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
