@@ -183,6 +183,43 @@ class TestJpegCopy:
             standardize_bytes(original[: len(original) // 2], ImageOptions(size=64))
 
 
+def _cut_at_a_third(data: bytes) -> bytes:
+    scan = data.index(b"\xff\xda")
+    return data[: scan + (len(data) - scan) // 3] + b"\xff\xd9"
+
+
+def _random_bytes_mid_scan(data: bytes) -> bytes:
+    scan = data.index(b"\xff\xda")
+    middle = scan + (len(data) - scan) // 2
+    noise = np.random.default_rng(1).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    return data[:middle] + noise + data[middle + 200 :]
+
+
+def _huge_header_over_small_data(data: bytes) -> bytes:
+    frame = data.index(b"\xff\xc0")  # SOF0: length (2), precision (1), height, width
+    return data[: frame + 5] + (9000).to_bytes(2, "big") * 2 + data[frame + 9 :]
+
+
+class TestDamagedJpegs:
+    """Damaged scans are rejected at every size and storage, never stored gray-filled (issue 14, 2)."""
+
+    DAMAGED = {
+        "scan cut at a third": lambda: _cut_at_a_third(jpeg_bytes(photo(256, 256), quality=90)),
+        "random bytes mid-scan": lambda: _random_bytes_mid_scan(jpeg_bytes(photo(256, 256), quality=90)),
+        "9000x9000 header over 16x16 data": lambda: _huge_header_over_small_data(
+            jpeg_bytes(photo(16, 16), quality=90)
+        ),
+        "cmyk scan cut at a third": lambda: _cut_at_a_third(jpeg_bytes(photo(256, 256).convert("CMYK"))),
+    }
+
+    @pytest.mark.parametrize("storage", ["raw", "jpeg"])
+    @pytest.mark.parametrize("size", [256, 300, 1000])
+    @pytest.mark.parametrize("name", list(DAMAGED))
+    def test_rejected_at_any_size(self, name, size, storage):
+        with pytest.raises(ImageRejected, match="corrupt JPEG data: premature end of data segment"):
+            standardize_bytes(self.DAMAGED[name](), ImageOptions(size=size, storage=storage))
+
+
 class TestBadInputs:
     # (description, file content, expected reason pattern)
     CASES = [

@@ -8,8 +8,12 @@ JPEGs that libjpeg-turbo reads as YCbCr or gray (nearly all photos) are decoded
 by simplejpeg straight into an array, scaled in the DCT domain by 1/2, 1/4 or
 1/8 exactly as Pillow's ``draft`` would (same pixels, about 7% less time); the
 resize is Pillow's antialiased bicubic and the JPEG encoder simplejpeg (both
-libjpeg-turbo). Anything else, and any JPEG that libjpeg-turbo only decodes
-with warnings, takes Pillow's path, which decides as before.
+libjpeg-turbo). Anything else (CMYK, RGB-coded, other formats) takes Pillow's path.
+
+Every JPEG is decoded strictly, whatever the path and the output size: a stream that
+libjpeg-turbo decodes only with a warning (a scan cut short, corrupt entropy-coded data,
+a header larger than its data) is rejected, never stored with its lost part filled gray
+as Pillow's tolerant decoder would.
 """
 
 from __future__ import annotations
@@ -152,20 +156,39 @@ def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> 
     except JpegFormatError:
         return None
     except ValueError as error:
-        message = str(error)
-        if "Premature end" in message:
-            raise ImageRejected("truncated image data") from None
-        raise ImageRejected(f"corrupt JPEG data: {message}") from None
+        raise _jpeg_rejection(error) from None
     return stripped
+
+
+def _jpeg_rejection(error: ValueError) -> ImageRejected:
+    """The rejection for a JPEG that libjpeg-turbo (strict) would not decode cleanly."""
+    message = str(error)
+    if "Premature end" in message:
+        return ImageRejected("truncated image data")
+    if message.startswith("Unsupported"):
+        return ImageRejected(f"unsupported JPEG: {message}")
+    return ImageRejected(f"corrupt JPEG data: {message.removeprefix('Corrupt JPEG data: ')}")
+
+
+def _check_jpeg_stream(data: bytes, mode: str) -> None:
+    """Decode a JPEG strictly at 1/8 scale, only to reject one with damaged data.
+
+    Pillow's decoder ignores libjpeg's warnings and fills what it could not decode with
+    gray; libjpeg-turbo through simplejpeg (strict) turns every warning into an error.
+    """
+    colorspace = {"CMYK": "CMYK", "L": "GRAY"}.get(mode, "RGB")
+    try:
+        simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=1, min_width=1, min_factor=8)
+    except ValueError as error:
+        raise _jpeg_rejection(error) from None
 
 
 def _decode_jpeg(data: bytes, info: JpegInfo, options: ImageOptions) -> Image.Image | None:
     """A JPEG standardized through simplejpeg, or None when Pillow's path must decide.
 
     Decodes at the DCT scale Pillow's ``draft`` picks, so the pixels equal Pillow's.
-    Returns None for what libjpeg-turbo does not read as YCbCr/gray 8-bit, and for
-    streams it decodes only with warnings (Pillow then accepts or rejects them as it
-    always did).
+    Returns None for what libjpeg-turbo does not read as YCbCr/gray 8-bit; rejects a
+    stream it decodes only with warnings (damaged data), at any size.
     """
     width, height = info.width, info.height
     if not (info.precision == 8 and info.decodes_as_ycbcr_or_gray and width > 0 and height > 0):
@@ -176,8 +199,8 @@ def _decode_jpeg(data: bytes, info: JpegInfo, options: ImageOptions) -> Image.Im
     shape = (-(-height // factor), -(-width // factor))
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=shape[0], min_width=shape[1])
-    except ValueError:
-        return None
+    except ValueError as error:
+        raise _jpeg_rejection(error) from None
     if pixels.shape[:2] != shape:
         return None
     image = _resize(Image.fromarray(pixels, "RGB"), options)
@@ -238,7 +261,8 @@ def _load(image: Image.Image) -> None:
 def _decode(data: bytes, options: ImageOptions) -> Image.Image:
     image = _open_checked(data, options.max_pixels)
     orientation = _orientation(image)
-    if image.format == "JPEG":
+    if image.format in ("JPEG", "MPO"):
+        _check_jpeg_stream(data, image.mode)
         image.draft(None, _draft_request(image.size, options))
     _load(image)  # animated formats open at their first frame
     image = _resize(to_rgb(image), options)
