@@ -35,7 +35,16 @@ class ImageRecord:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """An input that was not written to the store, and why."""
+    """An input that was not written to the store, and why.
+
+    ``reason`` is a template: ``{path}``, ``{image_id}`` and ``{user_id}`` stand for this reject's
+    own fields, ``{detail}`` for ``detail`` (one more value the reason names that identifies
+    nobody: a label, a column name, another row's origin). Each is shown quoted (``{detail!s}``:
+    as it is); ``{{`` and ``}}`` are literal braces (:func:`literal`). Identifying values never
+    go into the template's own text, so a pseudonymized report replaces whole fields instead of
+    searching text: :meth:`text` shows a field that was taken out (``None``) as ``[path withheld]``.
+    ``pseudonymous`` marks a reject whose ids are pseudonyms already.
+    """
 
     origin: str
     reason: str
@@ -43,18 +52,52 @@ class Reject:
     path: str | None = None
     user_id: str | None = None
     stage: str = "read"
+    detail: str | None = None
+    pseudonymous: bool = False
+
+    @property
+    def text(self) -> str:
+        """The reason with its placeholders filled in."""
+        return _PLACEHOLDER.sub(self._fill, self.reason)
+
+    def _fill(self, match: re.Match[str]) -> str:
+        if match[1] is None:
+            return match[0][0]  # an escaped brace
+        value = getattr(self, match[1])
+        if value is None:
+            return f"[{match[1].replace('_', ' ')} withheld]"
+        return value if match[2] else repr(value)
 
     def to_json(self) -> dict[str, str]:
-        """The rejects-report row for this input (None fields omitted)."""
+        """The rejects-report row for this input (None fields omitted); always valid UTF-8 text."""
         row = {
             "origin": self.origin,
             "stage": self.stage,
-            "reason": self.reason,
+            "reason": self.text,
             "image_id": self.image_id,
             "path": self.path,
             "user_id": self.user_id,
         }
-        return {key: value for key, value in row.items() if value is not None}
+        return {key: _printable(value) for key, value in row.items() if value is not None}
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(path|image_id|user_id|detail)(!s)?\}")
+
+
+def literal(text: str) -> str:
+    """``text`` as part of a reason template: its braces escaped, so that it is shown as it is."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _printable(text: str) -> str:
+    """``text``, with what UTF-8 cannot hold (lone surrogates, undecodable file-name bytes) escaped."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def write_rejects(path: Path, rejects: Iterable[Reject]) -> None:
@@ -78,6 +121,7 @@ def reason_counts(rejects: Iterable[Reject]) -> Counter[str]:
 
 def _reason_kind(reason: str) -> str:
     """The reason with its specifics (quoted values, numbers, details) blanked out."""
+    reason = _PLACEHOLDER.sub(lambda match: match[0][0] if match[1] is None else "…", reason)
     reason = reason.split(": ", 1)[0].split(" (", 1)[0]
     reason = re.sub(r"'[^']*'|\"[^\"]*\"", "…", reason)
     return re.sub(r"\d[\d,]*", "N", reason)

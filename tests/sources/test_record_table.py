@@ -55,7 +55,7 @@ def test_every_invalid_row_is_rejected_with_its_first_reason():
         record(6, "v", fine=("y",), image_id="img000"),  # duplicate id of row 0
     ]
     plan = make_plan(records, PlanOptions(), taxonomy=taxonomy)
-    reasons = {reject.origin: reject.reason for reject in plan.rejects}
+    reasons = {reject.origin: reject.text for reject in plan.rejects}
     assert reasons == {
         "row 1": "row has no user id",
         "row 2": "row has no image id",

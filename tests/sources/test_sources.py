@@ -153,8 +153,8 @@ class TestManifests:
             {"image": "", "user_id": "u"},
         ]
         found = records(open_source(write_table(tmp_path / "m.jsonl", rows)))
-        reasons = [item.reason if isinstance(item, Reject) else "ok" for item in found]
-        assert reasons[0].startswith("image path '../secret.jpg' lies outside")
+        reasons = [item.text if isinstance(item, Reject) else "ok" for item in found]
+        assert reasons[0] == "image path '../secret.jpg' lies outside the manifest's folder"
         assert "lies outside" in reasons[1]
         assert reasons[2] == "ok" and found[2].path == str(tmp_path / "fine.jpg")
         assert reasons[3] == "row has no image path"
@@ -197,12 +197,13 @@ class TestFlairFolder:
             {"user_id": 3, "image_id": 4, "labels": [], "partition": None},
             {"user_id": "u5", "image_id": "../../etc/passwd", "labels": ["a"]},
             {"user_id": "u6", "image_id": "", "labels": ["a"]},
-            {"user_id": "u7", "image_id": "sub/dir", "labels": ["a", 5]},
+            {"user_id": "u7", "image_id": "sub/dir", "labels": ["a", 5]},  # a number is no label name
             {"user_id": "u8", "image_id": None, "labels": "a"},
             {"user_id": "u9", "labels": "a"},
             {"user_id": "u10", "image_id": "10", "labels": ["a", None, "a"], "fine_grained_labels": "q|r"},
             "not an object",
             {"user_id": "u11", "image_id": "11", "labels": ["a"], "fine_grained_labels": [" q ", "q"]},
+            {"user_id": "u12", "image_id": "sub/dir", "labels": ["a", None]},
         ]
         (tmp_path / "labels_and_metadata.json").write_text(json.dumps(items))
         monkeypatch.setattr(flair_module, "METADATA_BATCH_ROWS", 4)  # several batches
@@ -214,14 +215,17 @@ class TestFlairFolder:
             ("u1", "1", ["a", "b"], ["x"], ""),
             ("u2", "2", ["a", "b"], [], "val"),
             ("3", "4", [], [], ""),
-            ("u7", "sub/dir", ["a", "5"], [], ""),
             ("u10", "10", ["a"], ["q", "r"], ""),
             ("u11", "11", ["a"], ["q"], ""),
+            ("u12", "sub/dir", ["a"], [], ""),
         ]
         assert [reject.reason for reject in columnar.rejects].count("row has no image path") == 3
         rejected = [reject.origin.rsplit(" ", 1)[1] for reject in columnar.rejects]
-        assert rejected == ["2", "4", "5", "7", "8", "10"]
+        assert rejected == ["2", "4", "5", "6", "7", "8", "10"]
         assert "lies outside" in columnar.rejects[1].reason
+        assert columnar.rejects[3].text == (
+            "field 'labels' holds a list with a number in it; a label is a name (text)"
+        )
 
     def test_missing_metadata(self, tmp_path: Path):
         with pytest.raises(SourceError, match="not a FLAIR folder"):

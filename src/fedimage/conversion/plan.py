@@ -25,7 +25,7 @@ from fedimage.conversion.splits import (
 from fedimage.errors import OptionError
 from fedimage.labels import LABEL_JOIN, Taxonomy
 from fedimage.partitioning import SKEW_STRATEGIES, PartitionOptions, partition, pick_label, regroup
-from fedimage.records import ImageRecord, Reject
+from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.record_table import (
     SourceMetadata,
     first_per_row,
@@ -34,6 +34,9 @@ from fedimage.sources.record_table import (
     records_of,
     string_codes,
 )
+
+#: A rejection's reason template and the detail it names (see :class:`fedimage.records.Reject`).
+Reason = tuple[str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +162,7 @@ def make_plan(
     for position, size in assignment.over_cap:
         record = records_of(table.slice(int(valid[position]), 1))[0]
         reason = f"over the cap of {options.max_images_per_user} images per user (user has {size} images)"
-        rejects.append(_reject(record, reason, "cap"))
+        rejects.append(_reject(record, (reason, None), "cap"))
     order = valid[assignment.order]
     kept = table if len(order) == table.num_rows else table.take(pa.array(np.sort(order)))
     coarse = set(pc.unique(kept.column("labels").combine_chunks().flatten()).to_pylist())
@@ -195,9 +198,9 @@ class _RowChecks:
         self.table = table
         self.count = table.num_rows
         self.bad = np.zeros(self.count, dtype=bool)
-        self.reasons: dict[int, str] = {}
+        self.reasons: dict[int, Reason] = {}
 
-    def flag(self, mask: np.ndarray, reason: Callable[[int], str]) -> None:
+    def flag(self, mask: np.ndarray, reason: Callable[[int], Reason]) -> None:
         for row in np.flatnonzero(mask & ~self.bad).tolist():
             self.reasons[row] = reason(row)
         self.bad |= mask
@@ -207,23 +210,24 @@ class _RowChecks:
         return pc.equal(column, "").to_numpy(zero_copy_only=False)
 
     def run(self, has_users: bool, taxonomy: Taxonomy | None) -> None:
-        self.flag(self._empty("image_id"), lambda _: "row has no image id")
+        self.flag(self._empty("image_id"), lambda _: ("row has no image id", None))
         if has_users:
-            self.flag(self._empty("user_id"), lambda _: "row has no user id")
+            self.flag(self._empty("user_id"), lambda _: ("row has no user id", None))
         partition = self.table.column("split")
         has_partition = pc.is_valid(partition).to_numpy(zero_copy_only=False)
-        self.flag(has_partition & self._empty("split"), lambda _: "row has no split value")
+        self.flag(has_partition & self._empty("split"), lambda _: ("row has no split value", None))
         for name in pc.unique(pc.drop_null(partition)).to_pylist():
             try:
                 check_split_name(name)
             except OptionError as error:
                 mask = pc.fill_null(pc.equal(partition, name), False).to_numpy(zero_copy_only=False)
-                self.flag(mask, lambda _, message=str(error): message)
+                message = literal(str(error))
+                self.flag(mask, lambda _, message=message: (message, None))
         for column in ("labels", "fine_labels"):
             self._flag_labels(
                 column,
                 lambda values: pc.match_substring(values, LABEL_JOIN),
-                lambda label: f"label {label!r} contains {LABEL_JOIN!r}, FLAIR's label separator",
+                lambda label: (f"label {{detail}} contains {LABEL_JOIN!r}, FLAIR's label separator", label),
             )
         if taxonomy is not None:
             fine_set = pa.array(taxonomy.fine_labels, pa.string())
@@ -231,19 +235,19 @@ class _RowChecks:
             self._flag_labels(
                 "fine_labels",
                 lambda values: pc.invert(pc.is_in(values, value_set=fine_set)),
-                lambda label: f"fine label {label!r} is not in the taxonomy",
+                lambda label: ("fine label {detail} is not in the taxonomy", label),
             )
             self._flag_labels(
                 "labels",
                 lambda values: pc.invert(pc.is_in(values, value_set=coarse_set)),
-                lambda label: f"label {label!r} is not a coarse label of the taxonomy",
+                lambda label: ("label {detail} is not a coarse label of the taxonomy", label),
             )
 
     def _flag_labels(
         self,
         column: str,
         is_bad: Callable[[pa.Array], pa.BooleanArray],
-        reason: Callable[[str], str],
+        reason: Callable[[str], Reason],
     ) -> None:
         """Flag rows holding a label for which ``is_bad`` (vectorized over all labels) is true."""
         lists = self.table.column(column).combine_chunks()
@@ -279,8 +283,8 @@ class _RowChecks:
         self.flag(
             mask,
             lambda row: (
-                f"duplicate image id {ids[row].as_py()!r} "
-                f"(first seen at {origins[int(first_row[np.searchsorted(valid, row)])].as_py()})"
+                "duplicate image id {image_id} (first seen at {detail!s})",
+                origins[int(first_row[np.searchsorted(valid, row)])].as_py(),
             ),
         )
 
@@ -292,10 +296,13 @@ class _RowChecks:
         ]
 
 
-def _reject(record: ImageRecord, reason: str, stage: str) -> Reject:
+def _reject(record: ImageRecord, reason: Reason, stage: str) -> Reject:
+    """A row's rejection; ``reason`` is a template and its detail (see :class:`Reject`)."""
+    template, detail = reason
     return Reject(
         origin=record.origin,
-        reason=reason,
+        reason=template,
+        detail=detail,
         image_id=record.image_id or None,
         path=record.path or None,
         user_id=record.user_id or None,

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import stat
 from collections.abc import Iterable, Sequence
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import OptionError
-from fedimage.records import Reject
+from fedimage.records import Reject, literal
 from fedimage.sources.record_table import SourceMetadata
 
 KEY_BYTES = 32
@@ -267,9 +266,12 @@ class PseudonymizedSource:
     """A source's record table with user ids (and optionally image ids) replaced by pseudonyms.
 
     ``metadata`` is what the plan sees. :meth:`scrub` makes the rejects report pseudonymous
-    as well: every reject gets pseudonymous ids, loses its ``path``, and its ``origin`` and
-    ``reason`` have the file path and the original ids replaced (so a manifest row keeps its
-    ``file line N`` origin, a folder image its relative path with ids replaced).
+    as well, by whole fields, never by searching text: every reject gets pseudonymous ids and
+    loses its ``path`` (its reason shows ``[path withheld]`` where the path was); an origin that
+    is the image id (a folder image's relative path) becomes what the report shows as the image
+    id; other origins (``file line N``) stay. A reason's template and its ``detail`` (labels,
+    column names) are kept as they are. A decoder's free-text reason (stage ``image``) that
+    names the input's path, file name or an original id keeps only its kind.
     """
 
     def __init__(self, metadata: SourceMetadata, pseudonymizer: Pseudonymizer, image_ids: bool):
@@ -288,24 +290,41 @@ class PseudonymizedSource:
         self.metadata = SourceMetadata(table, self.scrub(metadata.rejects))
 
     def scrub(self, rejects: Sequence[Reject]) -> list[Reject]:
-        """The rejects with pseudonymous ids and no source path (see the class docstring)."""
-        users = self._ids(rejects, "user", "user_id")
-        images = self._ids(rejects, "image", "image_id") if self.image_ids else None
+        """The rejects with pseudonymous ids and no source path (see the class docstring).
+
+        Rejects scrubbed already (``pseudonymous``) are kept as they are.
+        """
+        fresh = [reject for reject in rejects if not reject.pseudonymous]
+        users = iter(self._ids(fresh, "user", "user_id"))
+        images = iter(self._ids(fresh, "image", "image_id")) if self.image_ids else None
         scrubbed = []
-        for position, reject in enumerate(rejects):
-            # The image id first: a folder image's id is its relative path, which holds the user folder.
-            swaps = [images[position]] if images is not None else []
-            swaps.append(users[position])
-            origin = _swap_ids(reject.origin, swaps)
-            reason = reject.reason.replace(reject.path, origin) if reject.path else reject.reason
+        for reject in rejects:
+            if reject.pseudonymous:
+                scrubbed.append(reject)
+                continue
+            user_original, user_id = next(users)
+            if images is not None:
+                image_original, image_id = next(images)
+            else:
+                image_original, image_id = reject.image_id, reject.image_id
+            origin, detail = reject.origin, reject.detail
+            if origin and origin == image_original:  # a folder image's relative path
+                origin = image_id or _WITHHELD_ORIGIN
+            if detail and detail == image_original:  # a duplicate's first origin, that same path
+                detail = image_id or _WITHHELD_ORIGIN
+            reason = reject.reason
+            if reject.stage == "image":
+                reason = _withheld_free_text(reason, reject.path, image_original, user_original)
             scrubbed.append(
                 replace(
                     reject,
                     origin=origin,
-                    reason=_swap_ids(reason, swaps),
+                    reason=reason,
+                    detail=detail,
                     path=None,
-                    user_id=users[position][1],
-                    image_id=images[position][1] if images is not None else reject.image_id,
+                    user_id=user_id,
+                    image_id=image_id,
+                    pseudonymous=True,
                 )
             )
         return scrubbed
@@ -314,7 +333,8 @@ class PseudonymizedSource:
         """(original, pseudonym) of each reject's id, which may hold either (rejected before or after)."""
         values = [getattr(reject, field) for reject in rejects]
         replaced = self._replaced.get(kind)
-        known = replaced.originals_of(values) if replaced is not None and values else [None] * len(values)
+        storable = [value if value is None or _is_utf8(value) else None for value in values]
+        known = replaced.originals_of(storable) if replaced is not None and values else [None] * len(values)
         pairs: list[tuple[str | None, str | None]] = []
         for value, original in zip(values, known, strict=True):
             if not value:
@@ -326,12 +346,37 @@ class PseudonymizedSource:
         return pairs
 
 
-def _swap_ids(text: str, swaps: Sequence[tuple[str | None, str | None]]) -> str:
-    """``text`` with each original id replaced by its pseudonym where it is not part of a longer word."""
-    for old, new in swaps:
-        if old and new:
-            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(old)}(?![0-9A-Za-z])", lambda _, n=new: n, text)
-    return text
+_WITHHELD_ORIGIN = "[origin withheld]"
+
+
+def _withheld_free_text(reason: str, path: str | None, *ids: str | None) -> str:
+    """A decoder's reason, or only its kind when it names the path, the file name or an id.
+
+    Such a reason is text the decoder wrote, not a template: it is searched for the values
+    whole (the path, its file name and stem, each id), and withheld rather than rewritten.
+    """
+    names = [path, *ids]
+    if path:
+        names += [os.path.basename(path), os.path.splitext(os.path.basename(path))[0]]
+
+    def names_one(text: str) -> bool:
+        return any(name and (name in text or repr(name)[1:-1] in text) for name in names)
+
+    if not names_one(reason):
+        return reason
+    kind = reason.split(": ", 1)[0].split(" (", 1)[0]
+    return (literal(kind) if not names_one(kind) else "image cannot be read") + _WITHHELD_DETAILS
+
+
+_WITHHELD_DETAILS = " (details withheld: they name the input)"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_key(key: bytes) -> None:

@@ -26,10 +26,17 @@ import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
 from fedimage.extras import require
-from fedimage.records import ImageRecord
+from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
-from fedimage.sources.record_table import LABELS, SCHEMA, SourceMetadata, clean_label_lists
+from fedimage.sources.record_table import (
+    LABELS,
+    SCHEMA,
+    SourceMetadata,
+    clean_id_column,
+    clean_label_lists,
+    label_problems,
+)
 
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
@@ -122,14 +129,14 @@ class HuggingFaceSource(Source):
         else:
             yield from _open_arrow(data_file).select(columns).to_batches(max_chunksize=METADATA_BATCH_ROWS)
 
-    def _metadata_table(self, data_file: _DataFile) -> pa.Table:
+    def _metadata_table(self, data_file: _DataFile, rejects: list[Reject]) -> pa.Table:
         """One file's rows as a record table, built column-wise in Arrow (image bytes never read)."""
         wanted = {field: name for field, name in self.columns.items() if name and field != "image"}
         schema = self._schema(data_file)
         class_names = {name: _class_names(schema, name) for name in wanted.values()}
         tables, first = [], 0
         for batch in self._metadata_batches(data_file, sorted(set(wanted.values()))):
-            tables.append(self._record_chunk(data_file, batch, first, wanted, class_names))
+            tables.append(self._record_chunk(data_file, batch, first, wanted, class_names, rejects))
             first += batch.num_rows
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
@@ -140,20 +147,31 @@ class HuggingFaceSource(Source):
         first: int,
         wanted: dict[str, str],
         class_names: dict[str, list[str] | None],
+        rejects: list[Reject],
     ) -> pa.Table:
+        """A batch of rows as record-table rows; a row with a cell its column cannot hold is rejected."""
         count = table.num_rows
         index = pa.array(np.arange(first, first + count, dtype=np.int64))
         blank = pc.fill_null(pa.nulls(count, pa.string()), "")
+        problems: dict[int, tuple[str, str]] = {}
 
         def text(field: str) -> pa.Array:
-            return _texts(table.column(wanted[field])) if field in wanted else blank
+            if field not in wanted:
+                return blank
+            ids, bad = clean_id_column(table.column(wanted[field]))
+            for row, problem in bad.items():
+                problems.setdefault(row, (wanted[field], problem))
+            return ids
 
         def labels(field: str) -> pa.Array:
             if field not in wanted:
                 return pa.array([[]] * count, LABELS)
             column = table.column(wanted[field])
             names = class_names[wanted[field]]
-            return clean_label_lists(_named(column, names) if names else column, self.label_delimiter)
+            column, bad = label_problems(_named(column, names) if names else column)
+            for row, problem in bad.items():
+                problems.setdefault(row, (wanted[field], problem))
+            return clean_label_lists(column, self.label_delimiter)
 
         image_ids = text("image_id")
         default_ids = pc.binary_join_element_wise(f"{data_file.path.stem}-", pc.cast(index, pa.string()), "")
@@ -170,11 +188,22 @@ class HuggingFaceSource(Source):
             ),
             "row": pc.add(index, data_file.first_row),
         }
-        return pa.table(columns, schema=SCHEMA)
+        records = pa.table(columns, schema=SCHEMA)
+        if not problems:
+            return records
+        origins = records.column("origin")
+        for row in sorted(problems):
+            column, problem = problems[row]
+            reason = "column {detail} " + literal(problem)
+            rejects.append(Reject(origins[row].as_py(), reason, detail=column, stage="source"))
+        keep = np.ones(count, dtype=bool)
+        keep[list(problems)] = False
+        return records.filter(pa.array(keep))
 
     def metadata(self) -> SourceMetadata:
-        tables = [self._metadata_table(data_file) for data_file in self._files]
-        return SourceMetadata(pa.concat_tables(tables))
+        rejects: list[Reject] = []
+        tables = [self._metadata_table(data_file, rejects) for data_file in self._files]
+        return SourceMetadata(pa.concat_tables(tables), rejects)
 
     # -- image bytes ------------------------------------------------------------------------
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
@@ -227,13 +256,6 @@ class HuggingFaceSource(Source):
             data_file.images = None
         if self._finalizer is not None:
             self._finalizer()
-
-
-def _texts(column: pa.Array) -> pa.Array:
-    """A scalar column as stripped strings ('' for nulls), whatever its type."""
-    if not pa.types.is_string(column.type):
-        column = pc.cast(column, pa.string())
-    return pc.fill_null(pc.utf8_trim_whitespace(column), "")
 
 
 def _class_names(schema: pa.Schema, column: str) -> list[str] | None:

@@ -19,10 +19,15 @@ _WHITESPACE = " \t\n\r"
 
 
 def iter_json_array(path: Path, read_bytes: int = READ_BYTES) -> Iterator[Any]:
-    """Each item of the JSON array stored in ``path``, in order."""
+    """Each item of the JSON array stored in ``path``, in order.
+
+    Strings may hold surrogates (a ``"\\ud800"`` escape, or bytes that are not UTF-8): the
+    reader of the items decides what to do with them.
+    """
     decoder = json.JSONDecoder()
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the `with` below
+        # Bytes that are not UTF-8 are kept as surrogate escapes: only the items holding them are bad.
+        handle = open(path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed by the `with` below
     except OSError as error:
         raise SourceError(f"cannot read {path}: {error}") from None
     with handle:
@@ -74,5 +79,5 @@ def iter_json_array(path: Path, read_bytes: int = READ_BYTES) -> Iterator[Any]:
 def _read(handle: Any, size: int, path: Path) -> str:
     try:
         return handle.read(size)
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise SourceError(f"cannot read {path}: {error}") from None

@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedimage.errors import SourceError
-from fedimage.records import ImageRecord, Reject
-from fedimage.sources.base import Source, clean_text, parse_label_list, resolve_inside
+from fedimage.records import ImageRecord, Reject, literal
+from fedimage.sources.base import (
+    CellError,
+    InsideChecker,
+    Source,
+    clean_id,
+    clean_text,
+    parse_label_list,
+)
 
 MANIFEST_SUFFIXES = {
     ".csv": "csv",
@@ -123,11 +130,12 @@ class ManifestSource(Source):
     def _csv_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
         try:
-            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+            # Bytes that are not UTF-8 are kept (as surrogate escapes) and reject only their row.
+            with open(self.path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
                 reader = csv.DictReader(handle, delimiter=delimiter)
                 header = list(reader.fieldnames or [])
                 rows = [(f"{self.path.name} line {reader.line_num}", row) for row in reader]
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
+        except (OSError, csv.Error) as error:
             raise SourceError(f"cannot read CSV manifest {self.path}: {error}") from None
         return iter(rows), header
 
@@ -135,13 +143,16 @@ class ManifestSource(Source):
         rows: list[tuple[str, Any]] = []
         columns: dict[str, None] = {}
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
+            with open(self.path, "rb") as handle:
+                for number, data in enumerate(handle, start=1):
+                    if not data.strip():
                         continue
                     origin = f"{self.path.name} line {number}"
                     try:
-                        row = json.loads(line)
+                        row = json.loads(data.decode("utf-8-sig" if number == 1 else "utf-8"))
+                    except UnicodeDecodeError:
+                        rows.append((origin, ValueError("line is not UTF-8 text")))
+                        continue
                     except json.JSONDecodeError as error:
                         rows.append((origin, ValueError(f"invalid JSON: {error.msg}")))
                         continue
@@ -150,15 +161,16 @@ class ManifestSource(Source):
                         continue
                     columns.update(dict.fromkeys(row))
                     rows.append((origin, row))
-        except (OSError, UnicodeDecodeError) as error:
+        except OSError as error:
             raise SourceError(f"cannot read JSONL manifest {self.path}: {error}") from None
         return iter(rows), list(columns)
 
     def _json_rows(self) -> tuple[Iterator[tuple[str, Any]], list[str]]:
         try:
-            with open(self.path, encoding="utf-8") as handle:
+            # Bytes that are not UTF-8 are kept (as surrogate escapes) and reject only their row.
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as handle:
                 data = json.load(handle)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (OSError, json.JSONDecodeError) as error:
             raise SourceError(f"cannot read JSON manifest {self.path}: {error}") from None
         if not isinstance(data, list):
             raise SourceError(f"JSON manifest {self.path} must hold a list of row objects")
@@ -177,28 +189,46 @@ class ManifestSource(Source):
             wanted = [name for name in self.columns.values() if name]
             number = 0
             for batch in parquet.iter_batches(columns=wanted, batch_size=8192):
-                for row in batch.to_pylist():
+                try:
+                    batch_rows = batch.to_pylist()
+                except UnicodeDecodeError:  # a string cell that is not UTF-8: its row is rejected
+                    batch_rows = _as_binary(batch).to_pylist()
+                for row in batch_rows:
                     yield f"{self.path.name} row {number}", row
                     number += 1
 
         return rows(), names
 
     def records(self) -> Iterator[ImageRecord | Reject]:
-        return records_from_rows(self._rows, self.columns, self.root, self.label_delimiter)
+        return records_from_rows(self._rows, self.columns, InsideChecker(self.root), self.label_delimiter)
 
 
 def records_from_rows(
     rows: Iterator[tuple[str, Any]],
     columns: dict[str, str | None],
-    root: Path,
+    inside: InsideChecker,
     delimiter: str,
 ) -> Iterator[ImageRecord | Reject]:
     """Records of (origin, row) pairs; a row that is an exception becomes its rejection."""
     for origin, row in rows:
         if isinstance(row, Exception):
-            yield Reject(origin=origin, reason=str(row), stage="source")
+            yield Reject(origin=origin, reason=literal(str(row)), stage="source")
         else:
-            yield row_to_record(row, origin, columns, root, delimiter)
+            yield row_to_record(row, origin, columns, inside, delimiter)
+
+
+def _as_binary(batch: Any) -> Any:
+    """``batch`` with its string columns (and lists of strings) as bytes, which need not be UTF-8."""
+    import pyarrow as pa
+
+    def binary(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return pa.large_binary()
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return pa.large_list(binary(kind.value_type))
+        return kind
+
+    return pa.Table.from_batches([batch]).cast(pa.schema([(f.name, binary(f.type)) for f in batch.schema]))
 
 
 def describe_columns(columns: dict[str, str | None]) -> str:
@@ -224,38 +254,63 @@ def row_to_record(
     row: dict[str, Any],
     origin: str,
     columns: dict[str, str | None],
-    root: Path,
+    inside: InsideChecker,
     delimiter: str,
 ) -> ImageRecord | Reject:
-    """Validate one manifest row into a record, or say why it cannot be one."""
+    """Validate one manifest row into a record, or say why it cannot be one.
 
-    def cell(field: str) -> Any:
+    Ids are text or integers (an integral float is its integer), labels a list of names or
+    delimited text; a cell of another type rejects the row, naming its column.
+    """
+
+    def cell(field: str, clean: Any, *args: Any) -> Any:
         name = columns[field]
-        return row.get(name) if name else None
+        try:
+            return clean(row.get(name) if name else None, *args)
+        except CellError as error:
+            raise _RowError(name or field, str(error)) from None
 
-    image = clean_text(cell("image"))
-    image_id = clean_text(cell("image_id")) or image
-    user = clean_text(cell("user"))
+    try:
+        image = cell("image", clean_text)
+        image_id = cell("image_id", clean_id) or image
+        user = cell("user", clean_id)
+        partition = cell("split", clean_id) if columns["split"] else None
+        labels = cell("labels", parse_label_list, delimiter)
+        fine_labels = cell("fine_labels", parse_label_list, delimiter)
+    except _RowError as error:
+        reason = "column {detail} " + literal(error.problem)
+        return Reject(origin=origin, reason=reason, detail=error.column, stage="source")
     if not image:
         return Reject(
-            origin=origin, reason="row has no image path", image_id=image_id or None, stage="source"
+            origin=origin,
+            reason="row has no image path",
+            image_id=image_id or None,
+            user_id=user or None,
+            stage="source",
         )
-    path = resolve_inside(root, image)
+    path, problem = inside.check(image)
     if path is None:
         return Reject(
             origin=origin,
-            reason=f"image path {image!r} lies outside the manifest's folder {root}",
+            reason=problem or "",
             image_id=image_id,
             path=image,
+            user_id=user or None,
             stage="source",
         )
-    partition = clean_text(cell("split")) if columns["split"] else None
     return ImageRecord(
         path=path,
         image_id=image_id,
         user_id=user,
-        labels=parse_label_list(cell("labels"), delimiter),
-        fine_labels=parse_label_list(cell("fine_labels"), delimiter),
+        labels=labels,
+        fine_labels=fine_labels,
         split=partition,
         origin=origin,
     )
+
+
+class _RowError(Exception):
+    def __init__(self, column: str, problem: str):
+        super().__init__(column, problem)
+        self.column = column
+        self.problem = problem

@@ -9,6 +9,7 @@ the few images in flight.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,12 @@ SCHEMA = pa.schema(
     ]
 )
 BUILD_BATCH_ROWS = 4_096
+# What a cell that cannot be read is, after "column 'x' holds ...".
+ID_PROBLEM = "an id must be text or an integer"
+LABEL_PROBLEM = "labels are a list of names or one joined text"
+LABEL_ITEM_PROBLEM = "a label is a name (text)"
+NOT_UTF8 = "holds bytes that are not UTF-8 text"
+UNENCODABLE = "{detail} is not valid Unicode text (a lone surrogate escape, or bytes that are not UTF-8)"
 
 
 @dataclass
@@ -47,21 +54,55 @@ class SourceMetadata:
 
 
 def metadata_from_records(items: Iterable[ImageRecord | Reject]) -> SourceMetadata:
-    """Collect a record stream into a table, a batch at a time (records are not all kept alive)."""
+    """Collect a record stream into a table, a batch at a time (records are not all kept alive).
+
+    A record holding text that UTF-8 cannot encode (a lone surrogate escape, a file name in
+    another encoding) cannot be stored: it becomes a rejection naming the field.
+    """
     rejects: list[Reject] = []
     batches: list[pa.RecordBatch] = []
-    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    pending: list[ImageRecord] = []
     for item in items:
         if isinstance(item, Reject):
             rejects.append(item)
             continue
-        for name in SCHEMA.names:
-            columns[name].append(getattr(item, name))
-        if len(columns["path"]) == BUILD_BATCH_ROWS:
-            batches.append(pa.record_batch(columns, schema=SCHEMA))
-            columns = {name: [] for name in SCHEMA.names}
-    batches.append(pa.record_batch(columns, schema=SCHEMA))
+        pending.append(item)
+        if len(pending) == BUILD_BATCH_ROWS:
+            batches.append(_record_batch(pending, rejects))
+            pending = []
+    batches.append(_record_batch(pending, rejects))
     return SourceMetadata(pa.Table.from_batches(batches, schema=SCHEMA), rejects)
+
+
+def _record_batch(records: list[ImageRecord], rejects: list[Reject]) -> pa.RecordBatch:
+    def batch(kept: list[ImageRecord]) -> pa.RecordBatch:
+        columns = {name: [getattr(record, name) for record in kept] for name in SCHEMA.names}
+        return pa.record_batch(columns, schema=SCHEMA)
+
+    try:
+        return batch(records)
+    except UnicodeEncodeError:
+        pass
+    kept = []
+    for record in records:
+        field = _unencodable_field(record)
+        if field is None:
+            kept.append(record)
+        else:
+            rejects.append(Reject(origin=record.origin, reason=UNENCODABLE, detail=field, stage="source"))
+    return batch(kept)
+
+
+def _unencodable_field(record: ImageRecord) -> str | None:
+    for name in ("path", "image_id", "user_id", "labels", "fine_labels", "split", "origin"):
+        value = getattr(record, name)
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return name
+    return None
 
 
 def records_of(table: pa.Table) -> list[ImageRecord]:
@@ -137,3 +178,113 @@ def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Arr
     rank[by_value] = np.arange(len(by_value))
     codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
     return codes, encoded.dictionary.take(pa.array(by_value))
+
+
+def clean_id_column(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, dict[int, str]]:
+    """An id column of any Arrow type as stripped strings ('' for nulls), and the rows it cannot hold.
+
+    Text and integers are ids (an integral float is its integer: ``7.0`` is ``"7"``); a
+    fraction, a boolean, a list or any other type is not, nor is text that is not UTF-8.
+    The second value maps each such row to its problem ("holds ..."); its id is ''.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    kind = array.type
+    problems: dict[int, str] = {}
+    if _is_text(kind):
+        text, problems = _utf8_text(array)
+    elif pa.types.is_integer(kind):
+        text = pc.cast(array, pa.string())
+    elif pa.types.is_floating(kind):
+        values = pc.cast(array, pa.float64())
+        present = pc.and_(pc.is_valid(values), pc.invert(pc.is_nan(values)))
+        integral = pc.and_(pc.is_finite(values), pc.equal(pc.floor(values), values))
+        bad = pc.fill_null(pc.and_(present, pc.invert(integral)), False).to_numpy(zero_copy_only=False)
+        for row in np.flatnonzero(bad).tolist():
+            problems[row] = f"holds a number that is not an integer; {ID_PROBLEM}"
+        whole = pc.if_else(pc.fill_null(pc.and_(present, integral), False), values, None)
+        text = pc.cast(pc.cast(whole, pa.int64()), pa.string())
+    else:
+        if not pa.types.is_null(kind):
+            for row in np.flatnonzero(pc.is_valid(array).to_numpy(zero_copy_only=False)).tolist():
+                problems[row] = f"holds {_describe_type(kind)}; {ID_PROBLEM}"
+        text = pa.nulls(len(array), pa.string())
+    return pc.fill_null(pc.utf8_trim_whitespace(text), ""), problems
+
+
+def label_problems(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, dict[int, str]]:
+    """A label column with the rows that hold no label names nulled, and those rows' problems.
+
+    Label names are text: a list of strings or one delimiter-joined string per row. A
+    number, a boolean or a nested list (in the list or instead of it), or text that is not
+    UTF-8, is not a label name.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    problems: dict[int, str] = {}
+    count = len(array)
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        values = array.flatten()
+        lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        rows = np.repeat(np.arange(count, dtype=np.int64), lengths)
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        if _is_text(values.type):
+            _, bad_values = _utf8_text(values)
+            for position, problem in bad_values.items():
+                problems.setdefault(int(rows[position]), problem)
+        elif not pa.types.is_null(values.type):
+            present = pc.is_valid(values).to_numpy(zero_copy_only=False)
+            for row in np.unique(rows[present]).tolist():
+                problems[row] = f"holds a list with {_describe_type(values.type)} in it; {LABEL_ITEM_PROBLEM}"
+    elif _is_text(array.type):
+        array, problems = _utf8_text(array)
+    elif not pa.types.is_null(array.type):
+        for row in np.flatnonzero(pc.is_valid(array).to_numpy(zero_copy_only=False)).tolist():
+            problems[row] = f"holds {_describe_type(array.type)}; {LABEL_PROBLEM}"
+    if problems:
+        mask = np.zeros(count, dtype=bool)
+        mask[list(problems)] = True
+        array = pc.if_else(pa.array(mask), pa.nulls(count, array.type), array)
+    return array, problems
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    return text or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def _utf8_text(array: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+    """A string or binary array as strings, values that are not UTF-8 nulled (and their problems)."""
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        try:
+            array.validate(full=True)
+            return array, {}
+        except pa.ArrowInvalid:
+            array = array.view(pa.binary() if pa.types.is_string(array.type) else pa.large_binary())
+    else:
+        with contextlib.suppress(pa.ArrowInvalid):
+            return pc.cast(array, pa.string()), {}
+    problems: dict[int, str] = {}
+    texts: list[str | None] = []
+    for row, value in enumerate(array.to_pylist()):
+        try:
+            texts.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems[row] = NOT_UTF8
+            texts.append(None)
+    return pa.array(texts, pa.string()), problems
+
+
+def _describe_type(kind: pa.DataType) -> str:
+    if pa.types.is_boolean(kind):
+        return "a boolean"
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "a number"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return "a list"
+    if pa.types.is_struct(kind) or pa.types.is_map(kind):
+        return "an object"
+    return f"a value of type {kind}"
