@@ -49,7 +49,7 @@ def read_baseline(store_path: Path, out: Path) -> int:
             if split == "metadata":
                 continue
             for user in h5[split].values():
-                blob, offsets = user["images"][()], user["image_offsets"][()]
+                blob, offsets = user["jpeg"][()], user["jpeg_offsets"][()]
                 count += len([blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)])
     return count
 

@@ -153,3 +153,19 @@ def test_jpeg_store_keeps_flair_images_losslessly_and_drops_exif(flair_folder: P
                     assert encoded[index].endswith(original[scan:])
     raw_size = 14 * 256 * 256 * 3
     assert output.stat().st_size < 0.3 * raw_size
+
+
+def test_flair_layout_reader_fails_loudly_on_a_jpeg_store_and_reads_a_raw_one(
+    flair_raw_store: Path, flair_folder: Path, tmp_path: Path
+):
+    # pfl-research's FLAIR loader takes every user's `images` as uint8 pixels [N, 256, 256, 3]; a
+    # jpeg store's byte blob under that name was silently read as (bytes,) images (issue 14, 11)
+    jpeg_store = tmp_path / "flair_jpeg.h5"
+    convert(open_source(flair_folder), jpeg_store, ConvertOptions(workers=1, quiet=True))
+    for partition in ("train", "val", "test"):
+        for user_id, count in pfl_user_num_images(jpeg_store, partition).items():
+            with pytest.raises(KeyError, match="images"):
+                pfl_user_data(jpeg_store, partition, user_id, fine=False)
+            inputs, targets = pfl_user_data(flair_raw_store, partition, user_id, fine=False)
+            assert inputs.shape == (count, 256, 256, 3) and inputs.dtype == np.uint8
+            assert targets.shape == (count, 3)

@@ -111,7 +111,7 @@ class TestVerify:
         with fedimage.open(path) as store:
             split, user = "train", next(iter(store.users("train")))
         with h5py.File(path, "r+") as handle:
-            images = handle[f"{split}/{user}/images"]
+            images = handle[f"{split}/{user}/jpeg"]
             images[100] = images[100] ^ 0xFF
         report = fedimage.verify_store(path)
         assert not report.ok

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import simplejpeg
 
+from fedimage.imaging.jpeg_segments import JpegFormatError, read_jpeg_info
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore, decode_jpeg
 
@@ -50,29 +51,53 @@ class ExportUser:
         return len(self.image_ids)
 
     def jpegs(self, quality: int) -> Iterator[bytes]:
-        """Each image as a JPEG file: a jpeg store's bytes as stored, raw pixels encoded at ``quality``."""
+        """Each image as an RGB JPEG file: a jpeg store's bytes as stored, raw pixels encoded at ``quality``.
+
+        A stored JPEG that is not 3-component YCbCr (a grayscale one byte-copied by an
+        older fedimage) is decoded and encoded as RGB at ``quality``.
+        """
         if self.store.storage == "jpeg":
-            offsets = read_dataset(self.group, schema.IMAGE_OFFSETS)
-            blob = self.group[schema.IMAGES]
-            for start in range(0, len(self), CHUNK_IMAGES):
-                stop = min(start + CHUNK_IMAGES, len(self))
-                chunk = blob[offsets[start] : offsets[stop]].tobytes()
-                base = offsets[start]
-                for index in range(start, stop):
-                    yield chunk[offsets[index] - base : offsets[index + 1] - base]
+            for data in self._stored_jpegs():
+                yield data if _is_rgb_jpeg(data) else encode_rgb_jpeg(decode_jpeg(data), quality)
             return
         for pixels in self.pixels():
-            yield simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
+            yield encode_rgb_jpeg(pixels, quality)
+
+    def _stored_jpegs(self) -> Iterator[bytes]:
+        """A jpeg store's JPEG files as stored."""
+        images, offsets_name = self.store.image_datasets
+        offsets = read_dataset(self.group, offsets_name)
+        blob = self.group[images]
+        for start in range(0, len(self), CHUNK_IMAGES):
+            stop = min(start + CHUNK_IMAGES, len(self))
+            chunk = blob[offsets[start] : offsets[stop]].tobytes()
+            base = offsets[start]
+            for index in range(start, stop):
+                yield chunk[offsets[index] - base : offsets[index + 1] - base]
 
     def pixels(self) -> Iterator[np.ndarray]:
         """Each image decoded, uint8 [S, S, 3]."""
-        images = self.group[schema.IMAGES]
         if self.store.storage == "raw":
+            images = self.group[schema.IMAGES]
             for start in range(0, len(self), CHUNK_IMAGES):
                 yield from images[start : start + CHUNK_IMAGES]
             return
-        for data in self.jpegs(quality=0):
+        for data in self._stored_jpegs():
             yield decode_jpeg(data)
+
+
+def encode_rgb_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    """uint8 RGB pixels as a baseline 4:2:0 JPEG."""
+    return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
+
+
+def _is_rgb_jpeg(data: bytes) -> bool:
+    """True for a 3-component JPEG that decoders read as YCbCr (what every reader takes as RGB)."""
+    try:
+        info = read_jpeg_info(data)
+    except JpegFormatError:
+        return True  # not ours to judge: copied as stored (``fedimage verify`` reports it)
+    return info.components == 3 and info.decodes_as_ycbcr_or_gray
 
 
 def read_dataset(group: h5py.Group, name: str) -> np.ndarray:

@@ -131,11 +131,12 @@ def _jpeg_header(data: bytes) -> JpegInfo | None:
 def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> bytes | None:
     """The stored form of a JPEG that needs no pixel change (FLAIR's own images), else None.
 
-    jpeg storage copies a baseline stream without its metadata (lossless); raw
-    storage decodes it directly. Either way libjpeg-turbo decodes the whole
-    entropy-coded stream (at 1/8 scale when only validating) and rejects a
+    jpeg storage copies a baseline 3-component (YCbCr) stream without its metadata
+    (lossless); raw storage decodes it directly. Either way libjpeg-turbo decodes the
+    whole entropy-coded stream (at 1/8 scale when only validating) and rejects a
     truncated or corrupt one. Anything else (other size, EXIF rotation, CMYK,
-    RGB-coded) takes the general path.
+    RGB-coded, and for jpeg storage grayscale, which must be stored as RGB) takes the
+    general path.
     """
     size = options.size
     if not (
@@ -149,7 +150,7 @@ def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> 
     try:
         if options.storage == "raw":
             return simplejpeg.decode_jpeg(data, colorspace="RGB").tobytes()
-        if not info.is_baseline:
+        if not (info.is_baseline and info.components == 3):  # a store's JPEGs are RGB (YCbCr)
             return None
         stripped = strip_metadata(data)
         simplejpeg.decode_jpeg(stripped, colorspace="GRAY", min_height=1, min_width=1, min_factor=8)

@@ -114,12 +114,14 @@ class FederatedStore:
             self.h5.close()
             raise StoreError(f"{self.path} is not a fedimage store")
         version = self.manifest.get("format_version")
-        if version != schema.FORMAT_VERSION:
+        if version not in schema.READABLE_FORMAT_VERSIONS:
             self.h5.close()
+            readable = ", ".join(str(known) for known in schema.READABLE_FORMAT_VERSIONS)
             raise StoreError(
-                f"{self.path} has store format version {version}; this fedimage reads "
-                f"version {schema.FORMAT_VERSION}"
+                f"{self.path} has store format version {version}; this fedimage reads versions {readable}"
             )
+        #: The store's format version (1: a jpeg store's bytes are named as FLAIR's pixels).
+        self.format_version: int = version
         #: The public encryption header of an encrypted store (scheme, store id, KDF), else None.
         self.encryption: dict[str, Any] | None = self.manifest.get("encryption")
         if self.encryption is not None or key is not None:
@@ -130,6 +132,9 @@ class FederatedStore:
                 raise
         self.storage: str = self.manifest["storage"]
         self.image_size: int = self.manifest["image_size"]
+        #: The datasets of a user's images: (``images``, None) for raw pixels, (``jpeg``,
+        #: ``jpeg_offsets``) for JPEG bytes (format version 1: ``images``, ``image_offsets``).
+        self.image_datasets: tuple[str, str | None] = schema.image_datasets(self.storage, version)
         self.label_mapping: dict[str, int] = self.read_metadata(schema.LABEL_MAPPING)
         self.fine_label_mapping: dict[str, int] = self.read_metadata(schema.FINE_LABEL_MAPPING)
         self.taxonomy: dict[str, str] = self.read_metadata(schema.TAXONOMY)
@@ -315,10 +320,11 @@ class FederatedStore:
         if not -count <= index < count:
             raise IndexError(f"image {index} out of range: user {user_id!r} has {count} images")
         index %= count
-        images = group[schema.IMAGES]
-        if self.storage == "raw":
+        images_name, offsets_name = self.image_datasets
+        images = group[images_name]
+        if offsets_name is None:
             return np.array(images[index])  # a copy: decrypted arrays are read-only views
-        offsets = group[schema.IMAGE_OFFSETS]
+        offsets = group[offsets_name]
         start, end = offsets[index], offsets[index + 1]
         return decode_jpeg(images[start:end])
 
@@ -327,18 +333,20 @@ class FederatedStore:
         if self.storage != "jpeg":
             raise StoreError(f"{self.path.name} stores raw pixels, not JPEG bytes")
         group = self.group(split, user_id)
-        blob = group[schema.IMAGES][()]
-        offsets = group[schema.IMAGE_OFFSETS][()]
+        images_name, offsets_name = self.image_datasets
+        blob = group[images_name][()]
+        offsets = group[offsets_name][()]
         return [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
 
     def _read_images(self, group: h5py.Group, count: int) -> np.ndarray:
-        if self.storage == "raw":
-            images = group[schema.IMAGES][()]
+        images_name, offsets_name = self.image_datasets
+        if offsets_name is None:
+            images = group[images_name][()]
             return images if images.flags.writeable else images.copy()
         size = self.image_size
         out = np.empty((count, size, size, 3), dtype=np.uint8)
-        blob = group[schema.IMAGES][()]
-        offsets = group[schema.IMAGE_OFFSETS][()]
+        blob = group[images_name][()]
+        offsets = group[offsets_name][()]
         view = memoryview(blob)
         for index in range(count):
             decode_jpeg(view[offsets[index] : offsets[index + 1]], out[index])

@@ -1,17 +1,23 @@
-"""Names and encodings of the store's HDF5 layout (format version 1).
+"""Names and encodings of the store's HDF5 layout (format version 2; version 1 is read too).
 
 Per user, ``/{split}/{user}/`` holds what both FLAIR loaders read:
 
 =========================== ======================================================
-``images``                  raw: uint8 [N, S, S, 3]; jpeg: uint8 [total bytes], all
-                            JPEGs of the user concatenated (see ``image_offsets``)
-``image_offsets``           jpeg only: int64 [N + 1], image i is bytes [o[i], o[i+1])
+``images``                  raw only: uint8 [N, S, S, 3], exactly FLAIR's pixels
+``jpeg``                    jpeg only: uint8 [total bytes], all JPEGs of the user
+                            concatenated (see ``jpeg_offsets``)
+``jpeg_offsets``            jpeg only: int64 [N + 1], image i is bytes [o[i], o[i+1])
 ``image_ids``               bytes [N]
 ``labels``                  bytes [N], coarse labels joined by ``|`` (ml-flair)
 ``fine_grained_labels``     bytes [N], fine labels joined by ``|`` (ml-flair)
 ``labels_row/_col``         image index / coarse label index per label (pfl-research)
 ``fine_grained_labels_row/_col``  the same for fine labels
 =========================== ======================================================
+
+A jpeg store never uses a name that FLAIR's layout gives another meaning, so a
+FLAIR-layout reader (which takes ``images`` as uint8 pixels) fails loudly on it. Format
+version 1 kept a jpeg store's bytes in ``images`` and its offsets in ``image_offsets``:
+:func:`image_datasets` gives the names of either version.
 
 ``/metadata`` holds JSON strings: ``label_mapping``, ``fine_grained_label_mapping``,
 ``label_counter``, ``fine_grained_label_counter``, ``label_relationship`` (the
@@ -25,13 +31,22 @@ from urllib.parse import quote, unquote
 from fedimage.labels import LabelLevel
 
 FORMAT_NAME = "fedimage"
-FORMAT_VERSION = 1
+#: The version written; 2 renamed a jpeg store's ``images``/``image_offsets`` to ``jpeg``/``jpeg_offsets``.
+FORMAT_VERSION = 2
+#: The versions this fedimage reads.
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 METADATA = "metadata"
 #: The ``/metadata`` entry of a conversion's shard file: its users, key and rejects (JSON).
 SHARD_INFO = "shard"
+#: A raw store's pixels, uint8 [N, S, S, 3] (FLAIR's name and meaning).
 IMAGES = "images"
-IMAGE_OFFSETS = "image_offsets"
+#: A jpeg store's JPEG files, concatenated, and where each starts.
+JPEG_BYTES = "jpeg"
+JPEG_OFFSETS = "jpeg_offsets"
+#: Format version 1's names for a jpeg store's bytes and offsets.
+V1_JPEG_BYTES = "images"
+V1_JPEG_OFFSETS = "image_offsets"
 IMAGE_IDS = "image_ids"
 LABELS = "labels"
 FINE_LABELS = "fine_grained_labels"
@@ -47,8 +62,8 @@ FINE_LABEL_COUNTER = "fine_grained_label_counter"
 TAXONOMY = "label_relationship"
 MANIFEST = "manifest"
 
-USER_DATASETS_RAW = (
-    IMAGES,
+#: Every dataset of a user group but the images (and a jpeg store's offsets).
+INDEX_DATASETS = (
     IMAGE_IDS,
     LABELS,
     FINE_LABELS,
@@ -57,7 +72,22 @@ USER_DATASETS_RAW = (
     FINE_LABELS_ROW,
     FINE_LABELS_COL,
 )
-USER_DATASETS_JPEG = (*USER_DATASETS_RAW, IMAGE_OFFSETS)
+
+
+def image_datasets(storage: str, version: int) -> tuple[str, str | None]:
+    """The datasets holding a user's images in a store of ``storage`` and format ``version``:
+    (images, offsets), offsets None for raw pixels."""
+    if storage == "raw":
+        return IMAGES, None
+    if version == 1:
+        return V1_JPEG_BYTES, V1_JPEG_OFFSETS
+    return JPEG_BYTES, JPEG_OFFSETS
+
+
+def user_datasets(storage: str, version: int) -> tuple[str, ...]:
+    """Every dataset a user group of such a store holds."""
+    images, offsets = image_datasets(storage, version)
+    return (images, *INDEX_DATASETS) if offsets is None else (images, *INDEX_DATASETS, offsets)
 
 
 def user_key(user_id: str) -> str:

@@ -87,7 +87,7 @@ def _content(
 def _check_group(
     store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarray], count: int, decode: bool
 ) -> list[str]:
-    expected = schema.USER_DATASETS_JPEG if store.storage == "jpeg" else schema.USER_DATASETS_RAW
+    expected = schema.user_datasets(store.storage, store.format_version)
     missing = [name for name in expected if name not in group]
     if missing:
         return [f"missing datasets: {', '.join(missing)}"]
@@ -95,19 +95,23 @@ def _check_group(
     for name in (schema.IMAGE_IDS, schema.LABELS, schema.FINE_LABELS):
         if group[name].shape != (count,):
             problems.append(f"{name} has shape {group[name].shape}, expected ({count},)")
-    images = group[schema.IMAGES]
+    images_name, offsets_name = store.image_datasets
+    images = group[images_name]
     size = store.image_size
-    if store.storage == "raw":
+    if offsets_name is None:
         if images.shape != (count, size, size, 3) or images.dtype != np.uint8:
             problems.append(
-                f"images has shape {images.shape} {images.dtype}, expected ({count}, {size}, {size}, 3) uint8"
+                f"{images_name} has shape {images.shape} {images.dtype}, "
+                f"expected ({count}, {size}, {size}, 3) uint8"
             )
     else:
-        offsets = group[schema.IMAGE_OFFSETS][()]
+        offsets = group[offsets_name][()]
         if offsets.shape != (count + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
-            problems.append("image_offsets are not increasing from 0 with one entry per image + 1")
+            problems.append(f"{offsets_name} are not increasing from 0 with one entry per image + 1")
         elif offsets[-1] != images.shape[0]:
-            problems.append(f"image_offsets end at {offsets[-1]} but images holds {images.shape[0]} bytes")
+            problems.append(
+                f"{offsets_name} end at {offsets[-1]} but {images_name} holds {images.shape[0]} bytes"
+            )
     for row, col, width in (
         (schema.LABELS_ROW, schema.LABELS_COL, len(store.label_mapping)),
         (schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL, len(store.fine_label_mapping)),
@@ -123,10 +127,11 @@ def _check_group(
 
 
 def _decode_all(store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarray], count: int) -> list[str]:
-    if store.storage == "raw":
+    images_name, offsets_name = store.image_datasets
+    if offsets_name is None:
         return []
-    blob = group[schema.IMAGES][()]
-    offsets = group[schema.IMAGE_OFFSETS][()]
+    blob = group[images_name][()]
+    offsets = group[offsets_name][()]
     size = store.image_size
     for index in range(count):
         try:

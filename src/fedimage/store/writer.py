@@ -115,6 +115,8 @@ class StoreWriter:
         check_output(self.path, overwrite)
         self.storage = storage
         self.image_size = image_size
+        #: Where a user's images (and a jpeg store's offsets) go: ``images``, or ``jpeg`` + ``jpeg_offsets``.
+        self.images_name, self.offsets_name = schema.image_datasets(storage, schema.FORMAT_VERSION)
         self.coarse_mapping = {label: index for index, label in enumerate(coarse_labels)}
         self.fine_mapping = {label: index for index, label in enumerate(fine_labels)}
         self.coarse_counter: Counter[str] = Counter(dict.fromkeys(coarse_labels, 0))
@@ -255,7 +257,7 @@ class UserGroupWriter:
         if self._spilled is None:
             chunks = (1, *array.shape[1:]) if array.ndim == 4 else (JPEG_CHUNK_BYTES,)
             self._spilled = self._ensure_group().create_dataset(
-                schema.IMAGES,
+                self.store.images_name,
                 shape=(0, *array.shape[1:]),
                 maxshape=(None, *array.shape[1:]),
                 dtype=np.uint8,
@@ -272,7 +274,7 @@ class UserGroupWriter:
             return 0
         store = self.store
         if store.cipher is not None:
-            arrays = {schema.IMAGES: self._take_buffer(), **self._index_arrays(count)}
+            arrays = {store.images_name: self._take_buffer(), **self._index_arrays(count)}
             group = self._ensure_group()
             checksum, nonce = sealing.write_sealed_group(
                 group, store.cipher, self.split, self.user_id, arrays, write_dataset
@@ -288,9 +290,9 @@ class UserGroupWriter:
             images_shape = self._spilled.shape
         else:
             images = self._take_buffer()
-            write_dataset(group, schema.IMAGES, images)
+            write_dataset(group, store.images_name, images)
             images_shape = images.shape
-        lines.append(self._images_digest.line(schema.IMAGES, np.dtype(np.uint8), images_shape))
+        lines.append(self._images_digest.line(store.images_name, np.dtype(np.uint8), images_shape))
         for name, array in self._index_arrays(count).items():
             write_dataset(group, name, array)
             lines.append(array_line(name, array))
@@ -299,15 +301,15 @@ class UserGroupWriter:
         return count
 
     def _index_arrays(self, count: int) -> dict[str, np.ndarray]:
-        """Every dataset of the group but ``images``: ids, labels (both encodings), JPEG offsets."""
+        """Every dataset of the group but the images: ids, labels (both encodings), JPEG offsets."""
         store = self.store
         arrays: dict[str, np.ndarray] = {
             schema.IMAGE_IDS: np.array(self._image_ids, dtype="S"),
             schema.LABELS: _joined(self._labels),
             schema.FINE_LABELS: _joined(self._fine),
         }
-        if store.storage == "jpeg":
-            arrays[schema.IMAGE_OFFSETS] = np.asarray(self._offsets, dtype=np.int64)
+        if store.offsets_name is not None:
+            arrays[store.offsets_name] = np.asarray(self._offsets, dtype=np.int64)
         row_dtype = index_dtype(count, np.uint16)
         arrays[schema.LABELS_ROW], arrays[schema.LABELS_COL] = _sparse(
             self._labels, store.coarse_mapping, row_dtype, index_dtype(len(store.coarse_mapping))
