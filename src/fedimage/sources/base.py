@@ -16,6 +16,7 @@ from fedimage.sources.record_table import (
     LABEL_ITEM_PROBLEM,
     LABEL_PROBLEM,
     NOT_UTF8,
+    UNENCODABLE_TEXT,
     SourceMetadata,
     metadata_from_records,
     records_of,
@@ -129,7 +130,7 @@ def _text(value: str | bytes) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise CellError("holds text that is not valid Unicode (a lone surrogate escape)") from None
+            raise CellError(UNENCODABLE_TEXT) from None
     return value.strip()
 
 

@@ -38,7 +38,8 @@ ID_PROBLEM = "an id must be text or an integer"
 LABEL_PROBLEM = "labels are a list of names or one joined text"
 LABEL_ITEM_PROBLEM = "a label is a name (text)"
 NOT_UTF8 = "holds bytes that are not UTF-8 text"
-UNENCODABLE = "{detail} is not valid Unicode text (a lone surrogate escape, or bytes that are not UTF-8)"
+UNENCODABLE_TEXT = "holds text that is not valid Unicode (a lone surrogate escape, or bytes not in UTF-8)"
+UNENCODABLE = "{detail} " + UNENCODABLE_TEXT
 
 
 @dataclass
