@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import os
+import socket
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +123,54 @@ def files_of(path: Path) -> dict[str, bytes]:
     return {
         str(file.relative_to(path)): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()
     }
+
+
+# -- processes and their listening sockets (Linux /proc), for loopback checks --------------------
+def descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(parent, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(parents.get(current, []))
+    return found
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The local IP addresses that sockets of ``pids`` listen on (TCP, IPv4 and IPv6), from /proc."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    with_target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if with_target.startswith("socket:["):
+                    inodes.add(int(with_target[8:-1]))
+        except OSError:
+            continue
+    addresses = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with open(f"/proc/net/{table}") as handle:
+            for line in handle.read().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A" or int(fields[9]) not in inodes:  # 0A: LISTEN
+                    continue
+                raw = fields[1].split(":")[0]
+                packed = b"".join(struct.pack("<I", int(raw[i : i + 8], 16)) for i in range(0, len(raw), 8))
+                addresses.add(socket.inet_ntop(family, packed))
+    return addresses
+
+
+def is_loopback_address(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (``::ffff:127.0.0.1``)."""
+    return ipaddress.ip_address(address.removeprefix("::ffff:")).is_loopback

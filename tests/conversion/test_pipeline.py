@@ -336,3 +336,55 @@ def test_a_dying_worker_is_a_clear_error_and_leaves_no_store(user_folder: Path, 
     with pytest.raises(fedimage.FedimageError, match="a worker process died while converting"):
         convert(open_source(user_folder, layout="user"), output, fast_options(workers=2))
     assert not output.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_run_that_converts_nothing_leaves_no_store(tmp_path: Path):
+    root = tmp_path / "bad"
+    (root / "alice").mkdir(parents=True)
+    (root / "alice" / "a.jpg").write_bytes(b"not an image")
+    output = tmp_path / "out.h5"
+    report = convert(open_source(root, layout="user"), output, fast_options())
+    assert report.written == 0 and report.rejected == 1
+    assert not output.exists() and not (tmp_path / "out.h5.work").exists()
+    assert "a.jpg" in report.rejects_path.read_text()
+    again = convert(open_source(root, layout="user"), output, fast_options())  # no --overwrite needed
+    assert again.written == 0
+
+
+def test_disk_full_is_one_line_naming_the_output(user_folder: Path, tmp_path: Path, monkeypatch):
+    import errno
+
+    from fedimage.store import writer as writer_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_module.StoreWriter, "add_shard", full)
+    output = tmp_path / "out.h5"
+    with pytest.raises(StoreError) as error:
+        convert(open_source(user_folder, layout="user"), output, fast_options(workers=1))
+    message = str(error.value)
+    assert "\n" not in message and str(output) in message and "free" in message and "needs about" in message
+    assert not output.exists() and not Path(str(output) + ".partial").exists()
+
+
+def test_disk_full_on_a_real_small_file_system(user_folder: Path, tmp_path: Path):
+    """A 1 MB tmpfs (root only) fills up while a raw store is written: one line, no store."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        output = mount / "out.h5"
+        options = fast_options(image=ImageOptions(size=160, storage="raw"), workers=1)
+        with pytest.raises(StoreError, match="no space left on the device of"):
+            convert(open_source(user_folder, layout="user"), output, options)
+        assert not output.exists()
+        assert not [path for path in mount.iterdir() if path.suffix in (".h5", ".partial")]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -154,3 +154,51 @@ def test_resume_without_an_interrupted_run_converts_from_scratch(folder: Path, t
     output = tmp_path / "out.h5"
     report = convert(open_source(folder, layout="user"), output, fast_options(overwrite=False, resume=True))
     assert report.written == 15 and report.shards_reused == 0
+
+
+def _flip_image_bytes(shard: Path, count: int = 64) -> None:
+    """Flip ``count`` bytes inside the first user group's image data of a finished shard."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(shard, "r") as file:
+        split = next(name for name in file if name != "metadata")
+        group = file[split][next(iter(file[split]))]
+        images = next(
+            group[name] for name in group if group[name].dtype == np.uint8 and group[name].ndim >= 1
+        )
+        offset = images.id.get_offset()
+    assert offset is not None  # contiguous: the bytes sit at one place in the file
+    data = bytearray(shard.read_bytes())
+    for index in range(offset + 100, offset + 100 + count):
+        data[index] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+def test_resume_redoes_a_finished_shard_damaged_since(folder: Path, tmp_path: Path, monkeypatch):
+    from fedimage.store import writer as writer_module
+
+    reference = tmp_path / "reference.h5"
+    convert(open_source(folder, layout="user"), reference, fast_options())
+    output = tmp_path / "out.h5"
+    original = writer_module.UserGroupWriter.close
+    calls = {"n": 0}
+
+    def interrupt_on_fourth_user(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(writer_module.UserGroupWriter, "close", interrupt_on_fourth_user)
+    with pytest.raises(KeyboardInterrupt):
+        convert(open_source(folder, layout="user"), output, fast_options())
+    monkeypatch.setattr(writer_module.UserGroupWriter, "close", original)
+    finished = sorted((tmp_path / "out.h5.work").glob("shard-*.h5"))
+    assert finished
+    _flip_image_bytes(finished[0])
+
+    report = convert(open_source(folder, layout="user"), output, fast_options(resume=True))
+    assert report.shards_reused == len(finished) - 1  # the damaged one was made again
+    assert fedimage.verify_store(output).ok
+    assert output.read_bytes() == reference.read_bytes()

@@ -9,12 +9,13 @@ through ``fedimage train --engine flower``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import fast_options
+from helpers import descendants, fast_options, is_loopback_address, listening_addresses
 
 from fedimage import ImageOptions, convert, open_source
 from fedimage.cli import main
@@ -399,11 +400,25 @@ def run_train(store: Path, out: Path, *extra: str) -> int:
     return main(["train", str(store), "-o", str(out), *TINY, "--engine", "flower", *extra])
 
 
-def test_simulation_writes_every_output(store_path: Path, tmp_path: Path, capsys):
-    """The real thing: Flower's Ray simulation engine, 4 SuperNodes, 2 rounds of FedAvg with DP."""
+def test_simulation_writes_every_output(store_path: Path, tmp_path: Path, capsys, monkeypatch):
+    """The real thing: Flower's Ray simulation engine, 4 SuperNodes, 2 rounds of FedAvg with DP.
+
+    Its Ray instance listens on loopback only (checked right after Flower starts it).
+    """
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    seen: list[set[str]] = []
+    original = RayBackend.init_ray
+
+    def init_and_look(self, backend_config):
+        original(self, backend_config)
+        seen.append(listening_addresses(descendants(os.getpid())))
+
+    monkeypatch.setattr(RayBackend, "init_ray", init_and_look)
     out = tmp_path / "flower"
     dp = ["--dp-epsilon", "8", "--dp-delta", "1e-3", "--clip", "0.5"]
     assert run_train(store_path, out, "--strategy", "fedavg", "--cohort-size", "3", *dp) == 0
+    assert seen and seen[0] and all(is_loopback_address(address) for address in seen[0]), seen
     assert {p.name for p in out.iterdir()} >= {"metrics.jsonl", "summary.json", "curves.png", "checkpoint.pt"}
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [record["round"] for record in records] == [1, 2]

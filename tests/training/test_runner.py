@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from helpers import fast_options
 
+import fedimage
 from fedimage import ImageOptions, convert, open_source
 from fedimage.cli import main
 
 pytestmark = pytest.mark.slow  # Ray, Flower, pfl, training or a docs build: `make test-fast` skips it
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("pfl")
 pytest.importorskip("dp_accounting")
 pytest.importorskip("matplotlib")
@@ -129,3 +130,60 @@ def test_existing_run_needs_overwrite(store_path: Path, tmp_path: Path, capsys):
     (out / "summary.json").write_text("{}")
     assert run_train(store_path, out) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _poison_local_training(monkeypatch, nan_for_user: str | None = None):
+    """Make local training return NaN updates (for every user, or for one user of the pfl engine)."""
+    from pfl.model.pytorch import PyTorchModel
+
+    original = PyTorchModel.do_multiple_epochs_of
+
+    def poisoned(self, user_dataset, *args, **kwargs):
+        result = original(self, user_dataset, *args, **kwargs)
+        if nan_for_user is None or getattr(user_dataset, "user_id", None) == nan_for_user:
+            with torch.no_grad():
+                for parameter in self.pytorch_model.parameters():
+                    parameter.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(PyTorchModel, "do_multiple_epochs_of", poisoned)
+
+
+def test_a_diverged_run_stops_naming_the_round(store_path: Path, tmp_path: Path, capsys, monkeypatch):
+    _poison_local_training(monkeypatch)
+    out = tmp_path / "nan"
+    assert run_train(store_path, out) == 2
+    err = capsys.readouterr().err
+    assert "training diverged in round 1" in err and err.count("\n") == 1
+    assert not (out / "checkpoint.pt").exists()  # no NaN round is kept as the best one
+    assert not (out / "summary.json").exists()
+
+
+def test_a_nan_update_under_secure_aggregation_names_round_and_user(
+    store_path: Path, tmp_path: Path, capsys, monkeypatch
+):
+    pytest.importorskip("cryptography")
+    with fedimage.open(store_path) as store:
+        victim = sorted(store.users("train"))[0]
+    _poison_local_training(monkeypatch, nan_for_user=victim)
+    out = tmp_path / "nan-secagg"
+    assert run_train(store_path, out, "--secure-aggregation", "--cohort-size", "4") == 2
+    err = capsys.readouterr().err
+    assert "training diverged in round 1" in err and repr(victim) in err
+
+
+def test_a_nan_validation_round_is_never_the_best(tmp_path: Path, monkeypatch):
+    from fedimage.training import tracking
+
+    results = iter(
+        [
+            {"macro AP": 0.3, "micro AP": 0.3, "loss": 1.0},
+            {"macro AP": math.nan, "micro AP": 0.1, "loss": 9.0},
+        ]
+    )
+    monkeypatch.setattr(tracking, "evaluate", lambda *args: next(results))
+    tracker = tracking.ValidationTracker(tmp_path, None, "val", "coarse", 8, {}, lambda message: None)
+    model = torch.nn.Linear(2, 2)
+    tracker(1, model)
+    tracker(2, model)
+    assert tracker.best_round == 1

@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         report = convert(source, args.output, options, taxonomy=taxonomy)
     print(report_text(report))
     if report.written == 0:
-        print("error: no image was converted", file=sys.stderr)
+        print(f"error: no image was converted; every input is in {report.rejects_path}", file=sys.stderr)
         return EXIT_FAILED
     if args.strict and report.rejected:
         print(f"error: {report.rejected} inputs rejected (--strict)", file=sys.stderr)
@@ -281,7 +281,9 @@ def report_text(report: ConvertReport) -> str:
         f"{name} {info['users']} users / {info['images']} images" for name, info in report.splits.items()
     )
     lines = [
-        f"wrote {report.output}: {splits or 'nothing'}",
+        f"wrote {report.output}: {splits}"
+        if report.written
+        else f"no store written ({report.output} not created)",
         f"inputs {report.inputs} = written {report.written} + rejected {report.rejected}"
         f" ({report.seconds:.1f} s, {report.written / max(report.seconds, 1e-9):.0f} images/s)",
     ]

@@ -8,9 +8,11 @@ while the store writer takes each one in) and :func:`finish` (the rejects report
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -79,11 +81,50 @@ def convert(
         raise StoreError(f"{output} already exists: that conversion finished, there is nothing to resume")
     check_output(output, options.overwrite)
     with _opened(source) as opened:
-        if taxonomy is None and opened.default_taxonomy is not None:
-            taxonomy = load_taxonomy(opened.default_taxonomy)
+        default = opened.default_taxonomy if taxonomy is None else None
+        if default is not None:
+            taxonomy = default if isinstance(default, Taxonomy) else load_taxonomy(default)
         run = prepare(opened, output, options, taxonomy)
-        rejects, splits = write_store(run)
+        try:
+            rejects, splits = write_store(run)
+        except Exception as error:  # an interrupted run (Ctrl-C) keeps its folder for `resume`
+            if not run.work.has_finished_shards():  # nothing a resume could reuse
+                run.work.remove()
+            if is_disk_full(error):
+                raise disk_full_error(run) from None
+            raise
     return finish(run, rejects, splits, time.perf_counter() - started)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) says the disk is full, however HDF5 worded it."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error) or "errno = 28" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(run: PreparedRun) -> StoreError:
+    """One line naming the output, the space free there and about what the store needs."""
+    free = shutil.disk_usage(run.output.parent).free
+    return StoreError(
+        f"no space left on the device of {run.output} ({_megabytes(free)} free; the store needs about"
+        f" {_megabytes(_expected_bytes(run))}): free some space or write elsewhere; nothing was published"
+    )
+
+
+def _expected_bytes(run: PreparedRun) -> int:
+    """About the bytes of the finished store: exact pixels for raw stores, ~1/10 of them for JPEG."""
+    pixels = run.options.image.size**2 * 3
+    per_image = pixels if run.options.image.storage == "raw" else pixels // 10
+    return run.plan.planned_images * per_image
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:,.0f} MB" if count >= 1e6 else f"{count / 1e3:,.0f} kB"
 
 
 @contextlib.contextmanager
@@ -163,6 +204,9 @@ def write_store(run: PreparedRun) -> tuple[list[Reject], dict[str, dict[str, int
             split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
             for split, users in writer.users.items()
         }
+        if not splits:  # nothing was written: no store, only the rejects report
+            writer.abort()
+            return rejects, splits
         writer.finish(_metadata(run, writer, splits, rejects))
     runner.finish(job, run.specs, options.overwrite)
     return rejects, splits

@@ -27,6 +27,7 @@ import h5py
 from fedimage.errors import StoreError
 from fedimage.records import Reject
 from fedimage.store import schema
+from fedimage.store.checksum import checksum_of_group
 
 SHARD_IMAGES = 4096
 MIN_SHARD_IMAGES = 256
@@ -151,10 +152,30 @@ class WorkDir:
                 f"cannot resume {self.output.name}: {spec.name} was made from other rows "
                 "(the source changed since the interrupted run); pass `overwrite` to start over"
             )
+        if not _groups_match(path, info):
+            path.unlink()  # damaged since it was finished: made again
+            return None
         return info
+
+    def has_finished_shards(self) -> bool:
+        """True when the folder holds at least one finished shard (worth keeping for a resume)."""
+        return self.path.is_dir() and any(self.path.glob("shard-*.h5"))
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _groups_match(path: Path, info: ShardInfo) -> bool:
+    """True when every user group of a finished shard still has the checksum it was written with."""
+    try:
+        with h5py.File(path, "r") as shard:
+            return all(
+                checksum_of_group(shard[split][schema.user_key(user_id)]) == entry["sha256"]
+                for split, users in info.users.items()
+                for user_id, entry in users.items()
+            )
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError):
+        return False
 
 
 def _read_json(path: Path) -> dict[str, Any]:

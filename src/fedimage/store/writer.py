@@ -84,6 +84,15 @@ def _bound_metadata_cache(file: h5py.File) -> None:
     file.id.set_mdc_config(config)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's (or a folder's) data and metadata to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def partial_path_for(path: Path) -> Path:
     """The temporary name a store is written under before its final rename."""
     return path.with_name(path.name + ".partial")
@@ -179,7 +188,9 @@ class StoreWriter:
         self._file.flush()
         self._file.close()
         self._file = None
+        fsync_file(self._partial)  # the bytes are on disk before the name that publishes them
         os.replace(self._partial, self.path)
+        fsync_file(self.path.parent)
 
     def abort(self) -> None:
         """Close and delete the partial file."""

@@ -32,6 +32,7 @@ import numpy as np
 from fedimage.errors import FedimageError, OptionError
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
+from fedimage.training.divergence import check_update
 from fedimage.training.options import SecAggOptions, TrainOptions
 
 torch = require("torch")
@@ -123,6 +124,7 @@ class SecureAggregation(_pfl_postprocessor.Postprocessor):
         self.seed = seed
         self.costs: list[RoundCost] = []
         self._round = _Round()
+        self._rounds_done = 0
 
     def postprocess_one_user(self, *, stats: Any, user_context: Any) -> tuple[Any, Any]:
         names = list(stats.keys())
@@ -133,6 +135,7 @@ class SecureAggregation(_pfl_postprocessor.Postprocessor):
         elif names != self._round.names:
             raise FedimageError("secure aggregation: users returned statistics of different structures")
         vector = np.concatenate([tensor.detach().cpu().double().numpy().ravel() for tensor in tensors])
+        check_update(vector, self._rounds_done + 1, getattr(user_context, "user_id", None))
         self._round.vectors.append(vector)
         self._round.clipped += int(np.count_nonzero(np.abs(vector) > self.clip_range))
         placeholder = stats.apply_elementwise(torch.zeros_like)
@@ -153,6 +156,7 @@ class SecureAggregation(_pfl_postprocessor.Postprocessor):
         pending, self._round = self._round, _Round()
         count = len(pending.vectors)
         round_index = int(central_context.current_central_iteration)
+        self._rounds_done = round_index + 1
         if count < 2:
             raise OptionError(
                 f"secure aggregation needs at least 2 users a round, round {round_index + 1} has {count}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,8 @@ class ValidationTracker:
         append_metrics(self.out, record)
         self.evaluations += 1
         value = val.get(SELECTION_METRIC, float("-inf")) if val else float("inf")
+        if math.isnan(value):  # a NaN round is never the best one
+            value = float("-inf")
         improved = self.best_round is None or value > self.best_value or self.val_split is None
         if improved:
             self.best_round, self.best_value = round_number, value

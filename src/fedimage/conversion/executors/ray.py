@@ -22,14 +22,10 @@ from tqdm import tqdm
 from fedimage.conversion.executors.base import ShardJob
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, move_shards, shards_dir_for
 from fedimage.errors import StoreError
-from fedimage.extras import require
+from fedimage.ray_cluster import join
 from fedimage.store.writer import StoreWriter
 
 TASKS_IN_FLIGHT_PER_CPU = 2
-
-
-def _import_ray() -> Any:
-    return require("ray", "the ray executor")
 
 
 class RayExecutor:
@@ -77,17 +73,7 @@ def run_ray(job: ShardJob) -> Iterator[ShardInfo]:
         write_shard,
     )
 
-    ray = _import_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(
-            address=address,
-            num_cpus=workers if address is None else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    try:
+    with join(address, workers) as ray:
         task = ray.remote(convert_shard)
         batch_task = ray.remote(standardize_batch)
         window = max(1, int(ray.cluster_resources().get("CPU", 1)) * TASKS_IN_FLIGHT_PER_CPU)
@@ -120,6 +106,3 @@ def run_ray(job: ShardJob) -> Iterator[ShardInfo]:
                 info = ray.get(done[0])
                 bar.update(spec.stop_image - spec.first_image)
                 yield info
-    finally:
-        if started_here:
-            ray.shutdown()

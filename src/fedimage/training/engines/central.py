@@ -9,6 +9,7 @@ import numpy as np
 
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
+from fedimage.training.divergence import check_model
 from fedimage.training.evaluation import iter_batches
 from fedimage.training.options import TrainOptions
 from fedimage.training.tracking import ValidationTracker
@@ -59,6 +60,7 @@ def run_central(
             optimizer.step()
             total += loss.item() * len(images)
             count += len(images)
+        check_model(model, epoch)
         if epoch % config.eval_every == 0 or epoch == config.rounds:
             tracker(epoch, model, {"train loss": total / max(count, 1)})
     return config.rounds

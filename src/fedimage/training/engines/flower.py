@@ -9,13 +9,14 @@ called from the ServerApp after every ``eval_every`` rounds. DP uses Flower's
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from fedimage.errors import OptionError
 from fedimage.extras import require
+from fedimage.ray_cluster import local_init_args, loopback
 from fedimage.store.reader import FederatedStore
+from fedimage.training.divergence import TrainingDiverged, check_model
 from fedimage.training.options import TrainOptions
 from fedimage.training.privacy import PrivacyCalibration
 from fedimage.training.tracking import ValidationTracker
@@ -26,19 +27,14 @@ torch = require("torch")
 def backend_config(cpus: int | None = None) -> dict[str, Any]:
     """Ray settings for Flower's simulation: one CPU per client, as many clients at once as CPUs.
 
+    The instance is local and stays on loopback (run it inside :func:`fedimage.ray_cluster.loopback`);
     Ray's dashboard and usage reporting stay off (nothing leaves the machine).
     """
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": cpus,
-            "include_dashboard": False,
-            "logging_level": logging.ERROR,
-            "log_to_driver": False,
-        },
-    }
+    init_args = local_init_args(cpus)
+    init_args.pop("configure_logging")  # Flower configures Ray's logging itself
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
 
 
 def check_dp_support(config: TrainOptions) -> None:
@@ -94,11 +90,17 @@ def run_flower(
         train_metrics=recorder,
     )
     rounds_done = 0
+    diverged: list[TrainingDiverged] = []
 
     def on_round(server_round: int, state: dict[str, Any], train_metrics: dict[str, float]) -> None:
         nonlocal rounds_done
         rounds_done = server_round
         model.load_state_dict(state)
+        try:
+            check_model(model, server_round)
+        except TrainingDiverged as error:
+            diverged.append(error)  # raised here it would end in Flower's server thread
+            raise
         if server_round % config.eval_every == 0 or server_round == config.rounds:
             tracker(server_round, model, train_metrics)
 
@@ -113,13 +115,15 @@ def run_flower(
         recorder=recorder,
     )
     client_app = flower_apps.make_client_app(partitioner, recipe)
-    with flower_apps.quiet_flower():
+    with flower_apps.quiet_flower(), loopback():
         simulation.run_simulation(
             server_app=server_app,
             client_app=client_app,
             num_supernodes=partitioner.num_partitions,
             backend_config=backend_config(cpus),
         )
+    if diverged:
+        raise diverged[0]
     if rounds_done != config.rounds:
         raise OptionError(f"Flower's simulation stopped after {rounds_done} of {config.rounds} rounds")
     return rounds_done

@@ -7,6 +7,7 @@ from typing import Any
 
 from fedimage.extras import require
 from fedimage.store.reader import FederatedStore
+from fedimage.training.divergence import check_model
 from fedimage.training.options import TrainOptions
 from fedimage.training.privacy import PrivacyCalibration, clipping_indicator_noise
 from fedimage.training.tracking import ValidationTracker
@@ -100,6 +101,7 @@ def run_fedavg(
         ) -> Any:
             nonlocal rounds_done
             rounds_done = central_iteration + 1
+            check_model(model.pytorch_model, rounds_done)
             if rounds_done % config.eval_every == 0 or rounds_done == config.rounds:
                 tracker(rounds_done, model.pytorch_model, _scalar_metrics(aggregate_metrics))
             return False, require("pfl.metrics").Metrics()
