@@ -25,6 +25,7 @@ def test_folders_hold_the_stores_images_and_labels(flair_folder: Path, tmp_path:
     index = json.loads((tmp_path / "dirs" / "index.json").read_text())
     with fedimage.open(store_path) as store:
         assert index["label_mapping"] == store.label_mapping
+        assert index["label_relationship"] == store.taxonomy and len(store.taxonomy) == 5
         assert index["image_size"] == SIZE
         for split in store.splits:
             assert index["splits"][split] == {

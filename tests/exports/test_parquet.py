@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import QUIET, SIZE, flair_store
+from helpers import QUIET, SIZE, fast_options, flair_store, jpeg_bytes, photo, save_image, write_jsonl
 
 import fedimage
+from fedimage import convert, open_source
 from fedimage.cli import main
 from fedimage.exports import export, parquet
 from fedimage.store.reader import decode_jpeg
@@ -38,12 +40,42 @@ def label_sets(store: fedimage.FederatedStore, split: str, user_id: str) -> list
     ]
 
 
-def test_schema_is_apple_flairs_with_a_string_image_id(exported: Path):
+def test_schema_is_apple_flairs_with_int64_ids_and_the_taxonomy(exported: Path, flair_folder: Path):
     schema = pq.read_schema(exported / "train.parquet")
     assert schema.names == ["user_id", "image_id", "labels", "partition", "fine_grained_labels", "image"]
+    assert schema.field("image_id").type == pa.int64()  # FLAIR's ids are integers, as in apple/flair
     assert schema.field("labels").type == pa.list_(pa.string())
     assert schema.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    assert b"huggingface" in schema.metadata
+    features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+    assert features["image_id"] == {"dtype": "int64", "_type": "Value"}
+    taxonomy = fedimage.load_taxonomy(flair_folder / "label_relationship.txt").fine_to_coarse
+    assert json.loads(schema.metadata[b"fedimage"]) == {"label_relationship": taxonomy}
+
+
+@pytest.mark.parametrize(
+    ("ids", "integer"),
+    [
+        (["0", "1", "-5", "9223372036854775807", "-9223372036854775808"], True),
+        (["1", "007"], False),  # int64 would drop the leading zeros
+        (["1", "+2"], False),
+        (["1", "9223372036854775808"], False),  # beyond int64
+        (["1", "1e3"], False),
+        (["1", "img/1"], False),
+    ],
+)
+def test_image_ids_are_int64_only_when_every_id_is_a_plain_integer(tmp_path: Path, ids, integer):
+    rows = []
+    for index, image_id in enumerate(ids):
+        save_image(tmp_path / "images" / f"{index}.png", photo(SIZE, SIZE, seed=index))
+        rows.append(
+            {"image": f"images/{index}.png", "user_id": "u", "image_id": image_id, "partition": "train"}
+        )
+    store = tmp_path / "ids.h5"
+    convert(open_source(write_jsonl(tmp_path / "m.jsonl", rows)), store, fast_options())
+    export(store, "parquet", tmp_path / "pq", QUIET)
+    table = pq.read_table(tmp_path / "pq" / "train.parquet")
+    assert table.schema.field("image_id").type == (pa.int64() if integer else pa.string())
+    assert sorted(str(value) for value in table.column("image_id").to_pylist()) == sorted(ids)
 
 
 def test_rows_are_the_stores_in_store_order(store_path: Path, exported: Path):
@@ -60,7 +92,7 @@ def test_rows_are_the_stores_in_store_order(store_path: Path, exported: Path):
                     jpegs, ids, label_sets(store, split, user_id), strict=True
                 ):
                     row = rows[position]
-                    assert (row["user_id"], row["image_id"]) == (user_id, image_id)
+                    assert (row["user_id"], row["image_id"]) == (user_id, int(image_id))
                     assert row["image"] == {"bytes": jpeg, "path": None}
                     assert (sorted(row["labels"]), sorted(row["fine_grained_labels"])) == (coarse, fine)
                     position += 1
@@ -120,9 +152,10 @@ def test_converting_the_export_back_gives_the_same_store(
 ):
     back = tmp_path / "back.h5"
     argv = ["convert", str(exported), "--source-format", "hf", "-o", str(back), "--size", str(SIZE)]
-    assert main([*argv, "--quiet", "--workers", "1"]) == 0
+    assert main([*argv, "--quiet", "--workers", "1"]) == 0  # no taxonomy given: the export's is used
     capsys.readouterr()
     with fedimage.open(store_path) as original, fedimage.open(back) as converted:
+        assert converted.taxonomy == original.taxonomy and len(original.taxonomy) == 5
         assert converted.splits == original.splits
         for split in original.splits:
             assert converted.users(split) == original.users(split)
@@ -143,3 +176,63 @@ def test_raw_stores_are_encoded(flair_folder: Path, tmp_path: Path):
         pixels = store.load_user("val", user_id).images
     for row, expected in zip(rows, pixels, strict=True):
         assert np.abs(decode_jpeg(row["image"]["bytes"]).astype(int) - expected).mean() < 5
+
+
+def test_export_concatenates_with_apple_flair(exported: Path, tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
+    # apple/flair's features on the Hub (image_id int64)
+    features = datasets.Features(
+        {
+            "user_id": datasets.Value("string"),
+            "image_id": datasets.Value("int64"),
+            "labels": datasets.Sequence(datasets.Value("string")),
+            "partition": datasets.Value("string"),
+            "fine_grained_labels": datasets.Sequence(datasets.Value("string")),
+            "image": datasets.Image(),
+        }
+    )
+    flair_row = {
+        "user_id": ["10006426@N04"],
+        "image_id": [5305488316],
+        "labels": [["animal"]],
+        "partition": ["train"],
+        "fine_grained_labels": [["cat"]],
+        "image": [{"bytes": jpeg_bytes(photo(SIZE, SIZE)), "path": None}],
+    }
+    apple_flair = datasets.Dataset.from_dict(flair_row, features=features)
+    ours = datasets.Dataset.from_parquet(str(exported / "train.parquet"), cache_dir=str(tmp_path / "c"))
+    both = datasets.concatenate_datasets([apple_flair, ours])
+    assert len(both) == 1 + len(ours)
+    assert both.features["image_id"] == datasets.Value("int64")
+    assert (
+        both[1]["image_id"]
+        == ours[0]["image_id"]
+        == int(pq.read_table(exported / "train.parquet")[1][0].as_py())
+    )
+
+
+def test_a_taxonomy_in_the_parquet_metadata_is_the_sources_default(exported: Path, tmp_path: Path):
+    from fedimage.sources.huggingface import HuggingFaceSource
+
+    source = HuggingFaceSource(exported)
+    with fedimage.open(exported.parent / "store.h5") as store:
+        assert source.default_taxonomy.fine_to_coarse == store.taxonomy
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    table = pq.read_table(exported / "train.parquet")
+    pq.write_table(
+        table.replace_schema_metadata({b"huggingface": table.schema.metadata[b"huggingface"]}),
+        plain / "train.parquet",
+    )
+    assert HuggingFaceSource(plain).default_taxonomy is None
+    pq.write_table(
+        table.replace_schema_metadata({b"fedimage": b'{"label_relationship": {"cat": 1}}'}),
+        plain / "train.parquet",
+    )
+    with pytest.raises(fedimage.errors.SourceError, match=r"not a JSON \{fine: coarse\}"):
+        _ = HuggingFaceSource(plain).default_taxonomy
+    other = table.replace_schema_metadata({b"fedimage": b'{"label_relationship": {"cat": "pet"}}'})
+    pq.write_table(other, plain / "val.parquet")
+    pq.write_table(table, plain / "train.parquet")
+    with pytest.raises(fedimage.errors.SourceError, match="different taxonomies; pass `taxonomy`"):
+        _ = HuggingFaceSource(plain).default_taxonomy

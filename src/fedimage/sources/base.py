@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.record_table import (
     ID_PROBLEM,
@@ -43,8 +44,8 @@ class Source(ABC):
         return True
 
     @property
-    def default_taxonomy(self) -> Path | None:
-        """A taxonomy file that ships with the collection, if any."""
+    def default_taxonomy(self) -> Path | Taxonomy | None:
+        """A taxonomy that ships with the collection, if any: a taxonomy file, or the taxonomy itself."""
         return None
 
     def records(self) -> Iterator[ImageRecord | Reject]:

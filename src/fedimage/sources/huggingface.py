@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
 from fedimage.extras import require
+from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
@@ -38,6 +39,10 @@ from fedimage.sources.record_table import (
     label_problems,
 )
 
+#: The Parquet schema metadata entry of fedimage's ``parquet`` export: JSON with the store's taxonomy
+#: under ``label_relationship`` ({fine: coarse}), which becomes the source's default taxonomy.
+FEDIMAGE_PARQUET_METADATA = b"fedimage"
+TAXONOMY_ENTRY = "label_relationship"
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
 METADATA_BATCH_ROWS = 1 << 12  # bounds the transient Arrow and numpy arrays of label cleaning
@@ -97,6 +102,20 @@ class HuggingFaceSource(Source):
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def default_taxonomy(self) -> Taxonomy | None:
+        """The taxonomy that a fedimage ``parquet`` export keeps in its files' schema metadata."""
+        found: dict[str, dict[str, str]] = {}
+        for data_file in self._files:
+            if data_file.kind == "parquet":
+                raw = (pq.read_schema(data_file.path).metadata or {}).get(FEDIMAGE_PARQUET_METADATA)
+                mapping = _taxonomy_entry(raw, data_file.path) if raw is not None else None
+                if mapping:
+                    found[json.dumps(mapping, sort_keys=True)] = mapping
+        if len(found) > 1:
+            raise SourceError(f"the Parquet files of {self.path} hold different taxonomies; pass `taxonomy`")
+        return Taxonomy(next(iter(found.values()))) if found else None
 
     @property
     def has_users(self) -> bool:
@@ -256,6 +275,20 @@ class HuggingFaceSource(Source):
             data_file.images = None
         if self._finalizer is not None:
             self._finalizer()
+
+
+def _taxonomy_entry(raw: bytes, path: Path) -> dict[str, str]:
+    """The {fine: coarse} taxonomy in fedimage's Parquet metadata entry ({} when there is none)."""
+    try:
+        mapping = json.loads(raw).get(TAXONOMY_ENTRY) or {}
+    except (ValueError, AttributeError):
+        mapping = None
+    valid = isinstance(mapping, dict) and all(
+        isinstance(fine, str) and isinstance(coarse, str) for fine, coarse in mapping.items()
+    )
+    if not valid:
+        raise SourceError(f"{path}: the taxonomy in its fedimage metadata is not a JSON {{fine: coarse}}")
+    return mapping
 
 
 def _class_names(schema: pa.Schema, column: str) -> list[str] | None:
