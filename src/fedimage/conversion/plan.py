@@ -276,7 +276,6 @@ class _RowChecks:
         if not duplicate.any():
             return
         first_row = valid[first_index][np.searchsorted(codes[first_index], codes)]
-        ids = self.table.column("image_id")
         origins = self.table.column("origin")
         mask = np.zeros(self.count, dtype=bool)
         mask[valid[duplicate]] = True
