@@ -263,7 +263,7 @@ class CohortGrid:
         return getattr(self.grid, name)
 
 
-def discover_partitions(grid: Any, num_nodes: int, timeout: float = 600.0) -> dict[int, int]:
+def discover_partitions(grid: Any, num_nodes: int, timeout: float = 180.0) -> dict[int, int]:
     """Wait for ``num_nodes`` nodes and ask each for its ``partition-id`` (a ``query`` message).
 
     Returns partition id -> node id; the ids must be exactly ``0 .. num_nodes - 1``.
