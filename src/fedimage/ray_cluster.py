@@ -89,8 +89,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail with one line unless something accepts TCP connections at ``address``."""
     host, port = split_address(address)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as error:
         reason = error.strerror or type(error).__name__
         if isinstance(error, TimeoutError | socket.timeout):

@@ -104,10 +104,10 @@ def test_killed_run_resumes_to_identical_bytes(folder: Path, tmp_path: Path, kil
     assert fedimage.verify_store(output).ok
 
 
-def test_resume_reuses_finished_shards_in_process(folder: Path, tmp_path: Path, monkeypatch):
+def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch) -> None:
+    """Convert ``folder`` to ``output`` until Ctrl-C arrives as the fourth user group is written."""
     from fedimage.store import writer as writer_module
 
-    output = tmp_path / "out.h5"
     original = writer_module.UserGroupWriter.close
     calls = {"n": 0}
 
@@ -117,10 +117,15 @@ def test_resume_reuses_finished_shards_in_process(folder: Path, tmp_path: Path, 
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(writer_module.UserGroupWriter, "close", interrupt_on_fourth_user)
-    with pytest.raises(KeyboardInterrupt):
-        convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
-    monkeypatch.setattr(writer_module.UserGroupWriter, "close", original)
+    with monkeypatch.context() as patch:
+        patch.setattr(writer_module.UserGroupWriter, "close", interrupt_on_fourth_user)
+        with pytest.raises(KeyboardInterrupt):
+            convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
+
+
+def test_resume_reuses_finished_shards_in_process(folder: Path, tmp_path: Path, monkeypatch):
+    output = tmp_path / "out.h5"
+    interrupt_at_fourth_user(folder, output, monkeypatch)
 
     report = convert(open_source(folder, layout="user"), output, fast_options(overwrite=False, resume=True))
     assert 0 < report.shards_reused < 5  # shards finished before the fourth user are reused
@@ -176,24 +181,10 @@ def _flip_image_bytes(shard: Path, count: int = 64) -> None:
 
 
 def test_resume_redoes_a_finished_shard_damaged_since(folder: Path, tmp_path: Path, monkeypatch):
-    from fedimage.store import writer as writer_module
-
     reference = tmp_path / "reference.h5"
     convert(open_source(folder, layout="user"), reference, fast_options())
     output = tmp_path / "out.h5"
-    original = writer_module.UserGroupWriter.close
-    calls = {"n": 0}
-
-    def interrupt_on_fourth_user(self):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(writer_module.UserGroupWriter, "close", interrupt_on_fourth_user)
-    with pytest.raises(KeyboardInterrupt):
-        convert(open_source(folder, layout="user"), output, fast_options())
-    monkeypatch.setattr(writer_module.UserGroupWriter, "close", original)
+    interrupt_at_fourth_user(folder, output, monkeypatch)
     finished = sorted((tmp_path / "out.h5.work").glob("shard-*.h5"))
     assert finished
     _flip_image_bytes(finished[0])

@@ -80,10 +80,8 @@ def _record_batch(records: list[ImageRecord], rejects: list[Reject]) -> pa.Recor
         columns = {name: [getattr(record, name) for record in kept] for name in SCHEMA.names}
         return pa.record_batch(columns, schema=SCHEMA)
 
-    try:
+    with contextlib.suppress(UnicodeEncodeError):  # one record holds text UTF-8 cannot: find it below
         return batch(records)
-    except UnicodeEncodeError:
-        pass
     kept = []
     for record in records:
         field = _unencodable_field(record)
