@@ -133,3 +133,32 @@ def test_console_entry_point_prints_no_traceback(tmp_path: Path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: source not found: {tmp_path / 'missing'}"
+
+
+class TestSplitColumn:
+    """``--split`` with a source that gives splits says so; ``--split-column none`` ignores them."""
+
+    def test_both_given_is_said(self, flair_folder: Path, tmp_path: Path, capsys):
+        argv = ["convert", str(flair_folder), "-o", str(tmp_path / "a.h5"), "--quiet", "--size", "32"]
+        assert main([*argv, "--split", "0.5,0.25,0.25"]) == 0
+        assert "--split applies only to users whose rows have no value" in capsys.readouterr().err
+        assert main([*argv, "--overwrite"]) == 0
+        assert "--split applies" not in capsys.readouterr().err  # no --split: nothing to say
+
+    def test_none_splits_every_user_by_ratio(self, flair_folder: Path, tmp_path: Path, capsys):
+        output = tmp_path / "b.h5"
+        argv = [
+            "convert",
+            str(flair_folder),
+            "-o",
+            str(output),
+            "--quiet",
+            "--size",
+            "32",
+            "--split",
+            "1,0,0",
+        ]
+        assert main([*argv, "--split-column", "none"]) == 0
+        assert "--split applies" not in capsys.readouterr().err
+        with fedimage.open(output) as store:
+            assert store.splits == ["train"]  # FLAIR's own partition field is ignored

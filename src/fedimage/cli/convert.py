@@ -48,7 +48,10 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--label-column")
     src.add_argument("--fine-label-column")
     src.add_argument(
-        "--split-column", "--partition-column", dest="split_column", help="column naming each row's split"
+        "--split-column",
+        "--partition-column",
+        dest="split_column",
+        help="column naming each row's split (default: 'partition' when present); none: ignore it",
     )
     src.add_argument("--image-id-column")
     src.add_argument("--label-delimiter", default="|", help="separator of labels joined in one cell")
@@ -69,7 +72,10 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
     fed = parser.add_argument_group("users and splits")
-    fed.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test user ratios")
+    fed.add_argument(
+        "--split",
+        help="train,val,test user ratios (default: 0.8,0.1,0.1), for users the source gives no split",
+    )
     fed.add_argument("--seed", type=int, default=default(PlanOptions, "seed"))
     fed.add_argument("--max-images-per-user", type=int)
     fed.add_argument(
@@ -186,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         user=args.user_column,
         labels=args.label_column,
         fine_labels=args.fine_label_column,
-        split=args.split_column,
+        split=None if args.split_column in (None, "none") else args.split_column,
         image_id=args.image_id_column,
     )
     source = open_source(
@@ -207,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels,
         ),
         plan=PlanOptions(
-            split=SplitRatios.parse(args.split),
+            split=SplitRatios.parse(args.split) if args.split is not None else SplitRatios(),
+            source_splits=args.split_column != "none",
             seed=args.seed,
             max_images_per_user=args.max_images_per_user,
             partition=_partition_options(args, source.has_users),
@@ -228,6 +235,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             "warning: image ids are kept as given (by default the source file path, which may name the"
             " user); add --pseudonymize-image-ids to replace them too",
+            file=sys.stderr,
+        )
+    if args.split is not None and source.split_column and args.split_column != "none":
+        print(
+            f"warning: --split applies only to users whose rows have no value in the source's split column"
+            f" {source.split_column!r}; the others keep that split (--split-column none splits every user"
+            " by --split)",
             file=sys.stderr,
         )
     if not args.quiet:

@@ -51,6 +51,8 @@ class PlanOptions:
     """
 
     split: SplitRatios = field(default_factory=SplitRatios)
+    #: Keep the split a source's split column gives a user (False: split every user by ``split``).
+    source_splits: bool = True
     seed: int = 0
     max_images_per_user: int | None = None
     partition: PartitionOptions | None = None
@@ -431,6 +433,8 @@ def _split_codes(
 ) -> tuple[np.ndarray, list[str]]:
     """Each row's split: its partition when its user's rows carry one, else its user's assigned split."""
     partition = table.column("split").combine_chunks()
+    if not options.source_splits:  # the source's split column is ignored
+        partition = pa.nulls(len(partition), pa.string())
     encoded = pc.dictionary_encode(partition)
     partition_names = encoded.dictionary.to_pylist()
     partition_codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -39,6 +39,11 @@ class Source(ABC):
         self.ignored: dict[str, int] = {}
 
     @property
+    def split_column(self) -> str | None:
+        """The column (or field) that gives rows their split, when the source has one."""
+        return None
+
+    @property
     def has_users(self) -> bool:
         """False when the collection has no notion of user (users must be assigned)."""
         return True

@@ -50,6 +50,10 @@ class FlairSource(Source):
             raise SourceError(f"{root} is not a FLAIR folder: {METADATA_FILE} not found")
         self.image_folder = image_folder
 
+    @property
+    def split_column(self) -> str | None:
+        return "partition"
+
     @staticmethod
     def looks_like(path: Path) -> bool:
         return path.is_dir() and (path / METADATA_FILE).is_file()

@@ -118,6 +118,12 @@ class HuggingFaceSource(Source):
         return Taxonomy(next(iter(found.values()))) if found else None
 
     @property
+    def split_column(self) -> str | None:
+        if self.columns["split"]:
+            return self.columns["split"]
+        return "(the dataset's split names)" if any(data_file.split for data_file in self._files) else None
+
+    @property
     def has_users(self) -> bool:
         return self.columns["user"] is not None
 

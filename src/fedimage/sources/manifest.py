@@ -107,6 +107,10 @@ class ManifestSource(Source):
         self.columns = self._columns_spec.resolve(available, str(path))
 
     @property
+    def split_column(self) -> str | None:
+        return self.columns["split"]
+
+    @property
     def has_users(self) -> bool:
         return self.columns["user"] is not None
 
