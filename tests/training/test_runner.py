@@ -187,3 +187,19 @@ def test_a_nan_validation_round_is_never_the_best(tmp_path: Path, monkeypatch):
     tracker(1, model)
     tracker(2, model)
     assert tracker.best_round == 1
+
+
+def test_a_store_without_val_users_is_refused_before_training(flair_folder: Path, tmp_path: Path, capsys):
+    store = tmp_path / "no-val.h5"
+    plan = fedimage.PlanOptions(split=fedimage.SplitRatios.parse("0.8,0,0.2"), source_splits=False)
+    options = fast_options(image=ImageOptions(size=32), plan=plan)
+    convert(open_source(flair_folder), store, options)
+    out = tmp_path / "run"
+    assert run_train(store, out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no users in a 'val' split" in err
+    assert "--split 0.8,0.1,0.1" in err and "--no-validation" in err
+    assert not out.exists()  # refused before anything was written
+    assert run_train(store, out, "--no-validation", "--rounds", "1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validation"].startswith("none") and summary["best_round"] == 1

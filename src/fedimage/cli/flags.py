@@ -40,6 +40,7 @@ PARAMETER_FLAGS = {
     "local_max_grad_norm": "--local-grad-clip",
     "local_batch_size": "--batch-size",
     "level": "--labels",
+    "split": "--split",
     "key=KEYFILE": "--key KEYFILE",
     "key=Passphrase(...)": "--passphrase-env VARIABLE",
 }

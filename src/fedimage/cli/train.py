@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--central", action="store_true", help="non-federated baseline: all train images pooled"
     )
+    parser.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="train although the store has no val users (the last evaluated round is kept)",
+    )
 
     model = parser.add_argument_group("model and data")
     model.add_argument("--model", choices=MODELS, default=DEFAULTS.model)
@@ -185,6 +190,7 @@ def config_from_args(args: argparse.Namespace) -> TrainOptions:
         max_images_per_user=args.max_images_per_user or None,
         eval_batch_size=args.eval_batch_size,
         central=args.central,
+        no_validation=args.no_validation,
         central_lr=args.central_lr,
         dp=dp_config(args),
         secure_aggregation=secagg_config(args),

@@ -109,6 +109,8 @@ class TrainOptions:
     max_images_per_user: int | None = 512
     eval_batch_size: int = 512
     central: bool = False
+    #: Train although the store has no validation users: the last evaluated round is kept as best.
+    no_validation: bool = False
     central_lr: float = 1e-3
     dp: DPOptions | None = None
     secure_aggregation: SecAggOptions | None = None

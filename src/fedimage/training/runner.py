@@ -70,12 +70,18 @@ def train(
     if engine not in ENGINES:
         raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
     _check_engine_options(engine, config)
-    out = prepare_output(Path(out), overwrite)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
     with FederatedStore(store_path, key=key) as store:
         _require_split(store, "train")
         val_split, test_split = _optional_split(store, "val"), _optional_split(store, "test")
+        if val_split is None and not config.no_validation:
+            raise OptionError(
+                f"{store.path.name} has no users in a 'val' split, so no round can be chosen as the best:"
+                " convert it with a val ratio (`split` 0.8,0.1,0.1), or pass `no_validation` to keep"
+                " the last round"
+            )
+        out = prepare_output(Path(out), overwrite)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
         label_names = store.label_names_of(config.labels)
         crop = config.image_size or default_crop(store.image_size)
         model = build_model(config.model, len(label_names), crop)
@@ -133,6 +139,7 @@ def train(
             "rounds_run": rounds_done,
             "best_round": tracker.best_round,
             "best_val_macro_ap": tracker.best_value if val_split is not None else None,
+            "validation": val_split or "none: no val users (no_validation); the last round is kept",
             "test": test_metrics,
             "test_prevalence_baseline": baseline,
             "val_prevalence_baseline": val_baseline,
