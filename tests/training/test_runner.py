@@ -203,3 +203,14 @@ def test_a_store_without_val_users_is_refused_before_training(flair_folder: Path
     assert run_train(store, out, "--no-validation", "--rounds", "1") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["validation"].startswith("none") and summary["best_round"] == 1
+
+
+def test_progress_per_round_and_the_projected_time(store_path: Path, tmp_path: Path, capsys):
+    assert run_train(store_path, tmp_path / "shown", "--rounds", "3") == 0
+    captured = capsys.readouterr()
+    assert "round 1 took" in captured.out and "3 rounds will take about" in captured.out
+    assert "round/s" in captured.err or "s/round" in captured.err  # tqdm's rate on standard error
+    assert run_train(store_path, tmp_path / "quiet", "--rounds", "3", "--quiet") == 0
+    captured = capsys.readouterr()
+    assert "s/round" not in captured.err and "round/s" not in captured.err
+    assert "round 1 took" in captured.out  # the projection is a log line, printed either way

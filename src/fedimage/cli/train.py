@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tqdm import tqdm
+
 from fedimage.cli.flags import add_key_options, store_key
 from fedimage.errors import OptionError
 from fedimage.training.options import LABEL_KINDS, MODELS, STRATEGIES, DPOptions, SecAggOptions, TrainOptions
@@ -50,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--central", action="store_true", help="non-federated baseline: all train images pooled"
     )
+    parser.add_argument("--quiet", action="store_true", help="no per-round progress bar")
     parser.add_argument(
         "--no-validation",
         action="store_true",
@@ -210,9 +213,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         log=_log,
         key=store_key(args),
+        progress=not args.quiet,
     )
     return 0
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)
+    tqdm.write(message)  # above the progress bar, when there is one

@@ -61,6 +61,7 @@ def train(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     key: StoreKey | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train on a store, validate every ``config.eval_every`` rounds, test the best round, return the summary.
 
@@ -98,21 +99,21 @@ def train(
         secure = _secure_aggregation(config, store, log)
         checkpoint_info = {"model": config.model, "num_outputs": len(label_names), "crop": crop}
         tracker = ValidationTracker(
-            out, store, val_split, config.labels, config.eval_batch_size, checkpoint_info, log
+            out,
+            store,
+            val_split,
+            config.labels,
+            config.eval_batch_size,
+            checkpoint_info,
+            log,
+            rounds=config.rounds,
+            progress=progress,
         )
         start = time.perf_counter()
-        if config.central:
-            from fedimage.training.engines.central import run_central
-
-            rounds_done = run_central(model, store, config, tracker)
-        elif engine == "flower":
-            from fedimage.training.engines.flower import run_flower
-
-            rounds_done = run_flower(model, store, config, cohort, tracker, calibration)
-        else:
-            from fedimage.training.engines.pfl import run_fedavg
-
-            rounds_done = run_fedavg(model, store, config, cohort, tracker, calibration, secure)
+        try:
+            rounds_done = _run_engine(engine, model, store, config, cohort, tracker, calibration, secure)
+        finally:
+            tracker.close()
         train_seconds = time.perf_counter() - start
         model.load_state_dict(load_checkpoint(out / CHECKPOINT_FILE)["state_dict"])
         test_metrics = baseline = None
@@ -162,6 +163,30 @@ def train(
         )
     log(f"wrote {out}: metrics.jsonl, summary.json, curves.png, checkpoint.pt ({train_seconds:.1f} s)")
     return summary
+
+
+def _run_engine(
+    engine: str,
+    model: Any,
+    store: FederatedStore,
+    config: TrainOptions,
+    cohort: int,
+    tracker: ValidationTracker,
+    calibration: PrivacyCalibration | None,
+    secure: Any,
+) -> int:
+    """Train with the chosen engine (central, Flower or pfl-research); returns the rounds run."""
+    if config.central:
+        from fedimage.training.engines.central import run_central
+
+        return run_central(model, store, config, tracker)
+    if engine == "flower":
+        from fedimage.training.engines.flower import run_flower
+
+        return run_flower(model, store, config, cohort, tracker, calibration)
+    from fedimage.training.engines.pfl import run_fedavg
+
+    return run_fedavg(model, store, config, cohort, tracker, calibration, secure)
 
 
 def _check_engine_options(engine: str, config: TrainOptions) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from fedimage.store.reader import FederatedStore
 from fedimage.training.evaluation import evaluate
 from fedimage.training.outputs import append_metrics, save_checkpoint
@@ -30,6 +32,8 @@ class ValidationTracker:
         batch_size: int,
         checkpoint_info: dict[str, Any],
         log: Callable[[str], None],
+        rounds: int | None = None,
+        progress: bool = False,
     ):
         self.out = out
         self.store = store
@@ -42,6 +46,25 @@ class ValidationTracker:
         self.best_round: int | None = None
         self.best_value = float("-inf")
         self.evaluations = 0
+        self.rounds = rounds
+        #: A per-round bar (seconds per round, ETA) on standard error, when ``progress`` is on.
+        self.bar = tqdm(total=rounds, unit="round", desc="training", disable=not progress, leave=False)
+        self._round_started = time.perf_counter()
+
+    def round_done(self, round_number: int) -> None:
+        """Called by the engines after every round: moves the bar; after round 1, projects the total."""
+        seconds = time.perf_counter() - self._round_started
+        self._round_started = time.perf_counter()
+        self.bar.update(round_number - self.bar.n)
+        if round_number == 1 and self.rounds and self.rounds > 1:
+            projected = seconds * self.rounds
+            self.log(
+                f"round 1 took {seconds:.1f} s: {self.rounds} rounds will take about {_duration(projected)}"
+                " (plus validations)"
+            )
+
+    def close(self) -> None:
+        self.bar.close()
 
     def __call__(self, round_number: int, model: Any, train_metrics: dict[str, float] | None = None) -> None:
         elapsed = time.perf_counter() - self.start
@@ -68,3 +91,12 @@ class ValidationTracker:
             else "no val split"
         )
         self.log(f"round {round_number:>5}  {shown}  {elapsed:8.1f} s{'  *' if improved else ''}")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min`` or ``5.7 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -61,6 +61,7 @@ def run_central(
             total += loss.item() * len(images)
             count += len(images)
         check_model(model, epoch)
+        tracker.round_done(epoch)
         if epoch % config.eval_every == 0 or epoch == config.rounds:
             tracker(epoch, model, {"train loss": total / max(count, 1)})
     return config.rounds

@@ -101,6 +101,7 @@ def run_flower(
         except TrainingDiverged as error:
             diverged.append(error)  # raised here it would end in Flower's server thread
             raise
+        tracker.round_done(server_round)
         if server_round % config.eval_every == 0 or server_round == config.rounds:
             tracker(server_round, model, train_metrics)
 

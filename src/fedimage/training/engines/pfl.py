@@ -102,6 +102,7 @@ def run_fedavg(
             nonlocal rounds_done
             rounds_done = central_iteration + 1
             check_model(model.pytorch_model, rounds_done)
+            tracker.round_done(rounds_done)
             if rounds_done % config.eval_every == 0 or rounds_done == config.rounds:
                 tracker(rounds_done, model.pytorch_model, _scalar_metrics(aggregate_metrics))
             return False, require("pfl.metrics").Metrics()
