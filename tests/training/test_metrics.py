@@ -88,3 +88,20 @@ def test_binary_cross_entropy_is_stable_for_large_logits():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="must both be"):
         multilabel_metrics(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+def test_precision_at_half_is_zero_only_when_no_score_reaches_half():
+    targets = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]], dtype=np.float32)
+    timid = np.full(targets.shape, -1.0)  # sigmoid 0.27 everywhere: nothing is predicted
+    metrics = multilabel_metrics(targets, timid)
+    assert metrics["predicted positives"] == 0
+    assert metrics["micro precision"] == metrics["micro recall"] == metrics["micro F1"] == 0.0
+    confident = np.where(targets > 0, 2.0, -2.0)
+    assert multilabel_metrics(targets, confident)["micro F1"] == 1.0
+    assert "top-1 accuracy" not in metrics  # multi-label: no top-1
+
+
+def test_single_label_data_gets_top_1_accuracy():
+    targets = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
+    logits = np.array([[3.0, 0, 0], [0, 0, 1.0], [0, 0, 2.0], [0, 5.0, 0]])
+    assert multilabel_metrics(targets, logits)["top-1 accuracy"] == 0.5

@@ -75,6 +75,9 @@ def multilabel_metrics(targets: np.ndarray, logits: np.ndarray) -> dict[str, flo
     macro_recall = float(_ratio(tp, tp + fn).mean())
     micro_precision = float(_ratio(tp.sum(), tp.sum() + fp.sum()))
     micro_recall = float(_ratio(tp.sum(), tp.sum() + fn.sum()))
+    extra = {}
+    if targets.shape[0] and (positive.sum(axis=1) == 1).all():  # single-label data: top-1 is meaningful
+        extra["top-1 accuracy"] = float((scores.argmax(axis=1) == positive.argmax(axis=1)).mean())
     return {
         "loss": binary_cross_entropy(targets, logits),
         "macro AP": float(per_label_ap.mean()),
@@ -88,6 +91,10 @@ def multilabel_metrics(targets: np.ndarray, logits: np.ndarray) -> dict[str, flo
         "micro F1": _f1(micro_precision, micro_recall),
         "labels present": int(present.sum()),
         "images": int(targets.shape[0]),
+        # Precision, recall and F1 are at a 0.5 score: 0 when no score reaches it (early rounds of
+        # multi-label training, where every label is rarer than one image in two); this says so.
+        "predicted positives": int(predicted.sum()),
+        **extra,
     }
 
 

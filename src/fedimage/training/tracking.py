@@ -90,6 +90,8 @@ class ValidationTracker:
             if val
             else "no val split"
         )
+        if "top-1 accuracy" in val:
+            shown += f"  top-1 {val['top-1 accuracy']:.4f}"
         self.log(f"round {round_number:>5}  {shown}  {elapsed:8.1f} s{'  *' if improved else ''}")
 
 
