@@ -98,3 +98,34 @@ def test_png_data_uri_round_trips():
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")
     assert data_uri(buffer.getvalue()).startswith("data:image/png;base64,iVBORw0KGgo")
+
+
+def _clients_across_splits(root: Path) -> Path:
+    """A user-less manifest whose rows carry train/test: dealt into 3 IID clients, each in both splits."""
+    from helpers import photo, save_image, write_jsonl
+
+    rows = []
+    for index in range(24):
+        save_image(root / f"{index}.png", photo(16, 16, seed=index))
+        split = "test" if index % 4 == 0 else "train"
+        rows.append({"image": f"{index}.png", "labels": ["a"] if index % 3 else ["b"], "partition": split})
+    manifest = write_jsonl(root / "m.jsonl", rows)
+    store = root / "clients.h5"
+    plan = fedimage.PlanOptions(partition=fedimage.PartitionOptions("iid", num_clients=3))
+    convert(open_source(manifest), store, fast_options(image=ImageOptions(size=16), plan=plan))
+    return store
+
+
+def test_a_client_in_two_splits_counts_once_with_per_split_views(tmp_path: Path, capsys):
+    store = _clients_across_splits(tmp_path)
+    with fedimage.open(store) as opened:
+        assert set(opened.users("train")) == set(opened.users("test"))  # each client holds both splits
+    assert main(["report", str(store), "-o", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "clients" in printed.splitlines()[1] and printed.splitlines()[1].split()[-1] == "3"
+    stats = json.loads((tmp_path / "r" / "stats.json").read_text())["stores"][0]
+    assert stats["summary"]["clients"] == 3 and stats["summary"]["images"] == 24
+    assert {split: view["clients"] for split, view in stats["splits"].items()} == {"train": 3, "test": 3}
+    assert sum(view["images"] for view in stats["splits"].values()) == 24
+    distribution = stats["summary"]["coarse"]["global_distribution"]
+    assert set(distribution) == {"a", "b"} and abs(sum(distribution.values()) - 1) < 1e-6

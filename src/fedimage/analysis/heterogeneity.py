@@ -116,9 +116,15 @@ class LevelStats:
         global_counts = self.histograms.global_counts()
         total = global_counts.sum()
         q = global_counts[global_counts > 0] / total if total else np.zeros(0)
+        shares = global_counts / total if total else np.zeros(len(global_counts))
         return {
             "num_labels": self.histograms.num_labels,
             "global_effective_labels": float(np.exp(-(q * np.log(q)).sum())) if q.size else None,
+            #: Each label's share of all label occurrences: the distribution clients diverge from.
+            "global_distribution": {
+                name: round(float(share), 6)
+                for name, share in zip(self.histograms.label_names, shares, strict=True)
+            },
             **{name: describe(values) for name, values in self.measures.items()},
         }
 
@@ -219,15 +225,20 @@ def heterogeneity_from_store(
         with FederatedStore(store) as opened:
             return heterogeneity_from_store(opened, splits)
     client_ids: list[str] = []
+    index_of: dict[str, int] = {}  # a client's parts in several splits (a within-client split) count once
     sizes: list[int] = []
     histograms = {}
     for level in LabelLevel:
         owners: list[np.ndarray] = []
         labels: list[np.ndarray] = []
-        for index, user in enumerate(store.iter_user_labels(level, splits)):
+        for user in store.iter_user_labels(level, splits):
+            index = index_of.get(user.user_id)
+            if index is None:
+                index = index_of[user.user_id] = len(client_ids)
+                client_ids.append(user.user_id)
+                sizes.append(0)
             if level is LabelLevel.COARSE:
-                client_ids.append(user.user_id)  # a user never crosses splits
-                sizes.append(user.count)
+                sizes[index] += user.count
             owners.append(np.full(len(user.cols), index, dtype=np.int64))
             labels.append(user.cols)
         histograms[level.value] = LabelHistograms.from_occurrences(

@@ -14,6 +14,7 @@ from fedimage.analysis.heterogeneity import Heterogeneity, heterogeneity_from_st
 from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.labels import LABEL_LEVELS
+from fedimage.store.reader import FederatedStore
 
 LEVELS = LABEL_LEVELS
 
@@ -25,6 +26,8 @@ class ReportFiles:
     html: Path
     stats: Path
     plots: list[Path]
+    #: The summary table as text (what ``fedimage report`` prints).
+    table: str = ""
 
 
 def _plots_module() -> Any:
@@ -42,6 +45,34 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
             name, suffix = f"{path.stem}-{suffix}", suffix + 1
         names.append(name)
     return names
+
+
+def _split_views(path: Path, splits: list[str] | None) -> dict[str, Heterogeneity]:
+    """The same statistics for each split alone (a client split within itself appears in each)."""
+    with FederatedStore(path) as store:
+        names = [split for split in store.splits if splits is None or split in splits]
+        return {split: heterogeneity_from_store(store, [split]) for split in names}
+
+
+def text_table(names: Sequence[str], rows: list[tuple[str, list[Any]]]) -> str:
+    """The summary table as aligned text, for a terminal."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    cells = [[label, *(cell(value) for value in values)] for label, values in rows]
+    header = ["measure", *names]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            text.ljust(width) if i == 0 else text.rjust(width)
+            for i, (text, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *cells]
+    ]
+    return "\n".join(lines)
 
 
 def _table_rows(stats: dict[str, Heterogeneity], level: str) -> list[tuple[str, list[Any]]]:
@@ -93,6 +124,7 @@ def heterogeneity_report(
     paths = [Path(store) for store in stores]
     names = _unique_names(paths)
     stats = {name: heterogeneity_from_store(path, splits) for name, path in zip(names, paths, strict=True)}
+    split_views = {name: _split_views(path, splits) for name, path in zip(names, paths, strict=True)}
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -128,7 +160,13 @@ def heterogeneity_report(
         "labels": level,
         "splits": splits,
         "stores": [
-            {"name": name, "path": str(path), "summary": s.summary(), "clients": s.per_client()}
+            {
+                "name": name,
+                "path": str(path),
+                "summary": s.summary(),
+                "splits": {split: view.summary() for split, view in split_views[name].items()},
+                "clients": s.per_client(),
+            }
             for (name, s), path in zip(stats.items(), paths, strict=True)
         ],
     }
@@ -139,7 +177,9 @@ def heterogeneity_report(
     html_path.write_text(
         page(title, summary_table(names, _table_rows(stats, level)), sections), encoding="utf-8"
     )
-    return ReportFiles(html=html_path, stats=stats_path, plots=written)
+    return ReportFiles(
+        html=html_path, stats=stats_path, plots=written, table=text_table(names, _table_rows(stats, level))
+    )
 
 
 __all__ = ["ReportFiles", "heterogeneity_report"]

@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from fedimage.analysis.report import heterogeneity_report  # matplotlib (the `report` extra) when asked
 
     files = heterogeneity_report(args.stores, args.output, args.splits, args.level, args.top_clients)
-    print(f"wrote {files.html} ({len(files.plots)} plots, statistics in {files.stats})")
+    print(files.table)
+    print(f"\nwrote {files.html} ({len(files.plots)} plots, statistics in {files.stats})")
     return 0
