@@ -214,3 +214,10 @@ def test_progress_per_round_and_the_projected_time(store_path: Path, tmp_path: P
     captured = capsys.readouterr()
     assert "s/round" not in captured.err and "round/s" not in captured.err
     assert "round 1 took" in captured.out  # the projection is a log line, printed either way
+
+
+def test_training_above_the_store_size_warns_of_upsampling(store_path: Path, tmp_path: Path, capsys):
+    assert run_train(store_path, tmp_path / "up", "--rounds", "1", "--image-size", "56", "--quiet") == 0
+    assert "resize the store's 28 px images up to 64 px" in capsys.readouterr().out
+    assert run_train(store_path, tmp_path / "native", "--rounds", "1", "--quiet") == 0
+    assert "upsampling" not in capsys.readouterr().out

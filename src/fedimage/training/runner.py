@@ -29,6 +29,7 @@ from fedimage.training.outputs import (
 )
 from fedimage.training.privacy import PrivacyCalibration, calibrate, epsilon_spent
 from fedimage.training.tracking import ValidationTracker
+from fedimage.training.transforms import resize_to
 
 torch = require("torch")
 
@@ -85,6 +86,12 @@ def train(
         np.random.seed(config.seed)
         label_names = store.label_names_of(config.labels)
         crop = config.image_size or default_crop(store.image_size)
+        if resize_to(crop) > store.image_size:
+            log(
+                f"warning: {crop} px crops resize the store's {store.image_size} px images up to "
+                f"{resize_to(crop)} px (upsampling adds no detail; the default crop for this store is "
+                f"{default_crop(store.image_size)} px)"
+            )
         model = build_model(config.model, len(label_names), crop)
         population = len(store.users("train"))
         cohort = min(config.cohort_size, population)
