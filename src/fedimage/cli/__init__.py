@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from fedimage._version import __version__
-from fedimage.cli import convert, demo, export, inspect, keygen, report, train, verify
+from fedimage.cli import convert, demo, example, export, inspect, keygen, report, train, verify
 from fedimage.cli.flags import HelpFormatter, show_defaults, with_flags
 from fedimage.errors import FedimageError
 
@@ -31,6 +31,7 @@ COMMANDS: dict[str, ModuleType] = {
     "report": report,
     "export": export,
     "train": train,
+    "example": example,
 }
 
 
