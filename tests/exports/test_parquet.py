@@ -49,7 +49,7 @@ def test_schema_is_apple_flairs_with_int64_ids_and_the_taxonomy(exported: Path, 
     features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
     assert features["image_id"] == {"dtype": "int64", "_type": "Value"}
     taxonomy = fedimage.load_taxonomy(flair_folder / "label_relationship.txt").fine_to_coarse
-    assert json.loads(schema.metadata[b"fedimage"]) == {"label_relationship": taxonomy}
+    assert json.loads(schema.metadata[b"fedimage"]) == {"label_relationship": taxonomy, "image_size": SIZE}
 
 
 @pytest.mark.parametrize(
@@ -236,3 +236,20 @@ def test_a_taxonomy_in_the_parquet_metadata_is_the_sources_default(exported: Pat
     pq.write_table(table, plain / "train.parquet")
     with pytest.raises(fedimage.errors.SourceError, match="different taxonomies; pass `taxonomy`"):
         _ = HuggingFaceSource(plain).default_taxonomy
+
+
+def test_converting_back_keeps_the_stated_image_size(exported: Path, tmp_path: Path, capsys):
+    """The export states its size: converting it back needs no --size (and --size still wins)."""
+    assert (
+        main(["convert", str(exported), "-o", str(tmp_path / "back.h5"), "--source-format", "hf", "--quiet"])
+        == 0
+    )
+    with fedimage.open(tmp_path / "back.h5") as back:
+        assert back.image_size == SIZE
+    argv = ["convert", str(exported), "-o", str(tmp_path / "big.h5"), "--source-format", "hf", "--quiet"]
+    assert main([*argv, "--size", "48"]) == 0
+    with fedimage.open(tmp_path / "big.h5") as big:
+        assert big.image_size == 48
+    report = fedimage.convert(open_source(exported, "hf"), tmp_path / "api.h5")  # no options: the same
+    with fedimage.open(report.output) as api:
+        assert api.image_size == SIZE

@@ -59,7 +59,10 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
 
     img = parser.add_argument_group("images")
     img.add_argument(
-        "--size", type=int, default=default(ImageOptions, "size"), help="side of the square images"
+        "--size",
+        type=int,
+        help=f"side of the square images (default: the size a fedimage export states, else "
+        f"{default(ImageOptions, 'size')})",
     )
     img.add_argument("--resize", choices=RESIZE_MODES, default=default(ImageOptions, "resize"))
     img.add_argument("--storage", choices=STORAGE_MODES, default=default(ImageOptions, "storage"))
@@ -206,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     )
     options = ConvertOptions(
         image=ImageOptions(
-            size=args.size,
+            size=args.size or source.stated_image_size or default(ImageOptions, "size"),
             resize=args.resize,
             storage=args.storage,
             quality=args.quality,

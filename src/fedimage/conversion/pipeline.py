@@ -26,6 +26,7 @@ from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
 from fedimage.errors import StoreError
+from fedimage.imaging.standardize import ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
 from fedimage.privacy import new_store_cipher
 from fedimage.privacy.pseudonyms import PseudonymizedSource
@@ -65,7 +66,8 @@ def convert(
             options), or a path whose format is detected (folder tree, manifest, FLAIR folder,
             Hugging Face data).
         output: the store file to write (``.h5``); ``output.rejects.jsonl`` lists the rejects.
-        options: images, plan, workers, executor, privacy (:class:`ConvertOptions`).
+        options: images, plan, workers, executor, privacy (:class:`ConvertOptions`). Without
+            options, a source that states its image size (a fedimage Parquet export) keeps it.
         taxonomy: fine -> coarse label pairs; by default the source's own (a FLAIR folder's
             ``label_relationship.txt``), else none.
 
@@ -74,13 +76,16 @@ def convert(
         report = fedimage.convert("photos/", "out.h5", ConvertOptions(workers=2))
         print(report.written, report.rejected)
     """
-    options = options or ConvertOptions()
     started = time.perf_counter()
     output = Path(output)
-    if options.resume and output.exists() and not options.overwrite:
+    given = options or ConvertOptions()
+    if given.resume and output.exists() and not given.overwrite:
         raise StoreError(f"{output} already exists: that conversion finished, there is nothing to resume")
-    check_output(output, options.overwrite)
+    check_output(output, given.overwrite)
     with _opened(source) as opened:
+        if options is None:
+            stated = opened.stated_image_size
+            options = ConvertOptions(image=ImageOptions(size=stated)) if stated else ConvertOptions()
         default = opened.default_taxonomy if taxonomy is None else None
         if default is not None:
             taxonomy = default if isinstance(default, Taxonomy) else load_taxonomy(default)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from fedimage.exports.base import ExportRun
 from fedimage.exports.reading import read_dataset
-from fedimage.sources.huggingface import FEDIMAGE_PARQUET_METADATA, TAXONOMY_ENTRY
+from fedimage.sources.huggingface import FEDIMAGE_PARQUET_METADATA, IMAGE_SIZE_ENTRY, TAXONOMY_ENTRY
 from fedimage.store import schema as store_schema
 from fedimage.store.reader import FederatedStore
 
@@ -51,7 +51,7 @@ _INTEGER_ID = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 _INT64_RANGE = range(-(2**63), 2**63)
 
 
-def parquet_schema(integer_ids: bool, taxonomy: dict[str, str]) -> pa.Schema:
+def parquet_schema(integer_ids: bool, taxonomy: dict[str, str], image_size: int) -> pa.Schema:
     """The export's schema: apple/flair's columns, ``image_id`` int64 or string, and the metadata."""
     id_type, id_dtype = (pa.int64(), "int64") if integer_ids else (pa.string(), "string")
     features = {**HF_FEATURES, "image_id": {"dtype": id_dtype, "_type": "Value"}}
@@ -66,7 +66,9 @@ def parquet_schema(integer_ids: bool, taxonomy: dict[str, str]) -> pa.Schema:
         ],
         metadata={
             "huggingface": json.dumps({"info": {"features": features}}),
-            FEDIMAGE_PARQUET_METADATA: json.dumps({TAXONOMY_ENTRY: taxonomy}, ensure_ascii=False),
+            FEDIMAGE_PARQUET_METADATA: json.dumps(
+                {TAXONOMY_ENTRY: taxonomy, IMAGE_SIZE_ENTRY: image_size}, ensure_ascii=False
+            ),
         },
     )
 
@@ -117,7 +119,7 @@ def write_parquet(run: ExportRun, path: Path) -> None:
     """Write ``{split}.parquet`` under ``path`` for every split (see the module's docstring)."""
     store = run.store
     coarse_names, fine_names = store.label_names, store.fine_label_names
-    schema = parquet_schema(_integer_ids(store), store.taxonomy)
+    schema = parquet_schema(_integer_ids(store), store.taxonomy, store.image_size)
     for split in store.splits:
         rows = _RowBuffer(schema)
         with pq.ParquetWriter(path / f"{split}{SUFFIX}", schema, compression="snappy") as writer:

@@ -39,6 +39,11 @@ class Source(ABC):
         self.ignored: dict[str, int] = {}
 
     @property
+    def stated_image_size(self) -> int | None:
+        """The side of the images when the source states it (a fedimage export does), else None."""
+        return None
+
+    @property
     def split_column(self) -> str | None:
         """The column (or field) that gives rows their split, when the source has one."""
         return None

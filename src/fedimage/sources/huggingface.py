@@ -9,6 +9,7 @@ temporary Arrow file so that this random access stays cheap and memory bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +44,8 @@ from fedimage.sources.record_table import (
 #: under ``label_relationship`` ({fine: coarse}), which becomes the source's default taxonomy.
 FEDIMAGE_PARQUET_METADATA = b"fedimage"
 TAXONOMY_ENTRY = "label_relationship"
+#: ... and under ``image_size`` the side of its images, which becomes the source's stated size.
+IMAGE_SIZE_ENTRY = "image_size"
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
 METADATA_BATCH_ROWS = 1 << 12  # bounds the transient Arrow and numpy arrays of label cleaning
@@ -116,6 +119,19 @@ class HuggingFaceSource(Source):
         if len(found) > 1:
             raise SourceError(f"the Parquet files of {self.path} hold different taxonomies; pass `taxonomy`")
         return Taxonomy(next(iter(found.values()))) if found else None
+
+    @property
+    def stated_image_size(self) -> int | None:
+        """The image side that a fedimage ``parquet`` export states in its schema metadata."""
+        sizes = set()
+        for data_file in self._files:
+            if data_file.kind == "parquet":
+                raw = (pq.read_schema(data_file.path).metadata or {}).get(FEDIMAGE_PARQUET_METADATA)
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    size = json.loads(raw).get(IMAGE_SIZE_ENTRY) if raw is not None else None
+                    if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096:
+                        sizes.add(size)
+        return sizes.pop() if len(sizes) == 1 else None
 
     @property
     def split_column(self) -> str | None:
