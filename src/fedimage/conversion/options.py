@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedimage.conversion.executors import REGISTRY, executor
+from fedimage.conversion.executors import executor
 from fedimage.conversion.plan import PlanOptions
 from fedimage.errors import OptionError
 from fedimage.imaging.standardize import ImageOptions
@@ -88,4 +88,4 @@ class ConvertReport:
         return len(self.rejects)
 
 
-__all__ = ["REGISTRY", "ConvertOptions", "ConvertReport"]
+__all__ = ["ConvertOptions", "ConvertReport"]

@@ -10,6 +10,7 @@ temporary Arrow file so that this random access stays cheap and memory bounded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -106,16 +107,25 @@ class HuggingFaceSource(Source):
     def name(self) -> str:
         return self.path.name
 
+    @functools.cached_property
+    def _fedimage_entries(self) -> list[tuple[Path, bytes]]:
+        """Each Parquet file's ``fedimage`` schema-metadata entry (a fedimage export's), read once."""
+        entries = []
+        for data_file in self._files:
+            if data_file.kind == "parquet":
+                raw = (pq.read_schema(data_file.path).metadata or {}).get(FEDIMAGE_PARQUET_METADATA)
+                if raw is not None:
+                    entries.append((data_file.path, raw))
+        return entries
+
     @property
     def default_taxonomy(self) -> Taxonomy | None:
         """The taxonomy that a fedimage ``parquet`` export keeps in its files' schema metadata."""
         found: dict[str, dict[str, str]] = {}
-        for data_file in self._files:
-            if data_file.kind == "parquet":
-                raw = (pq.read_schema(data_file.path).metadata or {}).get(FEDIMAGE_PARQUET_METADATA)
-                mapping = _taxonomy_entry(raw, data_file.path) if raw is not None else None
-                if mapping:
-                    found[json.dumps(mapping, sort_keys=True)] = mapping
+        for path, raw in self._fedimage_entries:
+            mapping = _taxonomy_entry(raw, path)
+            if mapping:
+                found[json.dumps(mapping, sort_keys=True)] = mapping
         if len(found) > 1:
             raise SourceError(f"the Parquet files of {self.path} hold different taxonomies; pass `taxonomy`")
         return Taxonomy(next(iter(found.values()))) if found else None
@@ -124,13 +134,11 @@ class HuggingFaceSource(Source):
     def stated_image_size(self) -> int | None:
         """The image side that a fedimage ``parquet`` export states in its schema metadata."""
         sizes = set()
-        for data_file in self._files:
-            if data_file.kind == "parquet":
-                raw = (pq.read_schema(data_file.path).metadata or {}).get(FEDIMAGE_PARQUET_METADATA)
-                with contextlib.suppress(ValueError, AttributeError, TypeError):
-                    size = json.loads(raw).get(IMAGE_SIZE_ENTRY) if raw is not None else None
-                    if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096:
-                        sizes.add(size)
+        for _, raw in self._fedimage_entries:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                size = json.loads(raw).get(IMAGE_SIZE_ENTRY)
+                if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096:
+                    sizes.add(size)
         return sizes.pop() if len(sizes) == 1 else None
 
     @property
