@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from fedimage._version import __version__
-from fedimage.cli import convert, demo, example, export, inspect, keygen, report, train, verify
+from fedimage.cli import convert, demo, example, export, inspect, keygen, kits, report, train, verify
 from fedimage.cli.flags import HelpFormatter, show_defaults, with_flags
 from fedimage.errors import FedimageError
 
@@ -30,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "keygen": keygen,
     "report": report,
     "export": export,
+    "kits": kits,
     "train": train,
     "example": example,
 }

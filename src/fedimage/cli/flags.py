@@ -43,6 +43,8 @@ PARAMETER_FLAGS = {
     "split": "--split",
     "key=KEYFILE": "--key KEYFILE",
     "key=Passphrase(...)": "--passphrase-env VARIABLE",
+    "server_names": "--server-name",
+    "validity_days": "--validity-days",
 }
 _PARAMETER = re.compile(r"`([^`\s]+)`")
 

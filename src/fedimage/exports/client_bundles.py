@@ -51,17 +51,9 @@ def write_client_bundles(run: ExportRun, destination: Path) -> None:
         names = NameTable()
         for user in run.users(split):
             name = names.assign(user.user_id)
-            key_path = generate_key_file(key_folder / f"{name}.key")
-            fingerprint = json.dumps(
-                {
-                    "bundle of": store.path.name,
-                    "store": store.encryption,
-                    "split": split,
-                    "user": user.user_id,
-                }
-            ).encode("utf-8")
-            cipher = new_store_cipher(load_key(key_path), fingerprint)
-            _write_bundle(user, bundle_folder / f"{name}.h5", cipher, run.options.quality)
+            write_user_bundle(
+                user, bundle_folder / f"{name}.h5", key_folder / f"{name}.key", run.options.quality
+            )
             clients.append(
                 {
                     "split": split,
@@ -90,7 +82,41 @@ def _payloads(user: ExportUser, quality: int) -> Iterator[bytes]:
             yield pixels.tobytes()
 
 
-def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> None:
+def write_user_bundle(user: ExportUser, bundle_path: Path, key_path: Path, quality: int) -> int:
+    """Write one user's data as an encrypted one-user store under a fresh key; returns its image count.
+
+    The key (256 bits from the OS CSPRNG) is written to ``key_path`` first, created with mode
+    0600 (never over an existing file); the bundle then opens with
+    ``fedimage.open(bundle_path, key=key_path)``. The bundle keeps the store's label
+    vocabularies and taxonomy but none of the other users' data or ids.
+
+    Parameters:
+        user: the user to write, as read by :meth:`~fedimage.exports.reading.ExportUser.read`.
+        bundle_path: the bundle file to create (its folder must exist).
+        key_path: the key file to create (its folder should be private, mode 0700).
+        quality: the JPEG quality for images that must be re-encoded (a grayscale JPEG of an older
+            store; a raw store's pixels are kept raw).
+
+    Example::
+
+        user = ExportUser.read(store, "train", "alice")
+        write_user_bundle(user, Path("alice.h5"), Path("alice.key"), quality=95)
+    """
+    store = user.store
+    generate_key_file(key_path)
+    fingerprint = json.dumps(
+        {
+            "bundle of": store.path.name,
+            "store": store.encryption,
+            "split": user.split,
+            "user": user.user_id,
+        }
+    ).encode("utf-8")
+    cipher = new_store_cipher(load_key(key_path), fingerprint)
+    return _write_bundle(user, bundle_path, cipher, quality)
+
+
+def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> int:
     store = user.store
     coarse, fine = store.label_names, store.fine_label_names
     with StoreWriter(
@@ -121,3 +147,4 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> No
             "users": writer.users,
         }
         writer.finish({schema.TAXONOMY: store.taxonomy, schema.MANIFEST: manifest})
+    return count
