@@ -8,7 +8,9 @@ of the clients that finish, and recovers from dropouts at any stage while at lea
 clients (and shares) survive.
 
 ``secure_sum(vectors, clip_range)`` runs a whole round in memory; ``SecAggServer`` and
-``SecAggClient`` are the transport-agnostic state machines; ``messages`` holds what they exchange.
+``SecAggClient`` are the transport-agnostic state machines; ``messages`` holds what they exchange,
+and ``wire`` turns those messages (and a client's saved state) into flat records of the value types
+Flower's ``ConfigRecord`` takes.
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
-from fedimage.privacy.secagg import derivation, keys, shamir
+from fedimage.privacy.secagg import derivation, keys, shamir, wire
 from fedimage.privacy.secagg._cryptography import X25519PrivateKey
 from fedimage.privacy.secagg.errors import SecAggAbort, SecAggError
 from fedimage.privacy.secagg.graph import is_connected
@@ -27,6 +28,8 @@ from fedimage.privacy.secagg.randomness import SecretSource
 _SHARE_HEADER = struct.Struct(">II")
 SHARE_PLAINTEXT_BYTES = _SHARE_HEADER.size + 2 * shamir.SHARE_BYTES
 SHARE_CIPHERTEXT_BYTES = keys.NONCE_BYTES + SHARE_PLAINTEXT_BYTES + keys.TAG_BYTES
+STATE_KIND = "client-state"
+_DONE = len(Stage)  # ``next-stage`` of a client that answered the unmask request
 
 
 class SecAggClient:
@@ -34,6 +37,11 @@ class SecAggClient:
 
     The client never reveals both secrets of a neighbour: it answers a single unmask request, and
     only after checking that it is consistent (disjoint, large and connected enough).
+
+    A client that lives in a new process at each stage (Flower's ``flwr-clientapp``) saves
+    ``export_state()`` after a stage and continues with ``SecAggClient.restore(state)`` at the next.
+    Save the state after every stage call, failed ones included (a stage is used up once asked for),
+    and never restore an older one: a client restored twice at ``UNMASK`` could answer two requests.
     """
 
     def __init__(self, index: int, setup: RoundSetup, secrets: SecretSource | None = None) -> None:
@@ -50,6 +58,101 @@ class SecAggClient:
         self._mask_partners: tuple[int, ...] = ()
         self._seed = b""
         self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (seed share, mask-key share)
+
+    def export_state(self) -> wire.Record:
+        """Everything needed to continue the round, as a flat record of ``wire`` values.
+
+        The record holds the client's private keys, self-mask seed and the shares it keeps for its
+        neighbours: store it only where the client's own secrets may live. The secret source is not
+        part of it (``restore`` takes one).
+        """
+        record = wire.new_record(STATE_KIND)
+        record["index"] = self.index
+        wire.put_setup(record, self.setup, "setup-")
+        record["next-stage"] = _DONE if self._next is None else int(self._next)
+        for key, private in (("cipher-private-key", self._cipher_key), ("mask-private-key", self._mask_key)):
+            if private is not None:  # left out until made
+                record[key] = keys.private_bytes(private)
+        wire.put_mapping(
+            record,
+            "peers",
+            "peers",
+            self._peer_keys,
+            **{"peer-cipher-keys": lambda pair: pair[0], "peer-mask-keys": lambda pair: pair[1]},
+        )
+        record["mask-partners-count"] = len(self._mask_partners)
+        wire.put_list(record, "mask-partners", list(self._mask_partners))
+        wire.put_blob(record, "seed", self._seed)
+        wire.put_mapping(
+            record,
+            "held",
+            "held-owners",
+            self._held,
+            **{"held-seed-shares": lambda held: held[0], "held-key-shares": lambda held: held[1]},
+        )
+        return record
+
+    @classmethod
+    def restore(
+        cls,
+        state: Mapping[str, object],
+        *,
+        round_id: bytes | None = None,
+        setup: RoundSetup | None = None,
+        secrets: SecretSource | None = None,
+    ) -> SecAggClient:
+        """The client ``export_state`` saved, at the stage it had reached.
+
+        ``round_id`` or ``setup``, when given, must be the saved round's (a state of another round is
+        refused with ``SecAggError``, as is a malformed one). ``secrets`` feeds what the client still
+        draws (keys and shares; the OS CSPRNG by default).
+        """
+        reader = wire.RecordReader(state, f"SecAgg {STATE_KIND}")
+        wire.check_kind(reader, STATE_KIND)
+        saved = wire.read_setup(reader, "setup-")
+        if round_id is not None and bytes(round_id) != saved.round_id:
+            raise SecAggError(
+                f"the saved SecAgg client state is of round {saved.round_id.hex()},"
+                f" not {bytes(round_id).hex()}"
+            )
+        if setup is not None and setup != saved:
+            raise SecAggError(
+                f"the saved SecAgg client state is of round {saved.round_id.hex()} with another setup than"
+                f" round {setup.round_id.hex()}"
+            )
+        reader.index_limit = saved.num_clients
+        client = cls(reader.index("index"), saved, secrets)
+        reached = reader.integer("next-stage", 0, _DONE + 1)
+        client._next = None if reached == _DONE else Stage(reached)
+        advertised = keys.KEY_BYTES if reached > Stage.ADVERTISE_KEYS else 0
+        cipher_key = reader.blob("cipher-private-key", advertised, optional=not advertised)
+        mask_key = reader.blob("mask-private-key", advertised, optional=not advertised)
+        if advertised:
+            client._cipher_key = keys.private_key_from_bytes(cipher_key)
+            client._mask_key = keys.private_key_from_bytes(mask_key)
+        for peer, cipher, mask in reader.mapping("peers", "peers", "peer-cipher-keys", "peer-mask-keys"):
+            if peer not in client._neighbour_set:
+                reader.fail("peers", f"lists client {peer}, who is not a neighbour")
+            if len(cipher) != keys.KEY_BYTES or len(mask) != keys.KEY_BYTES:
+                reader.fail("peer-cipher-keys", f"client {peer}'s keys are not {keys.KEY_BYTES} bytes")
+            client._peer_keys[peer] = (cipher, mask)
+        partners = reader.indices("mask-partners", reader.count("mask-partners-count"))
+        if not set(partners) <= client._peer_keys.keys():
+            reader.fail("mask-partners", "lists clients whose keys the client never got")
+        client._mask_partners = tuple(partners)
+        # share_keys draws the seed when it keeps the peers' keys: both or neither
+        client._seed = reader.blob(
+            "seed", keys.KEY_BYTES if client._peer_keys else 0, optional=not client._peer_keys
+        )
+        for owner, seed_share, key_share in reader.mapping(
+            "held", "held-owners", "held-seed-shares", "held-key-shares"
+        ):
+            if owner not in client._peer_keys:
+                reader.fail("held-owners", f"lists client {owner}, whose keys the client never got")
+            if len(seed_share) != shamir.SHARE_BYTES or len(key_share) != shamir.SHARE_BYTES:
+                reader.fail("held-seed-shares", f"client {owner}'s shares are not {shamir.SHARE_BYTES} bytes")
+            client._held[owner] = (seed_share, key_share)
+        return client
 
     def __repr__(self) -> str:
         state = self._next.name if self._next is not None else "done"
@@ -156,6 +259,11 @@ class SecAggClient:
         if survivors & dropped:
             raise SecAggError(
                 f"client {self.index}: clients {sorted(survivors & dropped)} are both survivors and dropped"
+            )
+        strangers = {index for index in survivors | dropped if not 0 <= index < self.setup.num_clients}
+        if strangers:
+            raise SecAggError(
+                f"client {self.index}: the unmask request names unknown clients {sorted(strangers)}"
             )
         if self.index not in survivors:
             raise SecAggError(f"client {self.index}: the unmask request does not list it among the survivors")
