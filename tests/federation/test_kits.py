@@ -191,8 +191,12 @@ def test_the_certificate_chain_verifies_for_the_server_names(kits):
     assert cert.public_key() == key.public_key() and ca.public_key() == ca_key.public_key()
     cert.verify_directly_issued_by(ca)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == ["fl.example.org"]
-    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.1.2.3")]
+    # the names given, then the loopback names (the operator's tools reach the SuperLink locally)
+    assert names.get_values_for_type(x509.DNSName) == ["fl.example.org", "localhost"]
+    assert names.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("10.1.2.3"),
+        ipaddress.ip_address("127.0.0.1"),
+    ]
     verifier = PolicyBuilder().store(Store([ca])).build_server_verifier(x509.DNSName("fl.example.org"))
     verifier.verify(cert, [])
 
@@ -274,7 +278,7 @@ def test_an_odd_user_id_round_trips_through_node_toml(tmp_path):
     cert = x509.load_pem_x509_certificate((destination / "server" / "server.crt").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
-    assert names.get_values_for_type(x509.DNSName) == []
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
 
 
 @pytest.mark.parametrize(
@@ -412,7 +416,7 @@ def test_splits_train_only(store, tmp_path):
     assert list(report.splits) == ["train"] and report.clients == 4
     cert = x509.load_pem_x509_certificate((destination / "server" / "server.crt").read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == ["fl.example.org", "b.example.org"]
+    assert sans.get_values_for_type(x509.DNSName) == ["fl.example.org", "b.example.org", "localhost"]
     assert sorted(path.name for path in (destination / "clients").iterdir()) == ["train"]
     assert list(read_server_settings(destination / "server").clients) == ["train"]
 
@@ -427,7 +431,7 @@ def test_command_line_end_to_end(store, tmp_path, capsys):
     assert list(settings.clients) == ["train", "val"]
     cert = x509.load_pem_x509_certificate(settings.certificate.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == ["fl.example.org", "b.org"]
+    assert names.get_values_for_type(x509.DNSName) == ["fl.example.org", "b.org", "localhost"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--output" in err and "--overwrite" in err and "`" not in err

@@ -139,6 +139,10 @@ def parse_server(server: str, parameter: str = "server") -> tuple[str, int]:
     return host, int(port)
 
 
+#: Always in the server certificate, after the names given.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1")
+
+
 def _check_server_names(names: Iterable[str]) -> list[str]:
     """Extra certificate names: IP addresses or DNS names (``*.`` wildcards allowed)."""
     if isinstance(names, str):
@@ -450,7 +454,8 @@ def make_kits(
     Every user of the chosen splits becomes a client: its kit holds its data as an encrypted
     one-user store with its own fresh key, the CA certificate, a node-authentication key
     pair for Flower and ``node.toml``. The server kit holds a TLS certificate for the host of
-    ``server`` (and ``server_names``), every client's node public key and ``settings.json``, and
+    ``server`` (and ``server_names``, and the loopback names ``localhost`` and ``127.0.0.1``),
+    every client's node public key and ``settings.json``, and
     no data or data key. The layout is in this module's docstring. Kits are written under a
     temporary name next to ``destination`` and renamed when complete.
 
@@ -506,7 +511,9 @@ def make_kits(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     report = KitsReport(store=store.path, destination=destination, server=server)
-    names = [host, *server_names]
+    # the loopback names let the operator's own tools (``serve`` registering node keys) reach the
+    # SuperLink on its machine
+    names = list(dict.fromkeys([host, *server_names, *LOOPBACK_NAMES]))
     try:
         with tqdm(
             total=sum(store.num_images(split) for split in chosen), unit="img", disable=quiet, desc="kits"

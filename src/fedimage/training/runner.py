@@ -103,7 +103,7 @@ def train(
         if not config.central and cohort < config.cohort_size:
             log(f"cohort size {config.cohort_size} capped to the {population} train users")
         calibration = _calibrate(config, cohort, population, log)
-        secure = _secure_aggregation(config, store, log)
+        secure = _secure_aggregation(config, store, log) if engine == "pfl" else None
         checkpoint_info = {"model": config.model, "num_outputs": len(label_names), "crop": crop}
         tracker = ValidationTracker(
             out,
@@ -118,7 +118,7 @@ def train(
         )
         start = time.perf_counter()
         try:
-            rounds_done = _run_engine(engine, model, store, config, cohort, tracker, calibration, secure)
+            rounds_done = _run_engine(engine, model, store, config, cohort, tracker, calibration, secure, log)
         finally:
             tracker.close()
         train_seconds = time.perf_counter() - start
@@ -153,6 +153,7 @@ def train(
             "val_prevalence_baseline": val_baseline,
             "privacy": privacy,
             "secure_aggregation": secure.summary(train_seconds) if secure is not None else None,
+            **tracker.extra,
             "wall_time_s": round(train_seconds, 3),
             "seconds_per_round": round(train_seconds / max(rounds_done, 1), 4),
             "torch": torch.__version__,
@@ -181,6 +182,7 @@ def _run_engine(
     tracker: ValidationTracker,
     calibration: PrivacyCalibration | None,
     secure: Any,
+    log: Callable[[str], None],
 ) -> int:
     """Train with the chosen engine (central, Flower or pfl-research); returns the rounds run."""
     if config.central:
@@ -190,7 +192,7 @@ def _run_engine(
     if engine == "flower":
         from fedimage.training.engines.flower import run_flower
 
-        return run_flower(model, store, config, cohort, tracker, calibration)
+        return run_flower(model, store, config, cohort, tracker, calibration, log=log)
     from fedimage.training.engines.pfl import run_fedavg
 
     return run_fedavg(model, store, config, cohort, tracker, calibration, secure)
@@ -200,26 +202,25 @@ def _check_engine_options(engine: str, config: TrainOptions) -> None:
     """Options one engine cannot honour are refused before any work starts."""
     if config.central:
         return
-    if engine != "pfl" and config.secure_aggregation is not None:
-        raise OptionError("`secure_aggregation` is available with the pfl engine")
     if engine == "pfl" and config.strategy != "fedadam":
         raise OptionError(
             f"`strategy` {config.strategy} needs `engine` flower; the pfl engine runs FLAIR's FedAvg with "
             "central Adam (`strategy` fedadam)"
         )
     if engine == "flower":
-        from fedimage.training.engines.flower import check_dp_support
+        from fedimage.training.engines.flower import check_options
 
-        check_dp_support(config)
+        check_options(config)
 
 
 def _secure_aggregation(config: TrainOptions, store: FederatedStore, log: Callable[[str], None]) -> Any:
     """The SecAgg+ postprocessor of a ``--secure-aggregation`` run (pfl engine), else None."""
     if config.secure_aggregation is None or config.central:
         return None
-    from fedimage.training.secure_aggregation import SecureAggregation, clip_range_for
+    from fedimage.training.secure_aggregation import SecureAggregation
+    from fedimage.training.update_bounds import clip_range_for
 
-    clip_range, origin = clip_range_for(config, store)
+    clip_range, origin = clip_range_for(config, max(store.users("train").values(), default=1))
     log(
         f"secure aggregation: SecAgg+ sums each round's updates, clipped to +-{clip_range:.4g} a coordinate "
         f"({origin}), {config.secure_aggregation.modulus_bits}-bit modulus"

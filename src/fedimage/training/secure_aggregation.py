@@ -31,9 +31,8 @@ import numpy as np
 
 from fedimage.errors import FedimageError, OptionError
 from fedimage.extras import require
-from fedimage.store.reader import FederatedStore
 from fedimage.training.divergence import check_update
-from fedimage.training.options import SecAggOptions, TrainOptions
+from fedimage.training.options import SecAggOptions
 
 torch = require("torch")
 _pfl_aggregate = require("pfl.aggregate.base")
@@ -42,33 +41,6 @@ _pfl_postprocessor = require("pfl.postprocessor.base")
 _pfl_stats = require("pfl.stats")
 
 STAGES = 4  # advertise keys, share keys, masked input, unmask
-
-
-def clip_range_for(config: TrainOptions, store: FederatedStore) -> tuple[float, str]:
-    """The per-coordinate bound of every update, and where it comes from.
-
-    With DP, the L2 clip C bounds every coordinate by C. Otherwise ``--secagg-range`` if given,
-    else the bound local training guarantees: each SGD step moves a coordinate by at most
-    ``local_lr * local_max_grad_norm`` (the gradient is clipped to that L2 norm first), and a
-    user takes at most ``local_epochs * ceil(images / batch)`` steps.
-    """
-    secagg = config.secure_aggregation
-    if secagg is None:
-        raise OptionError("secure aggregation is not enabled in this configuration")
-    if secagg.clip_range is not None:
-        return secagg.clip_range, "`secure_aggregation.clip_range`"
-    if config.dp is not None:
-        return config.dp.clip, "DP clipping bound (L2 clip bounds each coordinate)"
-    if config.local_max_grad_norm is None:
-        raise OptionError(
-            "`secure_aggregation` needs a bound on each coordinate of an update: give "
-            "`secure_aggregation.clip_range`, DP's `dp.clip`, or keep `local_max_grad_norm` on"
-        )
-    largest = max(store.users("train").values(), default=1)
-    if config.max_images_per_user is not None:
-        largest = min(largest, config.max_images_per_user)
-    steps = config.local_epochs * math.ceil(largest / config.local_batch_size)
-    return config.local_lr * config.local_max_grad_norm * steps, "local lr x grad clip x max local steps"
 
 
 def stage_dropout(rate: float) -> float:

@@ -26,7 +26,7 @@ class ValidationTracker:
     def __init__(
         self,
         out: Path,
-        store: FederatedStore,
+        store: FederatedStore | None,
         val_split: str | None,
         labels: str,
         batch_size: int,
@@ -50,6 +50,8 @@ class ValidationTracker:
         #: A per-round bar (seconds per round, ETA) on standard error, when ``progress`` is on.
         self.bar = tqdm(total=rounds, unit="round", desc="training", disable=not progress, leave=False)
         self._round_started = time.perf_counter()
+        #: Engine facts for the run's ``summary.json`` (a federation's rounds, per-client evaluation).
+        self.extra: dict[str, Any] = {}
 
     def round_done(self, round_number: int) -> None:
         """Called by the engines after every round: moves the bar; after round 1, projects the total."""
@@ -66,13 +68,29 @@ class ValidationTracker:
     def close(self) -> None:
         self.bar.close()
 
-    def __call__(self, round_number: int, model: Any, train_metrics: dict[str, float] | None = None) -> None:
+    def __call__(
+        self,
+        round_number: int,
+        model: Any,
+        train_metrics: dict[str, float] | None = None,
+        *,
+        val: dict[str, float] | None = None,
+        clients: dict[str, Any] | None = None,
+    ) -> None:
+        """Log round ``round_number``: validate ``model`` (or take ``val``, pooled from clients), checkpoint.
+
+        ``val`` are validation metrics computed elsewhere (a federation's val clients), used
+        instead of evaluating on the store; ``clients`` summarizes the per-client figures.
+        """
         elapsed = time.perf_counter() - self.start
         record: dict[str, Any] = {"round": round_number, "elapsed_s": round(elapsed, 3)}
-        val: dict[str, float] = {}
-        if self.val_split is not None:
+        if val is None and self.val_split is not None and self.store is not None:
             val = evaluate(model, self.store, self.val_split, self.labels, self.batch_size)
+        val = val or {}
+        if val:
             record["val"] = val
+        if clients:
+            record["val_clients"] = clients
         if train_metrics:
             record["train"] = train_metrics
         record["eval_s"] = round(time.perf_counter() - self.start - elapsed, 3)
@@ -81,7 +99,7 @@ class ValidationTracker:
         value = val.get(SELECTION_METRIC, float("-inf")) if val else float("inf")
         if math.isnan(value):  # a NaN round is never the best one
             value = float("-inf")
-        improved = self.best_round is None or value > self.best_value or self.val_split is None
+        improved = self.best_round is None or value > self.best_value or not val
         if improved:
             self.best_round, self.best_value = round_number, value
             save_checkpoint(self.out, model, {**self.checkpoint_info, "round": round_number})

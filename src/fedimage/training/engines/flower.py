@@ -1,22 +1,25 @@
-"""Federated training in Flower's simulation engine (the ``flower`` engine), with optional user-level DP.
+"""Federated training in Flower's simulation engine (the ``flower`` engine).
 
-One Flower SuperNode per train user (partition id = index in the sorted user ids), the
-ClientApp/ServerApp pair of :mod:`fedimage.training.engines.flower_apps`, Flower's ``FedAvg`` or
-``FedAdam`` strategy, and fedimage's :class:`~fedimage.training.tracking.ValidationTracker`
-called from the ServerApp after every ``eval_every`` rounds. DP uses Flower's
-``DifferentialPrivacyServerSideFixedClipping`` with fedimage's PLD calibration.
+The simulation runs fedimage's own Flower apps, the ones a real deployment runs
+(:mod:`fedimage.federation`): one simulated SuperNode per client of the store (train, val and
+test users; :class:`~fedimage.federation.client_data.SimulationDirectory` maps partition ids to
+them), the :class:`~fedimage.federation.server_loop.FederatedRounds` ServerApp (seeded cohorts,
+FedAvg or FLAIR's server Adam, user-level DP with noise on the sum, SecAgg+ over Flower
+messages, per-client evaluation), and fedimage's
+:class:`~fedimage.training.tracking.ValidationTracker` fed with the validation metrics pooled
+from the val clients.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.ray_cluster import local_init_args, loopback
 from fedimage.store.reader import FederatedStore
-from fedimage.training.divergence import TrainingDiverged, check_model
 from fedimage.training.options import TrainOptions
 from fedimage.training.privacy import PrivacyCalibration
 from fedimage.training.tracking import ValidationTracker
@@ -37,18 +40,76 @@ def backend_config(cpus: int | None = None) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
 
 
-def check_dp_support(config: TrainOptions) -> None:
-    """Refuse DP settings the Flower engine cannot honour, before any work starts."""
-    if config.dp is None:
-        return
-    if config.strategy != "fedavg":
-        raise OptionError(
-            "`engine` flower applies DP with Flower's DifferentialPrivacyServerSideFixedClipping, which "
-            "adds noise after the inner strategy's step: use `strategy` fedavg (FedAdam's output would not "
-            "be private), or `engine` pfl"
-        )
-    if config.dp.adaptive_quantile is not None:
+def check_options(config: TrainOptions) -> None:
+    """Refuse settings the Flower engine cannot honour, before any work starts."""
+    if config.dp is not None and config.dp.adaptive_quantile is not None:
         raise OptionError("`dp.adaptive_quantile` is not available with `engine` flower; use `engine` pfl")
+    if config.secure_aggregation is not None and config.secure_aggregation.dropout:
+        raise OptionError(
+            "`secure_aggregation.dropout` simulates dropouts in the pfl engine; with `engine` flower clients "
+            "drop out for real (a deployment) and the round goes on without them"
+        )
+
+
+def federation_settings(
+    config: TrainOptions,
+    *,
+    num_outputs: int,
+    crop: int,
+    cohort_size: int,
+    calibration: PrivacyCalibration | None,
+    secagg_range: float | None,
+    validate: bool,
+    test: bool,
+    noise_seed: int | None,
+    min_clients: int | None = None,
+    round_timeout: float = 3600.0,
+    connect_timeout: float = 600.0,
+) -> Any:
+    """The :class:`~fedimage.federation.server_loop.FederationSettings` of a ``fedimage train`` config."""
+    from fedimage.federation.protocol import Recipe
+    from fedimage.federation.server_loop import FederationSettings, SecureAggregationSettings
+
+    recipe = Recipe(
+        model=config.model,
+        num_outputs=num_outputs,
+        crop=crop,
+        labels=config.labels,
+        local_epochs=config.local_epochs,
+        batch_size=config.local_batch_size,
+        lr=config.local_lr,
+        max_grad_norm=config.local_max_grad_norm,
+        max_images_per_user=config.max_images_per_user,
+        seed=config.seed,
+        eval_batch_size=config.eval_batch_size,
+        dp_clip=config.dp.clip if calibration is not None and config.dp is not None else None,
+    )
+    secure = None
+    if config.secure_aggregation is not None and secagg_range is not None:
+        secure = SecureAggregationSettings(
+            clip_range=secagg_range,
+            modulus_bits=config.secure_aggregation.modulus_bits,
+            threshold=config.secure_aggregation.threshold,
+        )
+    return FederationSettings(
+        rounds=config.rounds,
+        cohort_size=cohort_size,
+        recipe=recipe,
+        seed=config.seed,
+        eval_every=config.eval_every,
+        strategy=config.strategy,
+        server_lr=config.server_lr,
+        server_eps=config.server_eps,
+        server_betas=tuple(config.server_betas),
+        min_clients=cohort_size if min_clients is None else min_clients,
+        round_timeout=round_timeout,
+        connect_timeout=connect_timeout,
+        dp_noise_multiplier=calibration.applied_noise_multiplier if calibration is not None else None,
+        noise_seed=noise_seed,
+        secure_aggregation=secure,
+        validate=validate,
+        test=test,
+    )
 
 
 def run_flower(
@@ -60,71 +121,69 @@ def run_flower(
     calibration: PrivacyCalibration | None,
     *,
     cpus: int | None = None,
+    log: Callable[[str], None] = print,
 ) -> int:
-    """Train ``model`` in place for ``config.rounds`` rounds in Flower's simulation; returns rounds run."""
-    check_dp_support(config)
+    """Train ``model`` in place for ``config.rounds`` rounds in Flower's simulation; returns rounds run.
+
+    Facts of the federation (each round's contributors, per-client evaluation, secure
+    aggregation) go to ``tracker.extra`` for the run's summary.
+    """
+    check_options(config)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from fedimage.loaders.flower import StorePartitioner
-    from fedimage.training.engines import flower_apps
+    from fedimage.federation.client_app import make_client_app
+    from fedimage.federation.client_data import SimulationDirectory
+    from fedimage.federation.flwr import require_flwr
+    from fedimage.federation.server_app import ServerOutcome, TrackerObserver, make_server_app
+    from fedimage.training.update_bounds import clip_range_for
 
-    simulation = flower_apps.require_flwr("flwr.simulation")
-    partitioner = StorePartitioner(  # pickled to each client: it reopens the store (with its key)
-        store.path,
-        "train",
-        labels=config.labels,
-        max_images_per_user=config.max_images_per_user,
-        key=store.key,
-    )
+    simulation = require_flwr("flwr.simulation")
+    splits = [split for split in ("train", "val", "test") if split in store.splits and store.users(split)]
+    directory = SimulationDirectory(store.path, store.key, splits)
+    secagg_range = None
+    if config.secure_aggregation is not None:
+        secagg_range, origin = clip_range_for(config, max(store.users("train").values(), default=1))
+        log(
+            f"secure aggregation: SecAgg+ over Flower messages, updates clipped to +-{secagg_range:.4g} a "
+            f"coordinate ({origin}), {config.secure_aggregation.modulus_bits}-bit modulus"
+        )
     info = tracker.checkpoint_info
-    recipe = flower_apps.LocalRecipe.from_config(config, info["num_outputs"], info["crop"])
-    recorder = flower_apps.MetricsRecorder()
-    dp = config.dp if calibration is not None else None
-    strategy = flower_apps.build_strategy(
-        config.strategy,
+    settings = federation_settings(
+        config,
+        num_outputs=info["num_outputs"],
+        crop=info["crop"],
         cohort_size=cohort_size,
-        server_lr=config.server_lr,
-        server_eps=config.server_eps,
-        server_betas=config.server_betas,
-        dp_noise_multiplier=calibration.applied_noise_multiplier if calibration is not None else None,
-        dp_clip=dp.clip if dp is not None else None,
-        train_metrics=recorder,
+        calibration=calibration,
+        secagg_range=secagg_range,
+        validate="val" in splits,
+        test="test" in splits,
+        noise_seed=config.seed,
     )
-    rounds_done = 0
-    diverged: list[TrainingDiverged] = []
-
-    def on_round(server_round: int, state: dict[str, Any], train_metrics: dict[str, float]) -> None:
-        nonlocal rounds_done
-        rounds_done = server_round
-        model.load_state_dict(state)
-        try:
-            check_model(model, server_round)
-        except TrainingDiverged as error:
-            diverged.append(error)  # raised here it would end in Flower's server thread
-            raise
-        tracker.round_done(server_round)
-        if server_round % config.eval_every == 0 or server_round == config.rounds:
-            tracker(server_round, model, train_metrics)
-
-    server_app = flower_apps.make_server_app(
-        strategy,
-        model.state_dict(),
-        rounds=config.rounds,
-        num_nodes=partitioner.num_partitions,
-        cohort_size=cohort_size,
-        seed=config.seed,
-        on_round=on_round,
-        recorder=recorder,
-    )
-    client_app = flower_apps.make_client_app(partitioner, recipe)
-    with flower_apps.quiet_flower(), loopback():
+    outcome = ServerOutcome()
+    server_app = make_server_app(settings, model, TrackerObserver(tracker), outcome)
+    client_app = make_client_app(directory)
+    with _quiet_flower(), loopback():
         simulation.run_simulation(
             server_app=server_app,
             client_app=client_app,
-            num_supernodes=partitioner.num_partitions,
+            num_supernodes=directory.num_partitions,
             backend_config=backend_config(cpus),
         )
-    if diverged:
-        raise diverged[0]
-    if rounds_done != config.rounds:
-        raise OptionError(f"Flower's simulation stopped after {rounds_done} of {config.rounds} rounds")
-    return rounds_done
+    if outcome.error is not None:
+        raise outcome.error
+    result = outcome.result
+    if result is None:
+        raise OptionError("Flower's simulation ended before fedimage's ServerApp started")
+    tracker.extra.update(result.summary())
+    if result.secure_aggregation is not None:
+        tracker.extra["secure_aggregation"] = result.secure_aggregation
+    if result.completed_rounds != config.rounds:
+        raise OptionError(
+            f"Flower's simulation stopped after {result.completed_rounds} of {config.rounds} rounds"
+        )
+    return result.completed_rounds
+
+
+def _quiet_flower() -> Any:
+    from fedimage.federation.quiet import quiet_flower
+
+    return quiet_flower()
