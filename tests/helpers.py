@@ -174,3 +174,36 @@ def listening_addresses(pids: list[int]) -> set[str]:
 def is_loopback_address(address: str) -> bool:
     """True for 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (``::ffff:127.0.0.1``)."""
     return ipaddress.ip_address(address.removeprefix("::ffff:")).is_loopback
+
+
+def make_flair_folder(parent: Path) -> Path:
+    """A miniature of FLAIR's raw distribution: 256x256 JPEGs, metadata JSON, label_relationship.txt."""
+    root = parent / "flair"
+    taxonomy = {"cat": "animal", "dog": "animal", "tree": "plant", "flower": "plant", "car": "equipment"}
+    rng = np.random.default_rng(1)
+    metadata = []
+    image_id = 1000
+    for user, (partition, count) in enumerate(
+        [("train", 4), ("train", 1), ("train", 3), ("val", 2), ("test", 2), ("train", 2)]
+    ):
+        for _ in range(count):
+            fine = sorted(rng.choice(sorted(taxonomy), size=int(rng.integers(1, 4)), replace=False).tolist())
+            coarse = sorted({taxonomy[label] for label in fine})
+            data = jpeg_bytes(photo(256, 256, seed=image_id), quality=90, exif=exif_with(gps=True))
+            (root / "small_images").mkdir(parents=True, exist_ok=True)
+            (root / "small_images" / f"{image_id}.jpg").write_bytes(data)
+            metadata.append(
+                {
+                    "user_id": f"{59769174 + user}@N00",
+                    "image_id": str(image_id),
+                    "labels": coarse,
+                    "partition": partition,
+                    "fine_grained_labels": fine,
+                }
+            )
+            image_id += 1
+    (root / "labels_and_metadata.json").write_text(json.dumps(metadata))
+    (root / "label_relationship.txt").write_text(
+        "".join(f"{fine} -> {coarse}\n" for fine, coarse in taxonomy.items())
+    )
+    return root

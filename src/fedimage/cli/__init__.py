@@ -14,7 +14,20 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from fedimage._version import __version__
-from fedimage.cli import convert, demo, example, export, inspect, keygen, kits, report, train, verify
+from fedimage.cli import (
+    client,
+    convert,
+    demo,
+    example,
+    export,
+    inspect,
+    keygen,
+    kits,
+    report,
+    serve,
+    train,
+    verify,
+)
 from fedimage.cli.flags import HelpFormatter, show_defaults, with_flags
 from fedimage.errors import FedimageError
 
@@ -32,6 +45,8 @@ COMMANDS: dict[str, ModuleType] = {
     "export": export,
     "kits": kits,
     "train": train,
+    "serve": serve,
+    "client": client,
     "example": example,
 }
 

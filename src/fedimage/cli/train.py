@@ -42,13 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="pfl",
         help="pfl-research's simulator (default) or Flower's simulation engine (extra flower)",
     )
-    parser.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        default=DEFAULTS.strategy,
-        help="Flower's server strategy (--engine flower): fedadam (FLAIR's central Adam: eta = --server-lr, "
-        "tau = --server-eps; default) or fedavg",
-    )
+    add_strategy_option(parser, "(--engine flower)")
     parser.add_argument(
         "--central", action="store_true", help="non-federated baseline: all train images pooled"
     )
@@ -58,7 +52,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train although the store has no val users (the last evaluated round is kept)",
     )
+    add_training_options(parser)
 
+
+def add_strategy_option(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--strategy``: the server's optimizer."""
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=DEFAULTS.strategy,
+        help=f"the server's step {when}: fedadam (FLAIR's central Adam: eta = --server-lr, "
+        "tau = --server-eps) or fedavg".replace("  ", " "),
+    )
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The model, training, DP and secure-aggregation options (``train`` and ``serve`` share them)."""
     model = parser.add_argument_group("model and data")
     model.add_argument("--model", choices=MODELS, default=DEFAULTS.model)
     model.add_argument("--labels", choices=LABEL_KINDS, default=DEFAULTS.labels)
@@ -110,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dp.add_argument(
         "--adaptive-clip", type=float, metavar="QUANTILE", help="adapt the bound to this norm quantile"
     )
-    secure = parser.add_argument_group("secure aggregation (SecAgg+, pfl engine; extra privacy)")
+    secure = parser.add_argument_group("secure aggregation (SecAgg+; extra privacy)")
     secure.add_argument(
         "--secure-aggregation",
         action="store_true",
@@ -126,7 +135,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-coordinate bound of an update (default: DP's --clip, else lr x grad clip x local steps)",
     )
     secure.add_argument(
-        "--secagg-dropout", type=float, default=0.0, help="simulated chance a client drops out of a round"
+        "--secagg-dropout",
+        type=float,
+        default=0.0,
+        help="simulated chance a client drops out of a round (pfl engine)",
     )
 
 
@@ -192,8 +204,8 @@ def config_from_args(args: argparse.Namespace) -> TrainOptions:
         strategy=args.strategy,
         max_images_per_user=args.max_images_per_user or None,
         eval_batch_size=args.eval_batch_size,
-        central=args.central,
-        no_validation=args.no_validation,
+        central=getattr(args, "central", False),
+        no_validation=getattr(args, "no_validation", False),
         central_lr=args.central_lr,
         dp=dp_config(args),
         secure_aggregation=secagg_config(args),

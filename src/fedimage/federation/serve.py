@@ -17,6 +17,8 @@ clients, and only updates (masked, with secure aggregation) and evaluation stati
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -108,7 +110,7 @@ def serve(
     options = options or ServeOptions()
     kit = read_server_settings(server_kit)
     run = _run_plan(kit, config, options, log)
-    out = prepare_output(Path(output), options.overwrite)
+    out = prepare_output(Path(output), options.overwrite).resolve()
     for stale in (FAILURE_FILE,):
         (out / stale).unlink(missing_ok=True)
     work = out / "flower"
@@ -263,7 +265,8 @@ def _register_nodes(
         if not superlink.alive():
             raise FederationFailed(_process_failure("the SuperLink", superlink))
         try:
-            client = cli_utils.init_http_client_from_connection(connection)
+            with contextlib.redirect_stdout(io.StringIO()):  # Flower prints "Using SuperLink: ..."
+                client = cli_utils.init_http_client_from_connection(connection)
             nodes: dict[int, tuple[str, str]] = {}
             for entry in kit.all_clients():
                 public = serialization.load_ssh_public_key(entry.public_key.read_bytes())
@@ -334,10 +337,15 @@ def _submit(app: Path, env: dict[str, str], work: Path, superlink: ProcessGroup)
     except subprocess.TimeoutExpired:
         raise FederationFailed("`flwr run` did not submit the app within 120 s") from None
     (work / "flwr-run.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0 or '"success": true' not in done.stdout:
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        answer = {}
+    if done.returncode != 0 or answer.get("success") is not True:
         if not superlink.alive():
             raise FederationFailed(_process_failure("the SuperLink", superlink))
-        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        lines = [line.strip() for line in str(answer.get("error-message", "")).splitlines() if line.strip()]
+        lines = lines or [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
         raise FederationFailed(f"`flwr run` failed: {lines[-1] if lines else done.returncode}")
 
 

@@ -32,7 +32,6 @@ from fedimage.federation.server_loop import (
 
 #: Run-config key holding the path of the run file ``fedimage serve`` writes.
 RUN_FILE_KEY = "fedimage-run"
-FAILURE_FILE = "failure.json"
 
 
 class TrackerObserver:
@@ -182,6 +181,8 @@ def run_deployment(grid: Any, run_file: Path) -> dict[str, Any]:
 
 
 def _deployed_main(grid: Any, context: Any) -> None:
+    from fedimage.training.outputs import FAILURE_FILE
+
     run_file = Path(str(context.run_config[RUN_FILE_KEY]))
     out = Path(json.loads(run_file.read_text())["output"])
     try:

@@ -14,6 +14,8 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
 CHECKPOINT_FILE = "checkpoint.pt"
+#: Written by a deployed ServerApp that failed: {"error": one line, "traceback": ...}.
+FAILURE_FILE = "failure.json"
 CURVE_METRICS = ("macro AP", "micro AP", "loss")
 
 

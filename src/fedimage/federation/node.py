@@ -1,0 +1,163 @@
+"""``run_client``: one site of a real federation, a Flower SuperNode started from its client kit.
+
+The SuperNode connects to the server over TLS, verified against the kit's CA certificate, and
+authenticates with the kit's node key. Its node config names the site's bundle and bundle key,
+so fedimage's ClientApp reads only this site's data, which never leaves the machine: the site
+sends model updates (masked, with secure aggregation) and evaluation statistics.
+
+The SuperNode runs in its own process group with bounded reconnection. ``run_client`` returns
+when the server says the run is over (the ClientApp's ``finished`` handler leaves a marker file),
+or fails with one line when the SuperNode exits: a server certificate from another authority, a
+key the server did not register, a server that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedimage.errors import FedimageError, OptionError
+from fedimage.federation import protocol
+from fedimage.federation.kits import parse_server, read_node_config
+from fedimage.federation.processes import (
+    ProcessGroup,
+    flower_environment,
+    flower_executable,
+    free_port,
+    toml_string,
+)
+
+
+class ClientRefused(FedimageError):
+    """The SuperNode could not join the federation; the message names the cause."""
+
+
+#: What a SuperNode's log says, and what it means for the site, in one line.
+_CAUSES = (
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the server's certificate is not signed by this kit's authority (wrong kit?)",
+    ),
+    (
+        "certificate verify failed",
+        "the server's certificate is not signed by this kit's authority (wrong kit?)",
+    ),
+    ("2004", "the server does not know this node's key (a kit from another federation, or not registered)"),
+    (
+        "not registered",
+        "the server does not know this node's key (a kit from another federation, or not registered)",
+    ),
+    ("2001", "the server requires node authentication and this node sent no key"),
+    ("Connection refused", "no server answers at the address (not started yet, stopped, or a firewall)"),
+    ("failed to connect", "no server answers at the address (not started yet, stopped, or a firewall)"),
+    ("Name or service not known", "the server's host name does not resolve"),
+)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How ``run_client`` connects.
+
+    ``server``: ``host:port`` overriding the kit's. ``max_wait``: seconds the SuperNode keeps
+    trying to reach the server (at start and after a connection loss) before giving up.
+    ``max_retries``: reconnection attempts within that time.
+    """
+
+    server: str | None = None
+    max_wait: float = 300.0
+    max_retries: int = 100
+
+    def __post_init__(self) -> None:
+        if self.server is not None:
+            parse_server(self.server, "server")
+        if not self.max_wait > 0:
+            raise OptionError(f"`max_wait` must be > 0 seconds, got {self.max_wait}")
+        if self.max_retries < 1:
+            raise OptionError(f"`max_retries` must be >= 1, got {self.max_retries}")
+
+
+def run_client(
+    kit: str | Path, options: ClientOptions | None = None, *, log: Callable[[str], None] = print
+) -> None:
+    """Join the federation as the site of client kit ``kit`` until the server ends the run.
+
+    Parameters
+    ----------
+    kit:
+        A client kit folder (``kits/clients/<split>/<client>``) or its ``node.toml``.
+    options:
+        Server address override and reconnection bounds (:class:`ClientOptions`).
+    log:
+        Receives progress lines.
+
+    Raises :class:`ClientRefused` with the cause in one line when the SuperNode cannot join or
+    loses the server before the run ends.
+
+    Example::
+
+        run_client("kits/clients/train/59769174@N00")
+    """
+    options = options or ClientOptions()
+    node = read_node_config(kit)
+    server = options.server or node.server
+    with tempfile.TemporaryDirectory(prefix="fedimage-client-") as scratch:
+        work = Path(scratch)
+        finished = work / "finished"
+        config_file = work / "node-config.toml"
+        values = {
+            protocol.NODE_BUNDLE: str(node.bundle),
+            protocol.NODE_BUNDLE_KEY: str(node.bundle_key),
+            protocol.NODE_CLIENT: node.client,
+            protocol.NODE_SPLIT: node.split,
+            protocol.NODE_FINISHED_FILE: str(finished),
+        }
+        config_file.write_text("".join(f"{toml_string(k)} = {toml_string(v)}\n" for k, v in values.items()))
+        flwr_home = work / "home"
+        flwr_home.mkdir()
+        argv = [
+            flower_executable("flower-supernode"),
+            "--superlink", server,
+            "--root-certificates", str(node.root_certificates),
+            "--auth-supernode-private-key", str(node.node_private_key),
+            "--node-config", str(config_file),
+            "--max-retries", str(options.max_retries),
+            "--max-wait-time", str(options.max_wait),
+            "--host", "127.0.0.1",
+            "--port", str(free_port()),
+        ]  # fmt: skip
+        log_path = work / "supernode.log"
+        log(f"client {node.client} ({node.split}): joining {server} (TLS, node authentication)")
+        supernode = ProcessGroup(argv, log_path, flower_environment(flwr_home))
+        try:
+            while True:
+                if finished.exists():
+                    log(f"client {node.client}: the server ended the run")
+                    return
+                if not supernode.alive():
+                    raise ClientRefused(
+                        refusal(node.client, server, supernode.log_text(), supernode.returncode)
+                    )
+                time.sleep(0.2)
+        finally:
+            supernode.stop()
+            _keep_log(log_path, Path(node.bundle).parent / "supernode.log")
+
+
+def refusal(client: str, server: str, log_text: str, returncode: int | None) -> str:
+    """The one-line reason a SuperNode exited, from its log."""
+    for marker, cause in _CAUSES:
+        if marker in log_text:
+            return f"client {client} could not join {server}: {cause}"
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    last = lines[-1][:300] if lines else "no output"
+    return f"client {client}: the SuperNode exited with code {returncode} before the run ended: {last}"
+
+
+def _keep_log(source: Path, target: Path) -> None:
+    """Leave the SuperNode's log next to the kit, for the site's operator."""
+    with contextlib.suppress(OSError):
+        target.write_bytes(source.read_bytes())
