@@ -1,9 +1,5 @@
-"""fedimage's ServerApp rounds and ClientApp in one process, over a Grid that delivers messages directly.
-
-:class:`LocalGrid` implements Flower's ``push_messages``/``pull_messages`` by calling the
-ClientApp with each node's context (its node config and persistent state), as Flower's runtime
-does, and can make nodes silent or failing for chosen message types (dropouts).
-"""
+"""fedimage's ServerApp rounds and ClientApp in one process, over a Grid that delivers messages directly
+(:class:`flower_helpers.LocalGrid`, which can make nodes silent or failing: dropouts)."""
 
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from flower_helpers import LocalGrid
 from helpers import fast_options
 
 from fedimage import ImageOptions, convert, open_source
@@ -20,8 +17,6 @@ from fedimage.store.reader import FederatedStore
 torch = pytest.importorskip("torch")
 pytest.importorskip("flwr")
 pytest.importorskip("cryptography")
-
-from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
 
 from fedimage.federation import local, protocol  # noqa: E402
 from fedimage.federation.client_app import make_client_app  # noqa: E402
@@ -57,60 +52,6 @@ def store_path(flair_folder: Path, tmp_path: Path) -> Path:
     return path
 
 
-class LocalGrid:
-    """Flower's Grid interface, delivering each message to a ClientApp in this process.
-
-    Node ``100 + i`` has ``partition-id`` i. ``silent[node]`` / ``failing[node]`` hold message
-    types the node does not answer / answers with an error.
-    """
-
-    def __init__(self, client_app: Any, num_partitions: int):
-        self.client_app = client_app
-        self.contexts = {
-            100 + i: Context(
-                run_id=1,
-                node_id=100 + i,
-                node_config={"partition-id": i, "num-partitions": num_partitions},
-                state=RecordDict(),
-                run_config={},
-            )
-            for i in range(num_partitions)
-        }
-        self.silent: dict[int, set[str]] = {}
-        self.failing: dict[int, set[str]] = {}
-        self.sent: list[Message] = []
-        self._replies: dict[str, Message] = {}
-        self._counter = 0
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)[::-1]  # any order: fedimage must not depend on it
-
-    def push_messages(self, messages: Any) -> list[str]:
-        ids = []
-        for message in messages:
-            self._counter += 1
-            message_id = f"m{self._counter}"
-            message.metadata.__dict__["_message_id"] = message_id
-            self.sent.append(message)
-            node, kind = message.metadata.dst_node_id, message.metadata.message_type
-            if kind not in self.silent.get(node, set()):
-                self._replies[message_id] = self._reply(message, kind in self.failing.get(node, set()))
-            ids.append(message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Any) -> list[Message]:
-        return [self._replies.pop(mid) for mid in list(message_ids)[::-1] if mid in self._replies]
-
-    def _reply(self, message: Message, fail: bool) -> Message:
-        """The ClientApp's reply; an exception becomes an error reply, as in Flower's runtime."""
-        try:
-            if fail:
-                raise RuntimeError("this node fails on purpose")
-            return self.client_app(message, self.contexts[message.metadata.dst_node_id])
-        except Exception as error:
-            return Message(Error(code=0, reason=f"{type(error).__name__}: {error}"), reply_to=message)
-
-
 def settings_for(store: FederatedStore, **overrides: Any) -> FederationSettings:
     recipe = protocol.Recipe(
         model="cnn",
@@ -142,7 +83,9 @@ def new_model(store: FederatedStore) -> Any:
     return build_model("cnn", len(store.label_names), CROP)
 
 
-def run_rounds(store_path: Path, settings: FederationSettings, prepare: Any = None) -> tuple[Any, Any, LocalGrid]:
+def run_rounds(
+    store_path: Path, settings: FederationSettings, prepare: Any = None
+) -> tuple[Any, Any, LocalGrid]:
     store = FederatedStore(store_path)
     directory = SimulationDirectory(store_path)
     grid = LocalGrid(make_client_app(directory), directory.num_partitions)
@@ -213,7 +156,9 @@ def test_a_round_with_too_few_replies_fails_naming_the_round(store_path: Path):
 
     with FederatedStore(store_path) as store:
         settings = settings_for(store, cohort_size=2, min_clients=2)
-        with pytest.raises(RoundFailed, match=r"^round 1: only 0 of the 2 clients .*this node fails on purpose"):
+        with pytest.raises(
+            RoundFailed, match=r"^round 1: only 0 of the 2 clients .*this node fails on purpose"
+        ):
             run_rounds(store_path, settings, fail_all)
 
 
@@ -226,23 +171,25 @@ def test_secure_aggregation_gives_the_plain_sum_within_quantization(store_path: 
         )
     assert masked.rounds[0]["contributors"] == plain.rounds[0]["contributors"]
     step = 2 * 2.0 / (2**32 // 4)
-    np.testing.assert_allclose(vector(masked_model), vector(plain_model), atol=step, rtol=3e-7)  # float32 model
+    np.testing.assert_allclose(
+        vector(masked_model), vector(plain_model), atol=step, rtol=3e-7
+    )  # float32 model
     report = masked.rounds[0]["secure_aggregation"]
     assert report["clients"] == 4 and set(report["survivors"].values()) == {4}
     # the server saw no plaintext update: train replies carry public keys, not an update
     assert all(protocol.UPDATE not in m.content.array_records for m in grid.sent)
 
 
-@pytest.mark.parametrize(
-    "stage", [protocol.SECAGG_SHARE, protocol.SECAGG_MASKED, protocol.SECAGG_UNMASK]
-)
+@pytest.mark.parametrize("stage", [protocol.SECAGG_SHARE, protocol.SECAGG_MASKED, protocol.SECAGG_UNMASK])
 def test_secure_aggregation_survives_a_dropout_at_each_stage(store_path: Path, stage: str):
     def drop_one(grid: LocalGrid, directory: SimulationDirectory) -> None:
         grid.silent[101] = {stage}
 
     with FederatedStore(store_path) as store:
         secure = SecureAggregationSettings(clip_range=2.0)
-        settings = settings_for(store, cohort_size=4, min_clients=2, round_timeout=0.3, secure_aggregation=secure)
+        settings = settings_for(
+            store, cohort_size=4, min_clients=2, round_timeout=0.3, secure_aggregation=secure
+        )
         result, model, _ = run_rounds(store_path, settings, drop_one)
         start = new_model(store)
         dropped_user = sorted(store.users("train"))[1]
@@ -254,7 +201,9 @@ def test_secure_aggregation_survives_a_dropout_at_each_stage(store_path: Path, s
         contributors = record["contributors"]
         total = np.sum([expected_delta(store, settings.recipe, c, start) for c in contributors], axis=0)
         step = 2 * 2.0 / (2**32 // 4)
-        np.testing.assert_allclose(vector(model), vector(start) + total / len(contributors), atol=step + 1e-7, rtol=3e-7)
+        np.testing.assert_allclose(
+            vector(model), vector(start) + total / len(contributors), atol=step + 1e-7, rtol=3e-7
+        )
 
 
 def test_validation_is_pooled_from_the_val_clients_and_equals_central_evaluation(store_path: Path):
@@ -284,10 +233,11 @@ def test_validation_is_pooled_from_the_val_clients_and_equals_central_evaluation
 def test_dp_clips_each_update_and_adds_seeded_noise(store_path: Path):
     with FederatedStore(store_path) as store:
         settings = settings_for(store, dp_clip=1e-3, dp_noise_multiplier=0.5, noise_seed=7, cohort_size=2)
-        first, first_model, _ = run_rounds(store_path, settings)
-        second, second_model, _ = run_rounds(store_path, settings)
-        noiseless, noiseless_model, _ = run_rounds(
-            store_path, settings_for(store, dp_clip=1e-3, dp_noise_multiplier=1e-9, noise_seed=7, cohort_size=2)
+        _, first_model, _ = run_rounds(store_path, settings)
+        _, second_model, _ = run_rounds(store_path, settings)
+        _, noiseless_model, _ = run_rounds(
+            store_path,
+            settings_for(store, dp_clip=1e-3, dp_noise_multiplier=1e-9, noise_seed=7, cohort_size=2),
         )
         start = new_model(store)
     np.testing.assert_array_equal(vector(first_model), vector(second_model))

@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--server", help="HOST:PORT of the server (default: the kit's)")
     parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS and no node authentication, loopback addresses only (tests on one machine)",
+    )
+    parser.add_argument(
         "--max-wait",
         type=float,
         default=defaults.max_wait,
@@ -39,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``fedimage client``; returns the exit status."""
     from fedimage.federation.node import ClientOptions, run_client
 
-    options = ClientOptions(server=args.server, max_wait=args.max_wait, max_retries=args.max_retries)
+    options = ClientOptions(
+        server=args.server, max_wait=args.max_wait, max_retries=args.max_retries, insecure=args.insecure
+    )
     run_client(args.kit, options, log=lambda line: print(line, flush=True))
     return 0

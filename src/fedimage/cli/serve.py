@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-timeout", type=float, help="seconds the whole run may take (default: from the rounds)"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS and no node authentication, loopback addresses only (tests on one machine)",
+    )
     add_strategy_option(parser)
     add_training_options(parser)
 
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout,
         run_timeout=args.run_timeout,
         overwrite=args.overwrite,
+        insecure=args.insecure,
     )
     serve(args.server_kit, args.output, config_from_args(args), options, log=_log)
     return 0

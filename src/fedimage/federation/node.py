@@ -51,6 +51,7 @@ _CAUSES = (
         "not registered",
         "the server does not know this node's key (a kit from another federation, or not registered)",
     ),
+    ("UNEXPECTED_EOF_WHILE_READING", "the connection closed during the TLS handshake (a proxy or firewall?)"),
     ("2001", "the server requires node authentication and this node sent no key"),
     ("Connection refused", "no server answers at the address (not started yet, stopped, or a firewall)"),
     ("failed to connect", "no server answers at the address (not started yet, stopped, or a firewall)"),
@@ -70,10 +71,16 @@ class ClientOptions:
     server: str | None = None
     max_wait: float = 300.0
     max_retries: int = 100
+    #: No TLS and no node key, to a loopback server only: for tests on one machine.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if self.server is not None:
             parse_server(self.server, "server")
+        if self.insecure and (
+            self.server is None or not self.server.startswith(("127.0.0.1:", "[::1]:", "localhost:"))
+        ):
+            raise OptionError("`insecure` (no TLS, no node key) needs a loopback `server` address")
         if not self.max_wait > 0:
             raise OptionError(f"`max_wait` must be > 0 seconds, got {self.max_wait}")
         if self.max_retries < 1:
@@ -118,11 +125,18 @@ def run_client(
         config_file.write_text("".join(f"{toml_string(k)} = {toml_string(v)}\n" for k, v in values.items()))
         flwr_home = work / "home"
         flwr_home.mkdir()
+        security = (
+            ["--insecure"]
+            if options.insecure
+            else [
+                "--root-certificates", str(node.root_certificates),
+                "--auth-supernode-private-key", str(node.node_private_key),
+            ]
+        )  # fmt: skip
         argv = [
             flower_executable("flower-supernode"),
             "--superlink", server,
-            "--root-certificates", str(node.root_certificates),
-            "--auth-supernode-private-key", str(node.node_private_key),
+            *security,
             "--node-config", str(config_file),
             "--max-retries", str(options.max_retries),
             "--max-wait-time", str(options.max_wait),
@@ -130,7 +144,8 @@ def run_client(
             "--port", str(free_port()),
         ]  # fmt: skip
         log_path = work / "supernode.log"
-        log(f"client {node.client} ({node.split}): joining {server} (TLS, node authentication)")
+        how = "WITHOUT TLS (insecure)" if options.insecure else "TLS, node authentication"
+        log(f"client {node.client} ({node.split}): joining {server} ({how})")
         supernode = ProcessGroup(argv, log_path, flower_environment(flwr_home))
         try:
             while True:

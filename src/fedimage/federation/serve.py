@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import math
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -65,9 +66,16 @@ class ServeOptions:
     connect_timeout: float = 600.0
     run_timeout: float | None = None
     overwrite: bool = False
+    #: No TLS and no node authentication, on a loopback address only: for tests on one machine.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
-        parse_server(self.address, "address")
+        host, _ = parse_server(self.address, "address")
+        if self.insecure and host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            raise OptionError(
+                f"`insecure` (no TLS, no node authentication) is for one machine: `address` must be a "
+                f"loopback address, got {self.address}"
+            )
         if self.min_clients is not None and self.min_clients < 1:
             raise OptionError(f"`min_clients` must be >= 1, got {self.min_clients}")
         for name in ("round_timeout", "connect_timeout"):
@@ -124,17 +132,28 @@ def serve(
         f"default = {toml_string(CONNECTION)}\n\n"
         f"[superlink.{CONNECTION}]\n"
         f"address = {toml_string(control)}\n"
-        f"root-certificates = {toml_string(str(kit.ca_certificate))}\n"
+        + (
+            "insecure = true\n"
+            if options.insecure
+            else f"root-certificates = {toml_string(str(kit.ca_certificate))}\n"
+        )
     )
     env = flower_environment(flwr_home)
     started = time.monotonic()
-    superlink = ProcessGroup(
-        [
-            flower_executable("flower-superlink"),
+    security = (
+        ["--insecure"]
+        if options.insecure
+        else [
             "--ssl-ca-certfile", str(kit.ca_certificate),
             "--ssl-certfile", str(kit.certificate),
             "--ssl-keyfile", str(kit.private_key),
             "--enable-supernode-auth",
+        ]
+    )  # fmt: skip
+    superlink = ProcessGroup(
+        [
+            flower_executable("flower-superlink"),
+            *security,
             "--disable-runtime-dependency-installation",
             "--host", host.strip("[]"),
             "--port", str(port),
@@ -143,13 +162,22 @@ def serve(
         env,
     )  # fmt: skip
     try:
-        nodes = _register_nodes(kit, control, superlink, log)
-        log(
-            f"SuperLink on {options.address} (TLS, node authentication): {len(nodes)} client keys registered "
-            f"in {time.monotonic() - started:.1f} s"
-        )
+        _wait_for_listener(control, superlink)
+        if options.insecure:
+            nodes = None  # no node authentication: the ServerApp asks each node who it is
+            log(
+                f"SuperLink on {options.address} WITHOUT TLS OR NODE AUTHENTICATION (insecure, loopback only)"
+            )
+        else:
+            nodes = _register_nodes(kit, control, superlink, log)
+            log(
+                f"SuperLink on {options.address} (TLS, node authentication): {len(nodes)} client keys "
+                f"registered in {time.monotonic() - started:.1f} s"
+            )
         run["output"] = str(out.resolve())
-        run["nodes"] = {str(node): [split, client] for node, (split, client) in nodes.items()}
+        run["nodes"] = (
+            None if nodes is None else {str(node): [split, client] for node, (split, client) in nodes.items()}
+        )
         run["address"] = options.address
         run_file = work / "run.json"
         run_file.write_text(json.dumps(run, indent=1, ensure_ascii=False) + "\n")
@@ -190,6 +218,8 @@ def _run_plan(
     crop = config.image_size or default_crop(kit.image_size)
     cohort = min(config.cohort_size, len(train))
     min_clients = options.min_clients if options.min_clients is not None else max(1, math.ceil(cohort / 2))
+    if config.secure_aggregation is not None and cohort < 3:
+        raise OptionError(f"secure aggregation needs a cohort of at least 3 train clients, got {cohort}")
     if min_clients > cohort:
         raise OptionError(f"`min_clients` {min_clients} is larger than the cohort of {cohort} train clients")
     calibration = None
@@ -216,6 +246,11 @@ def _run_plan(
         largest = max(client.images for client in train)
         secagg_range, origin = clip_range_for(config, largest)
         log(f"secure aggregation: SecAgg+ over the wire, +-{secagg_range:.4g} a coordinate ({origin})")
+        if cohort <= 3:
+            log(
+                f"warning: with a cohort of {cohort}, SecAgg+ cannot survive a dropout (each client's "
+                "secrets need a majority of its neighbours); a round fails if a client drops out"
+            )
     settings = federation_settings(
         config,
         num_outputs=len(labels),
@@ -294,6 +329,24 @@ def _register_nodes(
             if client is not None:
                 client.close()
     raise AssertionError("unreachable")
+
+
+def _wait_for_listener(address: str, superlink: ProcessGroup, timeout: float = 60.0) -> None:
+    """Wait until the SuperLink accepts TCP connections at ``address`` (it takes a few seconds to start)."""
+    host, port = parse_server(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        if not superlink.alive():
+            raise FederationFailed(_process_failure("the SuperLink", superlink))
+        try:
+            with socket.create_connection((host.strip("[]"), port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise FederationFailed(
+                    f"the SuperLink did not listen on {address} within {timeout:g} s"
+                ) from None
+            time.sleep(0.2)
 
 
 def _write_app(folder: Path, run_file: Path) -> Path:

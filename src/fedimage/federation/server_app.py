@@ -134,8 +134,9 @@ def run_deployment(grid: Any, run_file: Path) -> dict[str, Any]:
     tracker = ValidationTracker(
         out, None, None, recipe.labels, recipe.eval_batch_size, checkpoint_info, log, rounds=settings.rounds
     )
+    nodes = run["nodes"]  # None without node authentication (insecure): each node is asked who it is
     directory = ClientDirectory(
-        {int(node): (split, client) for node, (split, client) in run["nodes"].items()}
+        None if nodes is None else {int(node): (split, client) for node, (split, client) in nodes.items()}
     )
     rounds = FederatedRounds(grid, settings, model, directory, TrackerObserver(tracker), say=log)
     started = time.perf_counter()

@@ -322,7 +322,9 @@ class FederatedRounds:
         from fedimage.training.divergence import check_model
 
         settings = self.settings
-        self._wait_for_train_clients(settings.min_clients, settings.connect_timeout, "the start")
+        self._wait_for_train_clients(
+            settings.min_clients, settings.connect_timeout, "the start", wanted=settings.cohort_size
+        )
         last_train: dict[str, float] = {}
         for server_round in range(1, settings.rounds + 1):
             started = time.perf_counter()
@@ -370,11 +372,22 @@ class FederatedRounds:
         self._say_finished()
         return self.result
 
-    def _wait_for_train_clients(self, needed: int, timeout: float, when: str) -> dict[str, int]:
+    def _wait_for_train_clients(
+        self, needed: int, timeout: float, when: str, wanted: int | None = None
+    ) -> dict[str, int]:
+        """The connected train clients once ``needed`` are; with ``wanted``, wait for that many first.
+
+        At the start the server waits up to ``timeout`` for a full cohort (``wanted``) and then
+        goes on with what came if that is at least ``needed``; later rounds go on as soon as
+        ``needed`` are connected.
+        """
         deadline = time.monotonic() + timeout
         while True:
             clients = self.directory.connected(self.grid, "train", self.settings.round_timeout)
-            if len(clients) >= needed:
+            enough = len(clients) >= (wanted or needed) or (
+                len(clients) >= needed and time.monotonic() > deadline
+            )
+            if enough:
                 return clients
             if time.monotonic() > deadline:
                 raise RoundFailed(
@@ -505,7 +518,10 @@ class FederatedRounds:
             )
             result = server.finish()
         except (SecAggAbort, SecAggError) as error:
-            raise RoundFailed(f"round {server_round}: {error}") from None
+            why = "; ".join(f"{client}: {reason}" for client, reason in sorted(dropped.items())[:5])
+            raise RoundFailed(
+                f"round {server_round}: {error}" + (f" (dropped: {why})" if why else "")
+            ) from None
         contributors = [clients[index] for index in sorted(result.contributors)]
         for client in contributors:  # sent its masked input: in the sum even if it left at unmask
             dropped.pop(client, None)
@@ -603,7 +619,7 @@ class FederatedRounds:
             for node in nodes
         }
         if messages:
-            exchange(self.grid, messages, min(self.settings.round_timeout, 30.0))
+            exchange(self.grid, messages, min(self.settings.round_timeout, 10.0))
 
 
 def _metric_dict(reply: Any) -> dict[str, float]:
