@@ -13,10 +13,13 @@ Every command of the ``fedimage`` CLI is a function here::
     fedimage.keygen("my.key")                               # fedimage keygen
     fedimage.convert_sample("out/sample.h5")                # fedimage demo
     fedimage.train("out.h5", fedimage.TrainOptions(rounds=5), "run/")  # fedimage train (extra: pfl)
+    fedimage.make_kits("out.h5", "kits/", "fl.example.org:9092")        # fedimage kits (extra: privacy)
+    fedimage.serve("kits/server", "run/", fedimage.TrainOptions())      # fedimage serve (extra: flower)
+    fedimage.run_client("kits/clients/train/u1")                        # fedimage client (extra: flower)
 
 The packages follow the data flow: ``sources`` -> ``conversion`` -> ``store`` ->
-(``analysis``, ``exports``, ``loaders``) -> ``training``, with ``partitioning``, ``privacy``
-and ``cli`` beside them.
+(``analysis``, ``exports``, ``loaders``) -> ``training`` -> ``federation`` (a real deployment),
+with ``partitioning``, ``privacy`` and ``cli`` beside them.
 """
 
 from __future__ import annotations
@@ -41,12 +44,17 @@ from fedimage.store.reader import FederatedStore, UnknownUserError, UserData
 from fedimage.store.reader import open_store as open
 from fedimage.store.verify import VerifyReport, verify_store
 
-#: Training needs the ``train``/``pfl``/``flower`` extras: its names are imported when first used.
+#: Training and deployment need extras (train, pfl, flower, privacy): imported when first used.
 _TRAINING = {
     "train": "fedimage.training.runner",
     "TrainOptions": "fedimage.training.options",
     "DPOptions": "fedimage.training.options",
     "SecAggOptions": "fedimage.training.options",
+    "make_kits": "fedimage.federation.kits",
+    "serve": "fedimage.federation.serve",
+    "ServeOptions": "fedimage.federation.serve",
+    "run_client": "fedimage.federation.node",
+    "ClientOptions": "fedimage.federation.node",
 }
 
 
@@ -59,6 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ClientOptions",
     "ConvertOptions",
     "ConvertReport",
     "DPOptions",
@@ -75,6 +84,7 @@ __all__ = [
     "PlanOptions",
     "Pseudonymizer",
     "SecAggOptions",
+    "ServeOptions",
     "SourceError",
     "SplitRatios",
     "StoreError",
@@ -90,9 +100,12 @@ __all__ = [
     "heterogeneity_report",
     "keygen",
     "load_taxonomy",
+    "make_kits",
     "open",
     "open_source",
+    "run_client",
     "sample_path",
+    "serve",
     "summarize",
     "train",
     "verify_store",

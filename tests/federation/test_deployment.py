@@ -439,7 +439,7 @@ def test_a_killed_client_is_dropped_and_secure_aggregation_stays_exact(
     server = processes.fedimage(
         "serve",
         "serve", str(kits / "server"), "-o", str(run), "--address", f"127.0.0.1:{port}",
-        "--rounds", "2", "--min-clients", "2", "--round-timeout", "12", "--connect-timeout", "120",
+        "--rounds", "2", "--min-clients", "2", "--round-timeout", "45", "--connect-timeout", "120",
         "--secure-aggregation", "--secagg-range", "1.0", *TRAINING[:-2], "--cohort-size", "4",
     )  # fmt: skip
     everyone = (*TRAIN_USERS, SPARE_USER)
@@ -459,7 +459,7 @@ def test_a_killed_client_is_dropped_and_secure_aggregation_stays_exact(
     first, second = summary["rounds"]
     assert first["contributors"] == sorted(everyone) and first["dropped"] == {}
     assert second["contributors"] == sorted(["site-a", SPARE_USER, MARKER])
-    assert list(second["dropped"]) == ["site-b"] and "no reply within 12 s" in second["dropped"]["site-b"]
+    assert list(second["dropped"]) == ["site-b"] and "no reply within 45 s" in second["dropped"]["site-b"]
     assert second["secure_aggregation"]["survivors"]["advertise_keys"] == 3
     assert summary["secure_aggregation"]["protocol"].startswith("SecAgg+")
 

@@ -415,7 +415,15 @@ def _wait_for_outputs(
     from fedimage.training.outputs import FAILURE_FILE, SUMMARY_FILE
 
     summary_file, failure_file = out / SUMMARY_FILE, out / FAILURE_FILE
+    progress = out / "server.log"  # the ServerApp's progress lines, shown as they come
+    shown = 0
     while True:
+        if progress.exists():
+            lines = progress.read_text(errors="replace").splitlines(keepends=True)
+            for line in lines[shown:]:
+                if line.endswith("\n"):
+                    log(line.rstrip("\n"))
+                    shown += 1
         if failure_file.exists():
             time.sleep(0.2)
             reason = json.loads(failure_file.read_text()).get("error", "unknown error")

@@ -9,7 +9,7 @@ users in the split, never on file order, and :class:`StorePartitioner` exposes i
 Users are read through one open :class:`~fedimage.store.reader.FederatedStore`
 (``load_user``: one HDF5 read per user, JPEG or raw), opened once per process; pickling a
 partitioner (to a Ray actor) drops the handle and the other process opens its own.
-Needs the ``torch`` extra; the Flower apps in :mod:`fedimage.training.engines.flower_apps` need
+Needs the ``torch`` extra; the Flower apps in :mod:`fedimage.federation` need
 ``flower``.
 
     partitioner = StorePartitioner("store.h5", "train")
