@@ -293,7 +293,7 @@ def replay_in_process(
     model = build_model(recipe.model, recipe.num_outputs, recipe.crop)
     rounds = FederatedRounds(grid, settings, model, ClientDirectory(), Silence())
     result = rounds.run()
-    return result, rounds._best
+    return result, rounds.best_vector
 
 
 def checkpoint_vector(path: Path) -> np.ndarray:
@@ -470,3 +470,35 @@ def test_a_killed_client_is_dropped_and_secure_aggregation_stays_exact(
     np.testing.assert_allclose(checkpoint_vector(run / "checkpoint.pt"), best, rtol=1e-4, atol=step + 1e-6)
     with FederatedStore(store_path) as store:
         assert len(store.users("train")) == 4
+
+
+def test_sigterm_to_a_site_ends_every_process_it_started(
+    store_path: Path, tmp_path: Path, processes: Processes
+):
+    """``fedimage client`` (and ``serve``) turn SIGTERM into a clean exit that ends their Flower groups."""
+    kits = kits_for(store_path, tmp_path / "kits", free_port(), splits=["train"])
+    site = processes.fedimage("site-a", "client", str(client_kit(kits, "site-a")), "--max-wait", "120")
+    deadline = time.monotonic() + 60
+    while not any("flower-supernode" in _command(pid) for pid in descendants(site.pid)):
+        assert site.poll() is None and time.monotonic() < deadline, processes.output("site-a")
+        time.sleep(0.2)
+    started = set(descendants(site.pid)) - {site.pid}
+    os.kill(site.pid, signal.SIGTERM)
+    assert wait(site, 30) != 0
+    time.sleep(0.5)
+    assert not [pid for pid in started if _alive(pid)]
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -237,7 +237,7 @@ def test_simulation_writes_every_output(store_path: Path, tmp_path: Path, capsys
     state = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
     simulated = np.concatenate([t.double().numpy().ravel() for t in state.values() if t.is_floating_point()])
     step = 2 * 0.5 / (2**32 // 3)
-    np.testing.assert_allclose(simulated, rounds._best, rtol=1e-4, atol=step + 1e-6)
+    np.testing.assert_allclose(simulated, rounds.best_vector, rtol=1e-4, atol=step + 1e-6)
 
 
 # (flags, message)

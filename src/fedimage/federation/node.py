@@ -22,14 +22,20 @@ from pathlib import Path
 
 from fedimage.errors import FedimageError, OptionError
 from fedimage.federation import protocol
-from fedimage.federation.kits import parse_server, read_node_config
+from fedimage.federation.kits import NodeConfig, parse_server, read_node_config
 from fedimage.federation.processes import (
     ProcessGroup,
     flower_environment,
     flower_executable,
     free_port,
+    terminate_on_sigterm,
     toml_string,
 )
+
+#: A SuperNode refused as unregistered is started again this many times, this many seconds apart: a
+#: site that connects while ``serve`` is still registering the kit's keys gets in.
+NOT_REGISTERED_RETRIES = 3
+NOT_REGISTERED_DELAY = 5.0
 
 
 class ClientRefused(FedimageError):
@@ -146,20 +152,51 @@ def run_client(
         log_path = work / "supernode.log"
         how = "WITHOUT TLS (insecure)" if options.insecure else "TLS, node authentication"
         log(f"client {node.client} ({node.split}): joining {server} ({how})")
-        supernode = ProcessGroup(argv, log_path, flower_environment(flwr_home))
-        try:
-            while True:
-                if finished.exists():
-                    log(f"client {node.client}: the server ended the run")
-                    return
-                if not supernode.alive():
-                    raise ClientRefused(
-                        refusal(node.client, server, supernode.log_text(), supernode.returncode)
+        env = flower_environment(flwr_home)
+        with terminate_on_sigterm():
+            _watch(node, server, argv, log_path, env, finished, log)
+
+
+def _watch(
+    node: NodeConfig,
+    server: str,
+    argv: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    finished: Path,
+    log: Callable[[str], None],
+) -> None:
+    """Run the SuperNode until the server ends the run (restarting it while its key is not registered)."""
+    supernode = ProcessGroup(argv, log_path, env)
+    attempts, seen = 1, 0  # ``seen``: log characters of earlier attempts
+    try:
+        while True:
+            if finished.exists():
+                log(f"client {node.client}: the server ended the run")
+                return
+            if not supernode.alive():
+                text = supernode.log_text()[seen:]
+                if _not_registered(text) and attempts <= NOT_REGISTERED_RETRIES:
+                    # the server may still be registering the kit's keys: a bounded wait
+                    log(
+                        f"client {node.client}: the server does not know this node's key yet; "
+                        f"retrying in {NOT_REGISTERED_DELAY:g} s ({attempts}/{NOT_REGISTERED_RETRIES})"
                     )
-                time.sleep(0.2)
-        finally:
-            supernode.stop()
-            _keep_log(log_path, Path(node.bundle).parent / "supernode.log")
+                    supernode.stop()
+                    seen += len(text)
+                    time.sleep(NOT_REGISTERED_DELAY)
+                    attempts += 1
+                    supernode = ProcessGroup(argv, log_path, env)
+                    continue
+                raise ClientRefused(refusal(node.client, server, text, supernode.returncode))
+            time.sleep(0.2)
+    finally:
+        supernode.stop()
+        _keep_log(log_path, Path(node.bundle).parent / "supernode.log")
+
+
+def _not_registered(log_text: str) -> bool:
+    return "2004" in log_text or "not registered" in log_text
 
 
 def refusal(client: str, server: str, log_text: str, returncode: int | None) -> str:

@@ -36,6 +36,7 @@ from fedimage.federation.processes import (
     ProcessGroup,
     flower_environment,
     flower_executable,
+    terminate_on_sigterm,
     toml_string,
 )
 
@@ -140,6 +141,25 @@ def serve(
     )
     env = flower_environment(flwr_home)
     started = time.monotonic()
+    with terminate_on_sigterm():
+        return _serve(kit, config, options, run, out, work, host, port, control, env, started, log)
+
+
+def _serve(
+    kit: ServerSettings,
+    config: Any,
+    options: ServeOptions,
+    run: dict[str, Any],
+    out: Path,
+    work: Path,
+    host: str,
+    port: int,
+    control: str,
+    env: dict[str, str],
+    started: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """``serve`` once its plan and folders are ready: the processes, until the outputs are written."""
     security = (
         ["--insecure"]
         if options.insecure

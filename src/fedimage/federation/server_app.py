@@ -142,8 +142,8 @@ def run_deployment(grid: Any, run_file: Path) -> dict[str, Any]:
     started = time.perf_counter()
     result = rounds.run()
     seconds = time.perf_counter() - started
-    if result.best_round is not None and rounds._best is not None:
-        rounds._load_vector(rounds._best)
+    if result.best_round is not None and rounds.best_vector is not None:
+        rounds.load_vector(rounds.best_vector)
         save_checkpoint(out, model, {**checkpoint_info, "round": result.best_round})
     summary = {
         "fedimage_version": __version__,

@@ -281,7 +281,8 @@ class FederatedRounds:
             else None
         )
         self._floating = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()]
-        self._best: np.ndarray | None = None
+        #: The parameters of the best round so far (by pooled validation macro AP; the last without val).
+        self.best_vector: np.ndarray | None = None
         self.result = RunResult()
 
     # -- model <-> vector ---------------------------------------------------------------------------
@@ -290,7 +291,8 @@ class FederatedRounds:
         state = self.model.state_dict()
         return np.concatenate([state[name].detach().double().numpy().ravel() for name in self._floating])
 
-    def _load_vector(self, vector: np.ndarray) -> None:
+    def load_vector(self, vector: np.ndarray) -> None:
+        """Set the model's floating-point parameters from a flat vector (state-dict order)."""
         import torch
 
         state = self.model.state_dict()
@@ -346,7 +348,7 @@ class FederatedRounds:
             if self._noise is not None:
                 total = self._noise.add(total, server_round)
             mean = mean_delta(total, len(contributors), len(cohort), self._noise)
-            self._load_vector(self._optimizer.step(self._vector(), mean))
+            self.load_vector(self._optimizer.step(self._vector(), mean))
             check_model(self.model, server_round)
             last_train = _mean_metrics(metrics)
             record = {
@@ -591,7 +593,7 @@ class FederatedRounds:
         if improved:
             self.result.best_round = server_round
             self.result.best_value = None if pooled is None else value
-            self._best = self._vector()
+            self.best_vector = self._vector()
             if clients is not None:
                 self.result.client_evaluation["val"] = {"round": server_round, **clients}
         if self.observer is not None:
@@ -601,10 +603,10 @@ class FederatedRounds:
         if not self.settings.test:
             return
         current = self._vector()
-        if self._best is not None:
-            self._load_vector(self._best)
+        if self.best_vector is not None:
+            self.load_vector(self.best_vector)
         pooled, clients = self._evaluate("test", self.result.best_round or self.result.completed_rounds)
-        self._load_vector(current)
+        self.load_vector(current)
         self.result.test = pooled
         if clients is not None:
             self.result.client_evaluation["test"] = {"round": self.result.best_round, **clients}
