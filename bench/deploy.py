@@ -12,9 +12,9 @@ same run. Prints, per configuration:
 - seconds per round (rounds after the first: the first includes each node installing the app),
   deployment and simulation, and their ratio;
 - bytes on the wire per client and round (payload of the messages, both ways);
-- what a round is made of: its exchanges (1 without, 5 with secure aggregation) and the cost of
-  starting one ClientApp process (Flower 1.42 starts a new ``flwr-clientapp`` per message),
-  measured here.
+- what a round is made of: its exchanges (1 without, 5 with secure aggregation: the train exchange
+  and four SecAgg+ stages, each timed by the ServerApp) and the cost of starting one ClientApp
+  process (Flower 1.42 starts a new ``flwr-clientapp`` per message), measured here.
 
     .venv/bin/python bench/deploy.py [--clients 3 6 12] [--rounds 3] [--images 8] [--size 32]
 """
@@ -163,9 +163,23 @@ def clientapp_start_seconds(repeats: int = 3) -> tuple[float, float]:
     return times[0], times[1]
 
 
+def steady_rounds(summary: dict) -> list[dict]:
+    """The rounds after the first (the first includes each node installing the app)."""
+    rounds = summary["rounds"]
+    return rounds[1:] if len(rounds) > 1 else rounds
+
+
 def steady_round_seconds(summary: dict) -> float:
-    rounds = [record["seconds"] for record in summary["rounds"]]
-    return statistics.mean(rounds[1:] if len(rounds) > 1 else rounds)
+    return statistics.mean(record["seconds"] for record in steady_rounds(summary))
+
+
+def exchange_seconds(summary: dict) -> tuple[float, float | None]:
+    """Mean seconds of a round's train exchange, and of one SecAgg+ stage exchange (None without)."""
+    train, stages = [], []
+    for record in steady_rounds(summary):
+        for exchange in record.get("exchanges", []):
+            (train if exchange["kind"] == "train" else stages).append(exchange["seconds"])
+    return statistics.mean(train), (statistics.mean(stages) if stages else None)
 
 
 def main() -> None:
@@ -182,7 +196,7 @@ def main() -> None:
           f"and {heavy:.2f} s with torch (train, evaluate)")  # fmt: skip
     header = (
         f"{'sites':>5} {'secagg':>6} | {'start-up s':>10} | {'deploy s/round':>14} {'simulate s/round':>16} "
-        f"{'ratio':>6} | {'KB/client/round':>15} | exchanges"
+        f"{'ratio':>6} | {'KB/client/round':>15} | train exchange s | SecAgg+ stage s"
     )
     print(header)
     print("-" * len(header))
@@ -201,6 +215,7 @@ def main() -> None:
                 records = deployed["summary"]["rounds"]
                 wire = statistics.mean((r["bytes_down"] + r["bytes_up"]) / len(r["cohort"]) for r in records)
                 deploy_round = steady_round_seconds(deployed["summary"])
+                train_s, stage_s = exchange_seconds(deployed["summary"])
                 simulate_round = steady_round_seconds(simulated["summary"])
                 row = {
                     "sites": sites,
@@ -211,12 +226,15 @@ def main() -> None:
                     "ratio": round(deploy_round / simulate_round, 2),
                     "bytes_per_client_round": round(wire),
                     "exchanges_per_round": 5 if secure else 1,
+                    "train_exchange_s": round(train_s, 2),
+                    "secagg_stage_s": None if stage_s is None else round(stage_s, 2),
                 }
                 results.append(row)
                 print(
                     f"{sites:>5} {'yes' if secure else 'no':>6} | {row['startup_s']:>10.1f} | "
                     f"{deploy_round:>14.1f} {simulate_round:>16.1f} {row['ratio']:>5.2f}x | "
-                    f"{wire / 1024:>15.0f} | {row['exchanges_per_round']}",
+                    f"{wire / 1024:>15.0f} | {train_s:>16.1f} | "
+                    + ("-" if stage_s is None else f"{stage_s:.1f}"),
                     flush=True,
                 )
     print(json.dumps({"clientapp_start_s": [round(light, 2), round(heavy, 2)], "rows": results}))

@@ -127,9 +127,11 @@ def run_deployment(grid: Any, run_file: Path) -> dict[str, Any]:
     checkpoint_info = {"model": recipe.model, "num_outputs": recipe.num_outputs, "crop": recipe.crop}
     log_file = out / "server.log"
 
+    clock = time.perf_counter()
+
     def log(line: str) -> None:
         with log_file.open("a") as file:
-            file.write(line + "\n")
+            file.write(f"[{time.perf_counter() - clock:7.1f} s] {line}\n")
 
     tracker = ValidationTracker(
         out, None, None, recipe.labels, recipe.eval_batch_size, checkpoint_info, log, rounds=settings.rounds
@@ -174,10 +176,10 @@ def run_deployment(grid: Any, run_file: Path) -> dict[str, Any]:
             for record in result.rounds
             if "secure_aggregation" in record
         ]
-    write_summary(out, summary)
     records = [record for record in read_metrics(out) if "val" in record]
     if records:
         plot_curves(out, records, None, f"{recipe.model}, federated (deployment)")
+    write_summary(out, summary)  # the last file: ``serve`` ends the processes once it exists
     return summary
 
 

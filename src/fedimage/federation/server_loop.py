@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: How often the server looks for replies (Flower's own ``send_and_receive`` waits 3 s).
 POLL_SECONDS = 0.1
 SELECTION_METRIC = "macro AP"
+#: The longest wait for new nodes to say who they are (a node that does not answer is left out).
+IDENTIFY_SECONDS = 60.0
 
 
 class RoundFailed(FedimageError):
@@ -146,6 +148,11 @@ class Exchange:
     failed: dict[str, str]
     bytes_down: int = 0
     bytes_up: int = 0
+    seconds: float = 0.0
+
+    def timing(self, kind: str) -> dict[str, Any]:
+        """What the round record keeps of this exchange."""
+        return {"kind": kind, "seconds": round(self.seconds, 3), "replies": len(self.replies)}
 
 
 class ClientDirectory:
@@ -165,13 +172,14 @@ class ClientDirectory:
         online = sorted(int(node) for node in grid.get_node_ids())
         new = [node for node in online if node not in self.of_node and node not in self.failed]
         if new and not self.known:
+            log.info("asking %d new nodes who they are", len(new))
             messages = {
                 str(node): flwr_app.Message(
                     flwr_app.RecordDict(), dst_node_id=node, message_type=protocol.IDENTIFY
                 )
                 for node in new
             }
-            answered = exchange(grid, messages, timeout)
+            answered = exchange(grid, messages, min(timeout, IDENTIFY_SECONDS))
             for name, reply in answered.replies.items():
                 identity = reply.content[protocol.IDENTITY]
                 self.of_node[int(name)] = (str(identity["split"]), str(identity["client"]))
@@ -191,6 +199,7 @@ def exchange(grid: Any, messages: Mapping[str, Any], timeout: float) -> Exchange
     A client whose reply is an error, or that has not answered by the deadline, is in ``failed``
     with the reason; the others are in ``replies``. Polls every :data:`POLL_SECONDS`.
     """
+    started = time.monotonic()
     clients = list(messages)
     bytes_down = sum(_content_bytes(message) for message in messages.values())
     ids = list(grid.push_messages([messages[client] for client in clients]))
@@ -216,7 +225,7 @@ def exchange(grid: Any, messages: Mapping[str, Any], timeout: float) -> Exchange
         time.sleep(POLL_SECONDS)
     for client in pending.values():
         failed[client] = f"no reply within {timeout:g} s"
-    return Exchange(replies, failed, bytes_down, bytes_up)
+    return Exchange(replies, failed, bytes_down, bytes_up, time.monotonic() - started)
 
 
 def _content_bytes(message: Any) -> int:
@@ -283,6 +292,7 @@ class FederatedRounds:
         self._floating = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()]
         #: The parameters of the best round so far (by pooled validation macro AP; the last without val).
         self.best_vector: np.ndarray | None = None
+        self._exchanges: list[dict[str, Any]] = []
         self.result = RunResult()
 
     # -- model <-> vector ---------------------------------------------------------------------------
@@ -332,6 +342,7 @@ class FederatedRounds:
             started = time.perf_counter()
             available = self._available_train_clients(server_round)
             cohort = self._draw_cohort(available)
+            self.say(f"round {server_round}: {len(cohort)} of {len(available)} connected train clients")
             if settings.secure_aggregation is not None:
                 total, contributors, dropped, metrics, traffic, secure = self._secure_round(
                     server_round, cohort
@@ -359,6 +370,7 @@ class FederatedRounds:
                 "seconds": round(time.perf_counter() - started, 3),
                 "bytes_down": traffic[0],
                 "bytes_up": traffic[1],
+                "exchanges": self._exchanges,
             }
             if secure is not None:
                 record["secure_aggregation"] = secure
@@ -417,6 +429,7 @@ class FederatedRounds:
             client: self._message(node, protocol.TRAIN, server_round) for client, node in cohort.items()
         }
         done = exchange(self.grid, messages, self.settings.round_timeout)
+        self._exchanges = [done.timing("train")]
         dimension = sum(self.model.state_dict()[name].numel() for name in self._floating)
         total = np.zeros(dimension, dtype=np.float64)
         contributors: list[str] = []
@@ -463,7 +476,12 @@ class FederatedRounds:
         traffic = [0, 0]
         metrics: dict[str, dict[str, float]] = {}
 
+        self._exchanges = []
+
         def collect(stage: Stage, done: Exchange, expected_kind: type) -> None:
+            self._exchanges.append(
+                done.timing("train" if stage == Stage.ADVERTISE_KEYS else stage.name.lower())
+            )
             traffic[0] += done.bytes_down
             traffic[1] += done.bytes_up
             for client, why in done.failed.items():
@@ -613,7 +631,8 @@ class FederatedRounds:
 
     def _say_finished(self) -> None:
         """Tell every connected node the run is over (a deployed node's launcher then stops it)."""
-        nodes = self.directory.refresh(self.grid, self.settings.round_timeout)
+        nodes = sorted(int(node) for node in self.grid.get_node_ids())  # no identity needed: every node
+        self.say(f"telling {len(nodes)} nodes the run is over")
         messages = {
             str(node): flwr_app.Message(
                 flwr_app.RecordDict(), dst_node_id=node, message_type=protocol.FINISHED
