@@ -20,15 +20,39 @@ Example::
 
 from __future__ import annotations
 
-from fedimage.federation.kits import (
-    KitClient,
-    KitsReport,
-    NodeConfig,
-    ServerSettings,
-    make_kits,
-    read_node_config,
-    read_server_settings,
+from typing import TYPE_CHECKING, Any
+
+#: Imported on first use: a ClientApp process (one per Flower message) imports this package, and
+#: needs none of the kit-making code.
+_KITS_NAMES = (
+    "KitClient",
+    "KitsReport",
+    "NodeConfig",
+    "ServerSettings",
+    "make_kits",
+    "read_node_config",
+    "read_server_settings",
 )
+
+if TYPE_CHECKING:
+    from fedimage.federation.kits import (
+        KitClient,
+        KitsReport,
+        NodeConfig,
+        ServerSettings,
+        make_kits,
+        read_node_config,
+        read_server_settings,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _KITS_NAMES:
+        from fedimage.federation import kits
+
+        return getattr(kits, name)
+    raise AttributeError(f"module 'fedimage.federation' has no attribute {name!r}")
+
 
 __all__ = [
     "KitClient",

@@ -14,14 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedimage.errors import OptionError
 from fedimage.labels import LabelLevel
-from fedimage.privacy.keys import StoreKey
 from fedimage.store.reader import PerProcessStore
+
+if TYPE_CHECKING:
+    from fedimage.privacy.keys import StoreKey
 
 #: The splits a federation's clients come from, in the order simulation partitions are numbered.
 FEDERATED_SPLITS = ("train", "val", "test")
@@ -44,6 +46,8 @@ class _StoreArrays(PerProcessStore):
     """Reads one user's arrays from a store opened once per process."""
 
     def __init__(self, path: str | Path, key: StoreKey | None):
+        import fedimage.privacy  # noqa: F401  (registers the encryption scheme bundles are sealed with)
+
         self.path = Path(path)
         self._key = key
         self._store = None

@@ -10,18 +10,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedimage.privacy.keys import SCHEME, Passphrase, StoreKey
-from fedimage.privacy.pseudonyms import (
-    KEY_BYTES,
-    Pseudonymizer,
-    generate_key_file,
-    load_key,
-    pseudonymize,
-    pseudonymize_all,
-)
 from fedimage.store.sealing import Sealing, register_scheme
+
+#: The pseudonym names, imported on first use (they need pyarrow; a SecAgg+ client stage does not).
+_PSEUDONYMS = (
+    "KEY_BYTES",
+    "Pseudonymizer",
+    "generate_key_file",
+    "load_key",
+    "pseudonymize",
+    "pseudonymize_all",
+)
+
+if TYPE_CHECKING:
+    from fedimage.privacy.pseudonyms import (
+        KEY_BYTES,
+        Pseudonymizer,
+        generate_key_file,
+        load_key,
+        pseudonymize,
+        pseudonymize_all,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PSEUDONYMS:
+        from fedimage.privacy import pseudonyms
+
+        return getattr(pseudonyms, name)
+    raise AttributeError(f"module 'fedimage.privacy' has no attribute {name!r}")
 
 
 def new_store_cipher(key: StoreKey, fingerprint: bytes) -> Sealing:
