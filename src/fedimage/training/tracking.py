@@ -84,7 +84,7 @@ class ValidationTracker:
         """
         elapsed = time.perf_counter() - self.start
         record: dict[str, Any] = {"round": round_number, "elapsed_s": round(elapsed, 3)}
-        if val is None and self.val_split is not None and self.store is not None:
+        if val is None and self.val_split is not None:
             val = evaluate(model, self.store, self.val_split, self.labels, self.batch_size)
         val = val or {}
         if val:
