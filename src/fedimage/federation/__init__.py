@@ -22,17 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-#: Imported on first use: a ClientApp process (one per Flower message) imports this package, and
-#: needs none of the kit-making code.
-_KITS_NAMES = (
-    "KitClient",
-    "KitsReport",
-    "NodeConfig",
-    "ServerSettings",
-    "make_kits",
-    "read_node_config",
-    "read_server_settings",
-)
+#: The names of ``__all__`` are imported on first use: a ClientApp process (one per Flower message)
+#: imports this package, and needs none of the kit-making code.
 
 if TYPE_CHECKING:
     from fedimage.federation.kits import (
@@ -47,7 +38,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in _KITS_NAMES:
+    if name in __all__:
         from fedimage.federation import kits
 
         return getattr(kits, name)

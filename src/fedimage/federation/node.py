@@ -22,14 +22,13 @@ from pathlib import Path
 
 from fedimage.errors import FedimageError, OptionError
 from fedimage.federation import protocol
-from fedimage.federation.kits import NodeConfig, parse_server, read_node_config
+from fedimage.federation.kits import NodeConfig, parse_server, read_node_config, toml_string
 from fedimage.federation.processes import (
     ProcessGroup,
     flower_environment,
     flower_executable,
     free_port,
     terminate_on_sigterm,
-    toml_string,
 )
 
 #: A SuperNode refused as unregistered is started again this many times, this many seconds apart: a

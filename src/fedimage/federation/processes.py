@@ -9,7 +9,6 @@ ends the whole group: SIGTERM, a grace period, then SIGKILL.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -64,11 +63,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-def toml_string(value: str) -> str:
-    """``value`` as a TOML basic string."""
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 class ProcessGroup:

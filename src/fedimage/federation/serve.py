@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from fedimage.errors import FedimageError, OptionError
-from fedimage.federation.kits import ServerSettings, parse_server, read_server_settings
+from fedimage.federation.kits import ServerSettings, parse_server, read_server_settings, toml_string
 from fedimage.federation.processes import (
     FlowerProcessError,
     ProcessGroup,
     flower_environment,
     flower_executable,
     terminate_on_sigterm,
-    toml_string,
 )
 
 APP_NAME = "fedimage-federation"
