@@ -49,7 +49,11 @@ def test_schema_is_apple_flairs_with_int64_ids_and_the_taxonomy(exported: Path, 
     features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
     assert features["image_id"] == {"dtype": "int64", "_type": "Value"}
     taxonomy = fedimage.load_taxonomy(flair_folder / "label_relationship.txt").fine_to_coarse
-    assert json.loads(schema.metadata[b"fedimage"]) == {"label_relationship": taxonomy, "image_size": SIZE}
+    assert json.loads(schema.metadata[b"fedimage"]) == {
+        "label_relationship": taxonomy,
+        "image_size": SIZE,
+        "color": "rgb",
+    }
 
 
 @pytest.mark.parametrize(

@@ -221,3 +221,13 @@ def test_training_above_the_store_size_warns_of_upsampling(store_path: Path, tmp
     assert "resize the store's 28 px images up to 64 px" in capsys.readouterr().out
     assert run_train(store_path, tmp_path / "native", "--rounds", "1", "--quiet") == 0
     assert "upsampling" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("engine", ["pfl", "central"])
+def test_a_gray_store_trains_like_an_rgb_one(flair_folder: Path, tmp_path: Path, engine: str):
+    path = tmp_path / "gray.h5"
+    convert(open_source(flair_folder), path, fast_options(image=ImageOptions(size=28, color="gray")))
+    out = tmp_path / engine
+    assert run_train(path, out, *(["--central"] if engine == "central" else [])) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["engine"] == engine and finite_numbers(summary["test"])

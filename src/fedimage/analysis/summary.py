@@ -48,6 +48,7 @@ def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None
     return {
         "path": str(store.path),
         "storage": store.storage,
+        "color": store.color,
         "encryption": _encryption(store),
         "image_size": store.image_size,
         "file_bytes": size_bytes,
@@ -98,10 +99,10 @@ def _top(store: FederatedStore, counter_name: str) -> list[tuple[str, int]]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`summarize`'s result."""
-    size = summary["image_size"]
+    size, color = summary["image_size"], summary.get("color", "rgb")
     lines = [
         f"store    {summary['path']}",
-        f"format   {summary['storage']} {size}x{size}, {_human_bytes(summary['file_bytes'])} "
+        f"format   {summary['storage']} {size}x{size} {color}, {_human_bytes(summary['file_bytes'])} "
         f"({_human_bytes(summary['bytes_per_image'])} per image), fedimage {summary['fedimage_version']}",
     ]
     encryption = summary.get("encryption")

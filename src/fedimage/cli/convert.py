@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedimage.cli.flags import default, key_from_options
+from fedimage.cli.flags import as_flags, default, key_from_options
 from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
 from fedimage.conversion.executors import EXECUTORS
+from fedimage.conversion.pipeline import stated_image_options
 from fedimage.errors import OptionError
-from fedimage.imaging.standardize import RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.imaging.standardize import COLOR_MODES, NATIVE_SIZE, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.labels import load_taxonomy
 from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
 from fedimage.privacy.pseudonyms import Pseudonymizer
@@ -60,9 +61,15 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     img = parser.add_argument_group("images")
     img.add_argument(
         "--size",
-        type=int,
-        help=f"side of the square images (default: the size a fedimage export states, else "
-        f"{default(ImageOptions, 'size')})",
+        type=_size,
+        help=f"side of the square images, or native: the source's most common size, unscaled (default:"
+        f" the size a fedimage export states, else {default(ImageOptions, 'size')})",
+    )
+    img.add_argument(
+        "--color",
+        choices=COLOR_MODES,
+        help="rgb: 3 channels (FLAIR's); gray: 1 channel, a third of the bytes, read by every reader and"
+        f" export (default: the colour a fedimage export states, else {default(ImageOptions, 'color')})",
     )
     img.add_argument("--resize", choices=RESIZE_MODES, default=default(ImageOptions, "resize"))
     img.add_argument("--storage", choices=STORAGE_MODES, default=default(ImageOptions, "storage"))
@@ -208,8 +215,10 @@ def run(args: argparse.Namespace) -> int:
         allow_download=args.allow_download,
     )
     options = ConvertOptions(
-        image=ImageOptions(
-            size=args.size or source.stated_image_size or default(ImageOptions, "size"),
+        image=stated_image_options(
+            source,
+            size=args.size,
+            color=args.color,
             resize=args.resize,
             storage=args.storage,
             quality=args.quality,
@@ -261,6 +270,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> int | str:
+    """``--size``: pixels, or ``native``."""
+    if text == NATIVE_SIZE:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixels or {NATIVE_SIZE}, got {text!r}") from None
+
+
 def _pseudonymizer(args: argparse.Namespace) -> Pseudonymizer | None:
     if args.pseudonymize_key is None:
         if args.pseudonymize_image_ids:
@@ -297,7 +316,8 @@ def report_text(report: ConvertReport) -> str:
     splits = ", ".join(
         f"{name} {info['users']} users / {info['images']} images" for name, info in report.splits.items()
     )
-    lines = [
+    lines = [as_flags(note) for note in report.notes]
+    lines += [
         f"wrote {report.output}: {splits}"
         if report.written
         else f"no store written ({report.output} not created)",

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--federate",
         action="store_true",
-        help="also convert with Dirichlet label skew (alpha 0.1, 1, 100) and write their report",
+        help="also convert with Dirichlet label skew (alpha 0.1, 1, 100; 28 px gray, as the source) and"
+        " write their report",
     )
     parser.add_argument("--num-clients", type=int, default=100, help="clients per federation")
     parser.add_argument("--min-per-client", type=int, default=20, help="images every client gets")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.federate:
         print(
             f"next: fedimage convert {table} -o {args.output}/fmnist.h5 --source-format hf --label-column"
-            " label --size 28 --partition dirichlet --alpha 0.5 --num-clients 100"
+            " label --size native --color gray --partition dirichlet --alpha 0.5 --num-clients 100"
         )
         return 0
     stores = []
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "dirichlet", num_clients=args.num_clients, min_per_client=args.min_per_client, alpha=alpha
         )
         options = ConvertOptions(
-            image=ImageOptions(size=28),
+            image=ImageOptions(size="native", color="gray"),  # 28 px, one channel
             plan=PlanOptions(seed=args.seed, partition=partition),
             overwrite=True,
             quiet=args.quiet,

@@ -64,6 +64,16 @@ def with_flags(message: str, parser: argparse.ArgumentParser) -> str:
     return _PARAMETER.sub(flag, message)
 
 
+def as_flags(message: str) -> str:
+    """``message`` with each backquoted parameter name written as its usual flag (``--name-with-dashes``)."""
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return PARAMETER_FLAGS.get(name) or "--" + name.replace("_", "-")
+
+    return _PARAMETER.sub(flag, message)
+
+
 def default(options_class: type, name: str) -> Any:
     """The default of field ``name`` of a dataclass: the CLI shows the library's defaults."""
     for field in dataclasses.fields(options_class):

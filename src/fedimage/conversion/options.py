@@ -19,7 +19,8 @@ class ConvertOptions:
     """Everything that shapes a conversion.
 
     Parameters:
-        image: how images are standardized and stored (size, resize, ``jpeg`` or ``raw``).
+        image: how images are standardized and stored (size or ``native``, resize, ``jpeg`` or ``raw``,
+            ``rgb`` or ``gray``).
         plan: which image goes to which user and split (ratios, seed, partition scheme).
         workers: processes (default: all cores). Does not change the bytes written.
         overwrite: replace an existing output.
@@ -82,6 +83,10 @@ class ConvertReport:
     splits: dict[str, dict[str, int]]
     seconds: float
     shards_reused: int = 0
+    #: The image options the store was written with (``size="native"`` resolved).
+    image: ImageOptions | None = None
+    #: What the conversion decided or noticed about the images, one line each (a native size, a gray source).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:

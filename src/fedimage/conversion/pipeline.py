@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
 from fedimage.errors import StoreError
-from fedimage.imaging.standardize import ImageOptions
+from fedimage.imaging.probe import PROBE_IMAGES, native_size, probe_images
+from fedimage.imaging.standardize import NATIVE_SIZE, ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
 from fedimage.privacy import new_store_cipher
 from fedimage.privacy.pseudonyms import PseudonymizedSource
@@ -50,6 +51,8 @@ class PreparedRun:
     work: WorkDir
     specs: list[ShardSpec]
     reused: dict[int, ShardInfo]
+    #: What was decided or noticed about the images (a native size, a gray source), one line each.
+    notes: list[str] = field(default_factory=list)
 
 
 def convert(
@@ -84,8 +87,7 @@ def convert(
     check_output(output, given.overwrite)
     with _opened(source) as opened:
         if options is None:
-            stated = opened.stated_image_size
-            options = ConvertOptions(image=ImageOptions(size=stated)) if stated else ConvertOptions()
+            options = ConvertOptions(image=stated_image_options(opened))
         default = opened.default_taxonomy if taxonomy is None else None
         if default is not None:
             taxonomy = default if isinstance(default, Taxonomy) else load_taxonomy(default)
@@ -99,6 +101,16 @@ def convert(
                 raise disk_full_error(run) from None
             raise
     return finish(run, rejects, splits, time.perf_counter() - started)
+
+
+def stated_image_options(source: Source, **overrides: Any) -> ImageOptions:
+    """Image options with the size and colour a source states (a fedimage export does), then ``overrides``.
+
+    An override of None keeps the stated (or default) value.
+    """
+    stated: dict[str, Any] = {"size": source.stated_image_size, "color": source.stated_color}
+    chosen = {**stated, **{name: value for name, value in overrides.items() if value is not None}}
+    return ImageOptions(**{name: value for name, value in chosen.items() if value is not None})
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -123,7 +135,7 @@ def disk_full_error(run: PreparedRun) -> StoreError:
 
 def _expected_bytes(run: PreparedRun) -> int:
     """About the bytes of the finished store: exact pixels for raw stores, ~1/10 of them for JPEG."""
-    pixels = run.options.image.size**2 * 3
+    pixels = run.options.image.side**2 * run.options.image.channels
     per_image = pixels if run.options.image.storage == "raw" else pixels // 10
     return run.plan.planned_images * per_image
 
@@ -150,6 +162,8 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
         pseudonymized = PseudonymizedSource(metadata, options.pseudonyms, options.pseudonymize_image_ids)
         metadata = pseudonymized.metadata
     plan = make_plan(metadata, options.plan, has_users=source.has_users, taxonomy=taxonomy)
+    image, notes = resolve_image_options(source, plan, options.image)
+    options = replace(options, image=image)
     settings = _run_settings(source, options, taxonomy, plan)
     cipher = None
     if options.encrypt_key is not None:  # keys derived from the key and the run: same inputs, same bytes
@@ -157,7 +171,8 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
         settings["encryption"] = cipher.header
     shard_format = ShardFormat(
         storage=options.image.storage,
-        image_size=options.image.size,
+        image_size=options.image.side,
+        color=options.image.color,
         coarse_labels=tuple(plan.coarse_labels),
         fine_labels=tuple(plan.fine_labels),
         run_key=hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest(),
@@ -172,8 +187,29 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
         if info is not None:
             reused[spec.index] = info
     return PreparedRun(
-        source, output, options, taxonomy, plan, pseudonymized, shard_format, work, specs, reused
+        source, output, options, taxonomy, plan, pseudonymized, shard_format, work, specs, reused, notes
     )
+
+
+def resolve_image_options(
+    source: Source, plan: ConversionPlan, image: ImageOptions
+) -> tuple[ImageOptions, list[str]]:
+    """``image`` with a native size resolved from the headers of a sample of the planned images,
+    and notes on what was decided or noticed (a grayscale source stored as RGB)."""
+    if not plan.planned_images:
+        return (replace(image, size=ImageOptions().size) if image.size == NATIVE_SIZE else image), []
+    probe = probe_images(source.read_images(plan.spread_records(PROBE_IMAGES)))
+    notes: list[str] = []
+    if image.size == NATIVE_SIZE:
+        side, why = native_size(probe, image.resize)
+        image = replace(image, size=side)
+        notes.append(f"native size: {side} px ({why})")
+    if image.color == "rgb" and probe.all_gray:
+        notes.append(
+            f"every sampled image is grayscale ({probe.gray} of {probe.readable}): `color` gray would store"
+            " a third of the pixels"
+        )
+    return image, notes
 
 
 def write_store(run: PreparedRun) -> tuple[list[Reject], dict[str, dict[str, int]]]:
@@ -221,7 +257,8 @@ def _store_writer(run: PreparedRun) -> StoreWriter:
     return StoreWriter(
         run.output,
         storage=run.options.image.storage,
-        image_size=run.options.image.size,
+        image_size=run.options.image.side,
+        color=run.options.image.color,
         coarse_labels=run.plan.coarse_labels,
         fine_labels=run.plan.fine_labels,
         overwrite=run.options.overwrite,
@@ -245,6 +282,8 @@ def finish(
         splits=splits,
         seconds=seconds,
         shards_reused=len(run.reused),
+        image=run.options.image,
+        notes=list(run.notes),
     )
 
 
@@ -288,6 +327,7 @@ def _metadata(
         "fedimage_version": __version__,
         "storage": options.image.storage,
         "image_size": options.image.size,
+        "color": options.image.color,
         "source": {"format": source.kind, "name": source.name},
         "options": {**asdict(options.image), **_plan_options(options)},
         "users_assigned": plan.users_assigned,

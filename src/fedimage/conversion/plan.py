@@ -120,6 +120,14 @@ class ConversionPlan:
         rows = self.order[start:stop]
         return records_of(self.table.take(pa.array(rows, pa.int64())))
 
+    def spread_records(self, count: int) -> list[ImageRecord]:
+        """Up to ``count`` images spread evenly over the store order (the first and last included)."""
+        if not len(self.order):
+            return []
+        spread = np.linspace(0, len(self.order) - 1, num=min(count, len(self.order)))
+        picks = np.unique(spread.astype(np.int64))
+        return records_of(self.table.take(pa.array(self.order[picks], pa.int64())))
+
     def user_records(self, user: UserPlan) -> list[ImageRecord]:
         return self.records(user.start, user.stop)
 

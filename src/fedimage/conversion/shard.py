@@ -59,6 +59,7 @@ class ShardFormat:
 
     storage: str
     image_size: int
+    color: str
     coarse_labels: tuple[str, ...]
     fine_labels: tuple[str, ...]
     run_key: str
@@ -127,6 +128,7 @@ def write_shard(
         path,
         storage=shard_format.storage,
         image_size=shard_format.image_size,
+        color=shard_format.color,
         coarse_labels=shard_format.coarse_labels,
         fine_labels=shard_format.fine_labels,
         cipher=shard_format.cipher,

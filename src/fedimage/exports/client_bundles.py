@@ -126,6 +126,7 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> in
         coarse_labels=coarse,
         fine_labels=fine,
         cipher=cipher,
+        color=store.color,
     ) as writer:
         group = writer.user(user.split, user.user_id)
         rows = zip(user.image_ids, user.labels, user.fine_labels, _payloads(user, quality), strict=True)
@@ -140,6 +141,7 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> in
             "fedimage_version": __version__,
             "storage": store.storage,
             "image_size": store.image_size,
+            "color": store.color,
             "source": {"format": "fedimage client bundle", "name": store.path.name},
             "bundle": {"split": user.split, "user": user.user_id},
             "counts": {"inputs": count, "written": count, "rejected": 0, "ignored": {}},

@@ -76,6 +76,7 @@ def write_dirs(run: ExportRun, path: Path) -> None:
             "fedimage_version": __version__,
             "store": store.path.name,
             "image_size": store.image_size,
+            "color": store.color,
             "label_mapping": store.label_mapping,
             "fine_grained_label_mapping": store.fine_label_mapping,
             "label_relationship": store.taxonomy,

@@ -2,7 +2,7 @@
 
 ::
 
-    /{partition}/{image_id}/image                uint8 [S, S, 3]
+    /{partition}/{image_id}/image                uint8 [S, S, 3] (a gray store's gray level in each channel)
     /{partition}/{image_id}/labels               scalar UTF-8 string, coarse labels joined by "|"
     /{partition}/{image_id}/fine_grained_labels  scalar UTF-8 string, joined by "|"
     /{partition}/{image_id}/user_id              scalar UTF-8 string
@@ -24,6 +24,7 @@ import numpy as np
 
 from fedimage._version import __version__
 from fedimage.exports.base import ExportRun
+from fedimage.exports.reading import rgb_pixels
 from fedimage.labels import LABEL_JOIN
 from fedimage.store import schema
 from fedimage.store.writer import write_dataset
@@ -64,7 +65,7 @@ def write_flair_central(run: ExportRun, path: Path) -> None:
                     group = h5py.Group(
                         h5py.h5g.create(partition.id, schema.user_key(image_id).encode("utf-8"))
                     )
-                    write_dataset(group, IMAGE, pixels)
+                    write_dataset(group, IMAGE, rgb_pixels(pixels))  # FLAIR's readers take RGB
                     write_string(group, schema.LABELS, LABEL_JOIN.join(coarse_names[i] for i in labels))
                     write_string(group, schema.FINE_LABELS, LABEL_JOIN.join(fine_names[i] for i in fine))
                     write_string(group, USER_ID, user.user_id)

@@ -11,8 +11,9 @@ image id of the store is an integer written plainly (FLAIR's are), else a string
 not be numbers). The schema carries ``datasets``' ``huggingface`` metadata, so
 ``datasets.Dataset.from_parquet`` and ``load_dataset("parquet", ...)`` see ``image`` as an
 ``Image`` feature (``path`` is null: the bytes are the image), and fedimage's own ``fedimage``
-metadata: the store's taxonomy (``label_relationship``), which ``fedimage convert`` of the export
-takes as its default. Rows are in store order, one row group per :data:`ROW_GROUP_BYTES` of images,
+metadata: the store's taxonomy (``label_relationship``), image side (``image_size``) and colour
+(``color``: ``rgb``, or ``gray`` for 1-component JPEGs), which ``fedimage convert`` of the export
+takes as its defaults. Rows are in store order, one row group per :data:`ROW_GROUP_BYTES` of images,
 so memory stays bounded.
 """
 
@@ -28,7 +29,12 @@ import pyarrow.parquet as pq
 
 from fedimage.exports.base import ExportRun
 from fedimage.exports.reading import read_dataset
-from fedimage.sources.huggingface import FEDIMAGE_PARQUET_METADATA, IMAGE_SIZE_ENTRY, TAXONOMY_ENTRY
+from fedimage.sources.huggingface import (
+    COLOR_ENTRY,
+    FEDIMAGE_PARQUET_METADATA,
+    IMAGE_SIZE_ENTRY,
+    TAXONOMY_ENTRY,
+)
 from fedimage.store import schema as store_schema
 from fedimage.store.reader import FederatedStore
 
@@ -51,7 +57,9 @@ _INTEGER_ID = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 _INT64_RANGE = range(-(2**63), 2**63)
 
 
-def parquet_schema(integer_ids: bool, taxonomy: dict[str, str], image_size: int) -> pa.Schema:
+def parquet_schema(
+    integer_ids: bool, taxonomy: dict[str, str], image_size: int, color: str = "rgb"
+) -> pa.Schema:
     """The export's schema: apple/flair's columns, ``image_id`` int64 or string, and the metadata."""
     id_type, id_dtype = (pa.int64(), "int64") if integer_ids else (pa.string(), "string")
     features = {**HF_FEATURES, "image_id": {"dtype": id_dtype, "_type": "Value"}}
@@ -67,7 +75,8 @@ def parquet_schema(integer_ids: bool, taxonomy: dict[str, str], image_size: int)
         metadata={
             "huggingface": json.dumps({"info": {"features": features}}),
             FEDIMAGE_PARQUET_METADATA: json.dumps(
-                {TAXONOMY_ENTRY: taxonomy, IMAGE_SIZE_ENTRY: image_size}, ensure_ascii=False
+                {TAXONOMY_ENTRY: taxonomy, IMAGE_SIZE_ENTRY: image_size, COLOR_ENTRY: color},
+                ensure_ascii=False,
             ),
         },
     )
@@ -119,7 +128,7 @@ def write_parquet(run: ExportRun, path: Path) -> None:
     """Write ``{split}.parquet`` under ``path`` for every split (see the module's docstring)."""
     store = run.store
     coarse_names, fine_names = store.label_names, store.fine_label_names
-    schema = parquet_schema(_integer_ids(store), store.taxonomy, store.image_size)
+    schema = parquet_schema(_integer_ids(store), store.taxonomy, store.image_size, store.color)
     for split in store.splits:
         rows = _RowBuffer(schema)
         with pq.ParquetWriter(path / f"{split}{SUFFIX}", schema, compression="snappy") as writer:

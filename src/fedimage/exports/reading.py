@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import h5py
 import numpy as np
-import simplejpeg
 
 from fedimage.imaging.jpeg_segments import JpegFormatError, read_jpeg_info
+from fedimage.imaging.standardize import encode_pixels
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore, decode_jpeg
 
@@ -50,18 +50,24 @@ class ExportUser:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def jpegs(self, quality: int) -> Iterator[bytes]:
-        """Each image as an RGB JPEG file: a jpeg store's bytes as stored, raw pixels encoded at ``quality``.
+    def jpegs(self, quality: int, color: str | None = None) -> Iterator[bytes]:
+        """Each image as a JPEG file in the store's colour (RGB, or 1-component gray), or in ``color``:
+        a jpeg store's bytes as stored, raw pixels encoded at ``quality``.
 
-        A stored JPEG that is not 3-component YCbCr (a grayscale one byte-copied by an
-        older fedimage) is decoded and encoded as RGB at ``quality``.
+        A stored JPEG whose components are not the wanted ones (a gray store's for ``color="rgb"``,
+        a grayscale one byte-copied into an RGB store by an older fedimage) is decoded and
+        encoded at ``quality``.
         """
+        color = color or self.store.color
         if self.store.storage == "jpeg":
             for data in self._stored_jpegs():
-                yield data if _is_rgb_jpeg(data) else encode_rgb_jpeg(decode_jpeg(data), quality)
+                if _has_components(data, color):
+                    yield data
+                else:
+                    yield encode_pixels(decode_jpeg(data, color=color), quality)
             return
         for pixels in self.pixels():
-            yield encode_rgb_jpeg(pixels, quality)
+            yield encode_pixels(rgb_pixels(pixels) if color == "rgb" else pixels, quality)
 
     def _stored_jpegs(self) -> Iterator[bytes]:
         """A jpeg store's JPEG files as stored."""
@@ -76,28 +82,28 @@ class ExportUser:
                 yield chunk[offsets[index] - base : offsets[index + 1] - base]
 
     def pixels(self) -> Iterator[np.ndarray]:
-        """Each image decoded, uint8 [S, S, 3]."""
+        """Each image decoded, uint8 [S, S, C] (C: the store's channels, 3 or 1)."""
         if self.store.storage == "raw":
             images = self.group[schema.IMAGES]
             for start in range(0, len(self), CHUNK_IMAGES):
                 yield from images[start : start + CHUNK_IMAGES]
             return
         for data in self._stored_jpegs():
-            yield decode_jpeg(data)
+            yield decode_jpeg(data, color=self.store.color)
 
 
-def encode_rgb_jpeg(pixels: np.ndarray, quality: int) -> bytes:
-    """uint8 RGB pixels as a baseline 4:2:0 JPEG."""
-    return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
+def rgb_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] pixels: gray [..., 1] repeated into three equal channels, RGB as it is."""
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
 
 
-def _is_rgb_jpeg(data: bytes) -> bool:
-    """True for a 3-component JPEG that decoders read as YCbCr (what every reader takes as RGB)."""
+def _has_components(data: bytes, color: str) -> bool:
+    """True for a JPEG that decoders read as ``color``: 3-component YCbCr for RGB, 1 component for gray."""
     try:
         info = read_jpeg_info(data)
     except JpegFormatError:
         return True  # not ours to judge: copied as stored (``fedimage verify`` reports it)
-    return info.components == 3 and info.decodes_as_ycbcr_or_gray
+    return info.components == (1 if color == "gray" else 3) and info.decodes_as_ycbcr_or_gray
 
 
 def read_dataset(group: h5py.Group, name: str) -> np.ndarray:

@@ -4,7 +4,8 @@
 
     DEST/label_to_index.json           {"labels": {label: index}, "fine_grained_labels": {...}}
     DEST/{partition}/{user}.tfrecords  one tf.train.Example per image:
-        image/encoded_jpeg   bytes (a jpeg store's JPEG as stored; raw pixels encoded at --quality)
+        image/encoded_jpeg   bytes (a jpeg store's JPEG as stored; raw pixels encoded at --quality;
+                             RGB always, as ml-flair's reader expects: a gray store is re-encoded)
         labels               int64 list of coarse label indices
         fine_grained_labels  int64 list of fine label indices
     DEST/user_ids.json                 only when some user id is not a portable file name:
@@ -52,7 +53,9 @@ def write_tfrecords(run: ExportRun, path: Path) -> None:
         for user in run.users(split):
             stem = names.assign(user.user_id, user_file_stem(user.user_id))
             with TFRecordWriter(path / split / f"{stem}{SUFFIX}") as writer:
-                rows = zip(user.jpegs(run.options.quality), user.labels, user.fine_labels, strict=True)
+                rows = zip(
+                    user.jpegs(run.options.quality, color="rgb"), user.labels, user.fine_labels, strict=True
+                )
                 for jpeg, labels, fine in rows:
                     writer.write(
                         serialize_example(

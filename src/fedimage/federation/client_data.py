@@ -38,7 +38,8 @@ class ClientData:
     source: Any  # an object with ``arrays(split, client, labels, limit)``
 
     def arrays(self, labels: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images ``[N, S, S, 3]`` and targets ``[N, L]``: the first ``limit`` in store order."""
+        """uint8 images ``[N, S, S, C]`` (C = 3, or 1 for a gray store) and targets ``[N, L]``: the
+        first ``limit`` in store order."""
         return self.source.arrays(self.split, self.client, labels, limit)
 
 

@@ -1,4 +1,4 @@
-"""Standardize one image file: decode, orient, flatten, convert to RGB, resize, encode.
+"""Standardize one image file: decode, orient, flatten, convert to RGB (or gray), resize, encode.
 
 This is the per-image work of a conversion and runs inside worker processes,
 so it takes plain values and returns bytes (never decoded arrays: sending
@@ -31,6 +31,10 @@ from fedimage.imaging.jpeg_segments import JpegFormatError, JpegInfo, read_jpeg_
 
 RESIZE_MODES = ("crop", "pad", "stretch")
 STORAGE_MODES = ("jpeg", "raw")
+#: ``rgb``: 3 channels (FLAIR's); ``gray``: 1 channel (a third of the bytes for grayscale collections).
+COLOR_MODES = ("rgb", "gray")
+#: ``size="native"``: the side of the source's most common image size (see :mod:`fedimage.imaging.probe`).
+NATIVE_SIZE = "native"
 WHITE = (255, 255, 255)
 PAD_COLOR = (0, 0, 0)
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
@@ -53,33 +57,62 @@ class ImageRejected(Exception):
 class ImageOptions:
     """How every image is standardized.
 
-    ``size``: side of the square output; ``resize``: ``crop`` (shorter side to
-    size, then center crop), ``pad`` (longer side to size, centered on black) or
-    ``stretch``; ``storage``: ``jpeg`` (encoded at ``quality``) or ``raw`` (uint8
-    pixels); ``max_pixels``: larger images are rejected as decompression bombs.
+    ``size``: side of the square output, or ``"native"``: the source's own (resolved by the
+    conversion before any image is written, see :func:`fedimage.imaging.probe.native_size`);
+    ``resize``: ``crop`` (shorter side to size, then center crop), ``pad`` (longer side to
+    size, centered on black) or ``stretch``; ``storage``: ``jpeg`` (encoded at ``quality``)
+    or ``raw`` (uint8 pixels); ``color``: ``rgb`` (3 channels, FLAIR's) or ``gray`` (1
+    channel: luma, a third of the pixels); ``max_pixels``: larger images are rejected as
+    decompression bombs.
+
+        ImageOptions(size=28, color="gray", storage="raw")
     """
 
-    size: int = 256
+    size: int | str = 256
     resize: str = "crop"
     storage: str = "jpeg"
     quality: int = 90
     max_pixels: int = DEFAULT_MAX_PIXELS
+    color: str = "rgb"
 
     def __post_init__(self) -> None:
-        if not 8 <= self.size <= 4096:
-            raise OptionError(f"`size` must be between 8 and 4096 pixels, got {self.size}")
+        if self.size != NATIVE_SIZE and not (isinstance(self.size, int) and 8 <= self.size <= 4096):
+            raise OptionError(f"`size` must be between 8 and 4096 pixels or 'native', got {self.size!r}")
         if self.resize not in RESIZE_MODES:
             raise OptionError(f"`resize` must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         if self.storage not in STORAGE_MODES:
             raise OptionError(f"`storage` must be one of {', '.join(STORAGE_MODES)}, got {self.storage!r}")
         if not 1 <= self.quality <= 100:
             raise OptionError(f"`quality` must be between 1 and 100, got {self.quality}")
-        if self.max_pixels < self.size * self.size:
+        if self.color not in COLOR_MODES:
+            raise OptionError(f"`color` must be one of {', '.join(COLOR_MODES)}, got {self.color!r}")
+        if isinstance(self.size, int) and self.max_pixels < self.size * self.size:
             raise OptionError(f"`max_pixels` must be at least size*size, got {self.max_pixels}")
+
+    @property
+    def side(self) -> int:
+        """The output side in pixels (a ``native`` size must have been resolved first)."""
+        if not isinstance(self.size, int):
+            raise OptionError("`size='native'` must be resolved against the source before standardizing")
+        return self.size
+
+    @property
+    def channels(self) -> int:
+        """Channels of a stored image: 3 (rgb) or 1 (gray)."""
+        return 1 if self.color == "gray" else 3
+
+    @property
+    def pillow_mode(self) -> str:
+        return "L" if self.color == "gray" else "RGB"
+
+    @property
+    def decode_colorspace(self) -> str:
+        """simplejpeg's name of the stored colour space."""
+        return "GRAY" if self.color == "gray" else "RGB"
 
 
 def standardize_file(path: str, options: ImageOptions) -> bytes:
-    """Read ``path`` and return the stored form: JPEG bytes or raw RGB pixel bytes.
+    """Read ``path`` and return the stored form: JPEG bytes or raw pixel bytes (RGB or gray).
 
     Raises :class:`ImageRejected` with a human-readable reason for any bad input.
     """
@@ -113,8 +146,16 @@ def standardize_bytes(data: bytes, options: ImageOptions) -> bytes:
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
-    """Encode an RGB image as a baseline 4:2:0 JPEG with no metadata (simplejpeg)."""
+    """Encode an RGB image as a baseline 4:2:0 JPEG (an ``L`` image as a 1-component one), no metadata."""
     pixels = np.asarray(image)
+    return encode_pixels(pixels, quality)
+
+
+def encode_pixels(pixels: np.ndarray, quality: int) -> bytes:
+    """uint8 pixels as a baseline JPEG: [H, W, 3] RGB (4:2:0), [H, W, 1] or [H, W] gray (1 component)."""
+    if pixels.ndim == 2 or pixels.shape[-1] == 1:
+        gray = pixels.reshape(pixels.shape[0], pixels.shape[1], 1)
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(gray), quality=quality, colorspace="GRAY")
     return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")
 
 
@@ -132,13 +173,13 @@ def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> 
     """The stored form of a JPEG that needs no pixel change (FLAIR's own images), else None.
 
     jpeg storage copies a baseline 3-component (YCbCr) stream without its metadata
-    (lossless); raw storage decodes it directly. Either way libjpeg-turbo decodes the
-    whole entropy-coded stream (at 1/8 scale when only validating) and rejects a
-    truncated or corrupt one. Anything else (other size, EXIF rotation, CMYK,
-    RGB-coded, and for jpeg storage grayscale, which must be stored as RGB) takes the
-    general path.
+    (lossless), as does gray storage with a baseline 1-component stream; raw storage decodes
+    it directly. Either way libjpeg-turbo decodes the whole entropy-coded stream (at 1/8
+    scale when only validating) and rejects a truncated or corrupt one. Anything else
+    (other size, EXIF rotation, CMYK, RGB-coded, and a stream whose components are not the
+    store's: gray into an RGB store, colour into a gray one) takes the general path.
     """
-    size = options.size
+    size = options.side
     if not (
         info.width == size
         and info.height == size
@@ -149,8 +190,8 @@ def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> 
         return None
     try:
         if options.storage == "raw":
-            return simplejpeg.decode_jpeg(data, colorspace="RGB").tobytes()
-        if not (info.is_baseline and info.components == 3):  # a store's JPEGs are RGB (YCbCr)
+            return simplejpeg.decode_jpeg(data, colorspace=options.decode_colorspace).tobytes()
+        if not (info.is_baseline and info.components == options.channels):  # YCbCr (rgb) or gray
             return None
         stripped = strip_metadata(data)
         simplejpeg.decode_jpeg(stripped, colorspace="GRAY", min_height=1, min_width=1, min_factor=8)
@@ -199,12 +240,18 @@ def _decode_jpeg(data: bytes, info: JpegInfo, options: ImageOptions) -> Image.Im
     factor = _draft_factor((width, height), options)
     shape = (-(-height // factor), -(-width // factor))
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=shape[0], min_width=shape[1])
+        pixels = simplejpeg.decode_jpeg(
+            data, colorspace=options.decode_colorspace, min_height=shape[0], min_width=shape[1]
+        )
     except ValueError as error:
         raise _jpeg_rejection(error) from None
     if pixels.shape[:2] != shape:
         return None
-    image = _resize(Image.fromarray(pixels, "RGB"), options)
+    if options.color == "gray":
+        image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]), "L")
+    else:
+        image = Image.fromarray(pixels, "RGB")
+    image = _resize(image, options)
     transpose = EXIF_TRANSPOSE.get(info.exif_orientation or 1)
     return image if transpose is None else image.transpose(transpose)
 
@@ -266,7 +313,7 @@ def _decode(data: bytes, options: ImageOptions) -> Image.Image:
         _check_jpeg_stream(data, image.mode)
         image.draft(None, _draft_request(image.size, options))
     _load(image)  # animated formats open at their first frame
-    image = _resize(to_rgb(image), options)
+    image = _resize(to_gray(image) if options.color == "gray" else to_rgb(image), options)
     # Crop, pad and stretch to a square commute with the EXIF flips and rotations,
     # so orienting the small result is exact and cheaper than orienting the input.
     transpose = EXIF_TRANSPOSE.get(orientation)
@@ -284,9 +331,9 @@ def _draft_request(size: tuple[int, int], options: ImageOptions) -> tuple[int, i
     """The smallest decode size that still leaves enough pixels for the resize."""
     width, height = size
     if options.resize == "stretch":
-        return options.size, options.size
+        return options.side, options.side
     side = min(width, height) if options.resize == "crop" else max(width, height)
-    scale = options.size / side
+    scale = options.side / side
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
@@ -307,6 +354,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def to_gray(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit gray (``L``), flattening transparency on white."""
+    if image.mode == "L":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image), image.mode), mode="L")
+    return to_rgb(image).convert("L")
+
+
 def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
     """Scale 16/32-bit integer or float gray levels into 0..255."""
     if mode == "F":
@@ -317,7 +373,7 @@ def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _resize(image: Image.Image, options: ImageOptions) -> Image.Image:
-    size = options.size
+    size = options.side
     width, height = image.size
     if options.resize == "stretch":
         return image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -332,6 +388,6 @@ def _resize(image: Image.Image, options: ImageOptions) -> Image.Image:
     scale = size / max(width, height)
     inner = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = image.resize(inner, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    canvas = Image.new("RGB", (size, size), PAD_COLOR)
+    canvas = Image.new(image.mode, (size, size), PAD_COLOR if image.mode == "RGB" else 0)
     canvas.paste(resized, ((size - inner[0]) // 2, (size - inner[1]) // 2))
     return canvas

@@ -42,7 +42,7 @@ class StorePartitioner(PerProcessStore):
     """One Flower partition per user of a store split, in the interface of ``flwr_datasets``' partitioners.
 
     ``num_partitions`` and ``load_partition(i)`` as Flower Datasets has them; a partition is
-    a ``TensorDataset`` of ``(uint8 image [S, S, 3], float32 multi-hot target [L])``: the
+    a ``TensorDataset`` of ``(uint8 image [S, S, C] (C: 3, or 1 gray), float32 multi-hot target [L])``: the
     user's first ``max_images_per_user`` images in store order (pfl-research's FLAIR rule).
     ``store`` is an open :class:`FederatedStore` (left open; the caller owns it) or a path.
     """
@@ -106,7 +106,8 @@ class StorePartitioner(PerProcessStore):
             ) from None
 
     def load_arrays(self, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images ``[N, S, S, 3]`` and float32 targets ``[N, L]`` of a partition (capped)."""
+        """uint8 images ``[N, S, S, C]`` (C = 3, or 1 for a gray store) and float32 targets ``[N, L]``
+        of a partition (capped)."""
         data = self._store_if_needed().load_user(self.split, self.user_id(partition_id))
         keep = slice(0, self.max_images_per_user)
         targets = getattr(data, LabelLevel.parse(self.labels).targets_field)
@@ -154,7 +155,8 @@ def load_central(
 ) -> Any:
     """A ``DataLoader`` over every image of a split in store order (the central val/test set).
 
-    Items are uint8 ``[S, S, 3]`` images (what fedimage's models take) and float32 targets;
+    Items are uint8 ``[S, S, C]`` images (C: 3, or 1 for a gray store; what fedimage's models take)
+    and float32 targets;
     built on :class:`fedimage.loaders.torch_datasets.SplitDataset`, which opens the store once per process.
     """
     from fedimage.loaders.torch_datasets import SplitDataset

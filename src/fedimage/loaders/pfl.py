@@ -59,7 +59,7 @@ class CohortSampler:
 class StoreFederatedDataset(_pfl_data.FederatedDataset):
     """The users of one store split as a pfl ``FederatedDataset``.
 
-    Each sampled user becomes a pfl ``Dataset`` of ``(uint8 images [N, S, S, 3], float32
+    Each sampled user becomes a pfl ``Dataset`` of ``(uint8 images [N, S, S, C] (C: 3, or 1 gray), float32
     multi-hot targets [N, L])`` torch tensors: the first ``max_images_per_user`` images in
     store order (pfl-research's FLAIR rule), shuffled once per draw by a seeded generator.
     Augmentation happens in the model (:class:`~fedimage.training.transforms.ImageTransform`),

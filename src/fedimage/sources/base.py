@@ -44,6 +44,11 @@ class Source(ABC):
         return None
 
     @property
+    def stated_color(self) -> str | None:
+        """The images' colour (``rgb`` or ``gray``) when the source states it (a fedimage export does)."""
+        return None
+
+    @property
     def split_column(self) -> str | None:
         """The column (or field) that gives rows their split, when the source has one."""
         return None

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,8 @@ FEDIMAGE_PARQUET_METADATA = b"fedimage"
 TAXONOMY_ENTRY = "label_relationship"
 #: ... and under ``image_size`` the side of its images, which becomes the source's stated size.
 IMAGE_SIZE_ENTRY = "image_size"
+#: ... and under ``color`` its images' colour (``rgb`` or ``gray``), which becomes the source's stated colour.
+COLOR_ENTRY = "color"
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 PARQUET_BUFFER_BYTES = 1 << 20
 METADATA_BATCH_ROWS = 1 << 12  # bounds the transient Arrow and numpy arrays of label cleaning
@@ -133,13 +135,27 @@ class HuggingFaceSource(Source):
     @property
     def stated_image_size(self) -> int | None:
         """The image side that a fedimage ``parquet`` export states in its schema metadata."""
-        sizes = set()
+        sizes = self._stated(IMAGE_SIZE_ENTRY)
+        return sizes.pop() if len(sizes) == 1 else None
+
+    @property
+    def stated_color(self) -> str | None:
+        """The image colour (``rgb`` or ``gray``) that a fedimage ``parquet`` export states."""
+        colors = self._stated(COLOR_ENTRY)
+        return colors.pop() if len(colors) == 1 else None
+
+    def _stated(self, entry: str) -> set[Any]:
+        """The valid values of one entry of the fedimage metadata of the Parquet files."""
+        values = set()
         for _, raw in self._fedimage_entries:
             with contextlib.suppress(ValueError, AttributeError, TypeError):
-                size = json.loads(raw).get(IMAGE_SIZE_ENTRY)
-                if isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096:
-                    sizes.add(size)
-        return sizes.pop() if len(sizes) == 1 else None
+                value = json.loads(raw).get(entry)
+                if entry == IMAGE_SIZE_ENTRY and isinstance(value, int) and not isinstance(value, bool):
+                    if 8 <= value <= 4096:
+                        values.add(value)
+                elif entry == COLOR_ENTRY and value in ("rgb", "gray"):
+                    values.add(value)
+        return values
 
     @property
     def split_column(self) -> str | None:

@@ -41,7 +41,7 @@ class UserData:
 
     split: str
     user_id: str
-    images: np.ndarray  # uint8 [N, S, S, 3]
+    images: np.ndarray  # uint8 [N, S, S, C]: C = 3 (rgb) or 1 (gray store)
     labels: np.ndarray  # float32 [N, num coarse labels]
     fine_labels: np.ndarray  # float32 [N, num fine labels]
     image_ids: list[str]
@@ -50,17 +50,24 @@ class UserData:
         return len(self.image_ids)
 
 
-def decode_jpeg(data: bytes | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one stored JPEG into uint8 RGB [H, W, 3] (into ``out`` when given).
+def decode_jpeg(
+    data: bytes | memoryview | np.ndarray, out: np.ndarray | None = None, color: str = "rgb"
+) -> np.ndarray:
+    """Decode one stored JPEG into uint8 [H, W, 3] RGB, or [H, W, 1] for ``color="gray"``
+    (into ``out`` when given).
 
     libjpeg-turbo through simplejpeg (pixel-identical to Pillow's decoder, about
     1.8x faster); Pillow for anything simplejpeg declines.
     """
+    gray = color == "gray"
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+        return simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB", buffer=out)
     except ValueError:
         image = Image.open(io.BytesIO(bytes(data)))
-        array = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        mode = "L" if gray else "RGB"
+        array = np.asarray(image if image.mode == mode else image.convert(mode))
+        if gray:
+            array = array[:, :, None]
         if out is None:
             return array
         out[...] = array
@@ -132,6 +139,10 @@ class FederatedStore:
                 raise
         self.storage: str = self.manifest["storage"]
         self.image_size: int = self.manifest["image_size"]
+        #: ``rgb`` (images [S, S, 3]) or ``gray`` (images [S, S, 1]); stores before gray mode are rgb.
+        self.color: str = self.manifest.get("color", "rgb")
+        #: Channels of each decoded image: 3 or 1.
+        self.channels: int = 1 if self.color == "gray" else 3
         #: The datasets of a user's images: (``images``, None) for raw pixels, (``jpeg``,
         #: ``jpeg_offsets``) for JPEG bytes (format version 1: ``images``, ``image_offsets``).
         self.image_datasets: tuple[str, str | None] = schema.image_datasets(self.storage, version)
@@ -190,7 +201,8 @@ class FederatedStore:
     def __repr__(self) -> str:
         state = "open" if self.h5.id.valid else "closed"
         counts = ", ".join(f"{split}: {len(users)} users" for split, users in self._users.items())
-        storage = f"{self.storage}, encrypted" if self.encrypted else self.storage
+        storage = self.storage if self.color == "rgb" else f"{self.storage}, {self.color}"
+        storage = f"{storage}, encrypted" if self.encrypted else storage
         return f'<fedimage store "{self.path}" ({storage}, {counts}) ({state})>'
 
     # -- structure ----------------------------------------------------------------------------
@@ -326,7 +338,7 @@ class FederatedStore:
             return np.array(images[index])  # a copy: decrypted arrays are read-only views
         offsets = group[offsets_name]
         start, end = offsets[index], offsets[index + 1]
-        return decode_jpeg(images[start:end])
+        return decode_jpeg(images[start:end], color=self.color)
 
     def encoded_images(self, split: str, user_id: str) -> list[bytes]:
         """A jpeg store's stored JPEG files of one user, undecoded."""
@@ -344,12 +356,12 @@ class FederatedStore:
             images = group[images_name][()]
             return images if images.flags.writeable else images.copy()
         size = self.image_size
-        out = np.empty((count, size, size, 3), dtype=np.uint8)
+        out = np.empty((count, size, size, self.channels), dtype=np.uint8)
         blob = group[images_name][()]
         offsets = group[offsets_name][()]
         view = memoryview(blob)
         for index in range(count):
-            decode_jpeg(view[offsets[index] : offsets[index + 1]], out[index])
+            decode_jpeg(view[offsets[index] : offsets[index + 1]], out[index], self.color)
         return out
 
 

@@ -3,7 +3,8 @@
 Per user, ``/{split}/{user}/`` holds what both FLAIR loaders read:
 
 =========================== ======================================================
-``images``                  raw only: uint8 [N, S, S, 3], exactly FLAIR's pixels
+``images``                  raw only: uint8 [N, S, S, 3], exactly FLAIR's pixels (a gray
+                            store: [N, S, S, 1])
 ``jpeg``                    jpeg only: uint8 [total bytes], all JPEGs of the user
                             concatenated (see ``jpeg_offsets``)
 ``jpeg_offsets``            jpeg only: int64 [N + 1], image i is bytes [o[i], o[i+1])
@@ -21,7 +22,9 @@ version 1 kept a jpeg store's bytes in ``images`` and its offsets in ``image_off
 
 ``/metadata`` holds JSON strings: ``label_mapping``, ``fine_grained_label_mapping``,
 ``label_counter``, ``fine_grained_label_counter``, ``label_relationship`` (the
-fine -> coarse taxonomy) and ``manifest`` (format, options, counts, checksums).
+fine -> coarse taxonomy) and ``manifest`` (format, options, counts, checksums, and ``color``:
+``rgb``, or ``gray`` for a store of one-channel images, 1-component JPEGs in a jpeg store;
+a manifest without it is ``rgb``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ READABLE_FORMAT_VERSIONS = (1, 2)
 METADATA = "metadata"
 #: The ``/metadata`` entry of a conversion's shard file: its users, key and rejects (JSON).
 SHARD_INFO = "shard"
-#: A raw store's pixels, uint8 [N, S, S, 3] (FLAIR's name and meaning).
+#: A raw store's pixels, uint8 [N, S, S, 3] (FLAIR's name and meaning); [N, S, S, 1] in a gray store.
 IMAGES = "images"
 #: A jpeg store's JPEG files, concatenated, and where each starts.
 JPEG_BYTES = "jpeg"

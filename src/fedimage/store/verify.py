@@ -97,12 +97,12 @@ def _check_group(
             problems.append(f"{name} has shape {group[name].shape}, expected ({count},)")
     images_name, offsets_name = store.image_datasets
     images = group[images_name]
-    size = store.image_size
+    size, channels = store.image_size, store.channels
     if offsets_name is None:
-        if images.shape != (count, size, size, 3) or images.dtype != np.uint8:
+        if images.shape != (count, size, size, channels) or images.dtype != np.uint8:
             problems.append(
                 f"{images_name} has shape {images.shape} {images.dtype}, "
-                f"expected ({count}, {size}, {size}, 3) uint8"
+                f"expected ({count}, {size}, {size}, {channels}) uint8"
             )
     else:
         offsets = group[offsets_name][()]
@@ -132,14 +132,14 @@ def _decode_all(store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarr
         return []
     blob = group[images_name][()]
     offsets = group[offsets_name][()]
-    size = store.image_size
+    expected = (store.image_size, store.image_size, store.channels)
     for index in range(count):
         try:
-            pixels = decode_jpeg(blob[offsets[index] : offsets[index + 1]].tobytes())
+            pixels = decode_jpeg(blob[offsets[index] : offsets[index + 1]].tobytes(), color=store.color)
         except Exception as error:
             return [f"image {index} does not decode: {error}"]
-        if pixels.shape != (size, size, 3):
-            return [f"image {index} decodes to {pixels.shape}, expected ({size}, {size}, 3)"]
+        if pixels.shape != expected:
+            return [f"image {index} decodes to {pixels.shape}, expected {expected}"]
     return []
 
 

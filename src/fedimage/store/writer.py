@@ -119,11 +119,14 @@ class StoreWriter:
         spill_bytes: int | None = None,
         cipher: Sealing | None = None,
         seal_metadata: bool = True,
+        color: str = "rgb",
     ):
         self.path = Path(path)
         check_output(self.path, overwrite)
         self.storage = storage
         self.image_size = image_size
+        #: Channels of a raw store's pixels: 3 (``rgb``) or 1 (``gray``).
+        self.channels = 1 if color == "gray" else 3
         #: Where a user's images (and a jpeg store's offsets) go: ``images``, or ``jpeg`` + ``jpeg_offsets``.
         self.images_name, self.offsets_name = schema.image_datasets(storage, schema.FORMAT_VERSION)
         self.coarse_mapping = {label: index for index, label in enumerate(coarse_labels)}
@@ -251,7 +254,7 @@ class UserGroupWriter:
         self._buffered_images = 0
         if self.store.storage == "raw":
             size = self.store.image_size
-            return flat.reshape(count, size, size, 3)
+            return flat.reshape(count, size, size, self.store.channels)
         return flat
 
     def _ensure_group(self) -> h5py.Group:

@@ -3,7 +3,8 @@
 FLAIR's pipeline generalized to any crop size N: images are resized to ``resize_to(N)``
 (= round(N * 8 / 7), so 256 for FLAIR's 224 and no resize for a 256-pixel store), then
 randomly cropped and horizontally flipped for training or center-cropped for evaluation,
-and normalized with ImageNet's channel statistics.
+and normalized with ImageNet's channel statistics. A gray store's one channel is repeated
+into three (what an RGB store of the same images holds), so every model takes either store.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def resize_to(crop: int) -> int:
 
 
 class ImageTransform(torch.nn.Module):
-    """uint8 [B, H, W, 3] -> float32 [B, 3, N, N]: random crop + flip when training, center crop in eval."""
+    """uint8 [B, H, W, 3] (or [B, H, W, 1], gray) -> float32 [B, 3, N, N]: random crop + flip when
+    training, center crop in eval."""
 
     def __init__(
         self, crop: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
@@ -35,13 +37,15 @@ class ImageTransform(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 images [B, H, W, 3], got shape {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"expected uint8 images [B, H, W, 3] or [B, H, W, 1], got {tuple(images.shape)}")
         x = images.permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(
                 x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
             )
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
         if self.training:
             return self._random_crop_flip(x)
