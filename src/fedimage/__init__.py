@@ -70,9 +70,9 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "SecAggOptions": ("fedimage.training.options", "SecAggOptions"),
     "make_kits": ("fedimage.federation.kits", "make_kits"),
     "serve": ("fedimage.federation.serve", "serve"),
-    "ServeOptions": ("fedimage.federation.serve", "ServeOptions"),
+    "ServeOptions": ("fedimage.federation.options", "ServeOptions"),
     "run_client": ("fedimage.federation.node", "run_client"),
-    "ClientOptions": ("fedimage.federation.node", "ClientOptions"),
+    "ClientOptions": ("fedimage.federation.options", "ClientOptions"),
 }
 
 if TYPE_CHECKING:  # what static tools see; at run time these come from ``__getattr__``

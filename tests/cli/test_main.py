@@ -162,3 +162,48 @@ class TestSplitColumn:
         assert "--split applies" not in capsys.readouterr().err
         with fedimage.open(output) as store:
             assert store.splits == ["train"]  # FLAIR's own partition field is ignored
+
+
+#: What a core install (`pip install fedimage`, `make demo`) does not have: every extra's packages.
+EXTRA_PACKAGES = (
+    "torch", "flwr", "flwr_datasets", "ray", "pfl", "cryptography", "matplotlib", "dp_accounting",
+    "datasets", "huggingface_hub", "tfrecord", "google_crc32c", "google.protobuf", "mkdocs",
+)  # fmt: skip
+CORE_ONLY = f"""
+import importlib.abc, sys
+
+class ExtrasAbsent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == blocked or name.startswith(blocked + ".") for blocked in {EXTRA_PACKAGES!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (a core install)")
+        return None
+
+sys.meta_path.insert(0, ExtrasAbsent())
+from fedimage.cli import main
+"""
+
+
+def test_a_core_install_runs_the_demo_and_every_commands_help(tmp_path: Path):
+    """`make demo` installs no extra: the parser of every command (serve and client included) must build
+    without Flower, PyTorch or cryptography (a fresh machine's `make demo` once failed on flwr)."""
+    script = CORE_ONLY + (
+        "import contextlib, io\n"
+        "for command in ('convert', 'inspect', 'verify', 'export', 'report', 'train', 'kits', 'serve',"
+        " 'client', 'keygen', 'demo', 'example'):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([command, '--help'])\n"
+        f"sys.exit(main(['demo', '-o', {str(tmp_path / 'sample.h5')!r}, '--quiet', '--workers', '1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "written" in result.stdout and (tmp_path / "sample.h5").is_file()
+
+
+def test_a_core_install_names_the_extra_a_command_needs(tmp_path: Path):
+    script = (
+        CORE_ONLY
+        + f"sys.exit(main(['train', {str(tmp_path / 'none.h5')!r}, '-o', {str(tmp_path / 'run')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``client`` options: the kit, and an optional server address override."""
-    from fedimage.federation.node import ClientOptions
+    from fedimage.federation.options import ClientOptions
 
     defaults = ClientOptions()
     parser.add_argument(

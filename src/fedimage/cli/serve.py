@@ -19,7 +19,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``serve`` options: the kit, where to listen, round bounds, and ``train``'s training options."""
-    from fedimage.federation.serve import ServeOptions
+    from fedimage.federation.options import ServeOptions
 
     defaults = ServeOptions()
     parser.add_argument("server_kit", type=Path, metavar="KIT", help="the kits' server folder")

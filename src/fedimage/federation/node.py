@@ -17,12 +17,12 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from fedimage.errors import FedimageError, OptionError
+from fedimage.errors import FedimageError
 from fedimage.federation import protocol
-from fedimage.federation.kits import NodeConfig, parse_server, read_node_config, toml_string
+from fedimage.federation.kits import NodeConfig, read_node_config, toml_string
+from fedimage.federation.options import ClientOptions
 from fedimage.federation.processes import (
     ProcessGroup,
     flower_environment,
@@ -62,34 +62,6 @@ _CAUSES = (
     ("failed to connect", "no server answers at the address (not started yet, stopped, or a firewall)"),
     ("Name or service not known", "the server's host name does not resolve"),
 )
-
-
-@dataclass(frozen=True)
-class ClientOptions:
-    """How ``run_client`` connects.
-
-    ``server``: ``host:port`` overriding the kit's. ``max_wait``: seconds the SuperNode keeps
-    trying to reach the server (at start and after a connection loss) before giving up.
-    ``max_retries``: reconnection attempts within that time.
-    """
-
-    server: str | None = None
-    max_wait: float = 300.0
-    max_retries: int = 100
-    #: No TLS and no node key, to a loopback server only: for tests on one machine.
-    insecure: bool = False
-
-    def __post_init__(self) -> None:
-        if self.server is not None:
-            parse_server(self.server, "server")
-        if self.insecure and (
-            self.server is None or not self.server.startswith(("127.0.0.1:", "[::1]:", "localhost:"))
-        ):
-            raise OptionError("`insecure` (no TLS, no node key) needs a loopback `server` address")
-        if not self.max_wait > 0:
-            raise OptionError(f"`max_wait` must be > 0 seconds, got {self.max_wait}")
-        if self.max_retries < 1:
-            raise OptionError(f"`max_retries` must be >= 1, got {self.max_retries}")
 
 
 def run_client(

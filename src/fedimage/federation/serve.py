@@ -25,12 +25,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedimage.errors import FedimageError, OptionError
 from fedimage.federation.kits import ServerSettings, parse_server, read_server_settings, toml_string
+from fedimage.federation.options import ServeOptions
 from fedimage.federation.processes import (
     FlowerProcessError,
     ProcessGroup,
@@ -47,40 +47,6 @@ _LOCAL_HOSTS = {"0.0.0.0", "::", "127.0.0.1", "localhost", "::1"}
 
 class FederationFailed(FedimageError):
     """A federation did not finish; the message says why in one line."""
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """How ``serve`` runs the server.
-
-    ``address``: where the SuperLink listens (``host:port``; ``0.0.0.0`` for every interface).
-    ``min_clients``: a round proceeds with at least this many replies (default: half the cohort,
-    rounded up). ``round_timeout``: seconds a round's exchange waits for clients.
-    ``connect_timeout``: seconds to wait for ``min_clients`` train clients at the start.
-    ``run_timeout``: seconds the whole run may take (default: from the rounds and timeouts).
-    """
-
-    address: str = "0.0.0.0:9092"
-    min_clients: int | None = None
-    round_timeout: float = 600.0
-    connect_timeout: float = 600.0
-    run_timeout: float | None = None
-    overwrite: bool = False
-    #: No TLS and no node authentication, on a loopback address only: for tests on one machine.
-    insecure: bool = False
-
-    def __post_init__(self) -> None:
-        host, _ = parse_server(self.address, "address")
-        if self.insecure and host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
-            raise OptionError(
-                f"`insecure` (no TLS, no node authentication) is for one machine: `address` must be a "
-                f"loopback address, got {self.address}"
-            )
-        if self.min_clients is not None and self.min_clients < 1:
-            raise OptionError(f"`min_clients` must be >= 1, got {self.min_clients}")
-        for name in ("round_timeout", "connect_timeout"):
-            if not getattr(self, name) > 0:
-                raise OptionError(f"`{name}` must be > 0 seconds, got {getattr(self, name)}")
 
 
 def serve(
