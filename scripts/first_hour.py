@@ -87,12 +87,19 @@ def result_of(words: list[str], checkout: Path, log: Path) -> str:
     return (wrote or lines or [""])[-1][:140]
 
 
+def short_form(command: DocCommand, width: int = 80) -> str:
+    """The command as a table shows it: whole when short, else up to its output (``-o X``) and ``...``."""
+    words = command.text.split()
+    if len(command.text) <= width or "-o" not in words:
+        return command.text
+    return " ".join(words[: words.index("-o") + 2]) + " ..."
+
+
 def table(results: list[StepResult]) -> str:
     rows = ["| step | wall time | result |", "|---|---|---|"]
     for result in results:
-        step = result.command.text if len(result.command.text) <= 70 else result.command.text[:67] + "..."
         shown = f"{result.seconds:.0f} s" if result.status == "ok" else result.status
-        rows.append(f"| `{step}` | {shown} | {result.result.replace('|', '/')} |")
+        rows.append(f"| `{short_form(result.command)}` | {shown} | {result.result.replace('|', '/')} |")
     total = sum(result.seconds for result in results)
     rows.append(f"| **total** | **{total / 60:.1f} min** | |")
     return "\n".join(rows)

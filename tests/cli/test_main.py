@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -207,3 +208,22 @@ def test_a_core_install_names_the_extra_a_command_needs(tmp_path: Path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_option_with_a_default_shows_it_in_help(monkeypatch):
+    """`train --rounds` defaults to 5,000: every command's --help says so for every such option."""
+    monkeypatch.setenv("COLUMNS", "400")  # no wrapping inside "(default: ...)"
+    from fedimage.cli import build_parser
+
+    _, parsers = build_parser()
+    missing = []
+    for name, parser in parsers.items():
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:  # argparse offers no public list of a parser's options
+            quiet = action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+            if not quiet and f"(default: {action.default})" not in text:
+                missing.append(f"{name} {max(action.option_strings, key=len)}")
+    assert missing == []
+    assert "--rounds ROUNDS rounds (epochs with --central) (default: 5000)" in " ".join(
+        parsers["train"].format_help().split()
+    )

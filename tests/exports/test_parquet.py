@@ -146,7 +146,10 @@ def test_flower_natural_id_partitioner_gives_one_partition_per_user(
         for index in range(partitioner.num_partitions):
             partition = partitioner.load_partition(index)
             (user_id,) = set(partition["user_id"])
-            assert partition["image_id"] == store.load_user("train", user_id).image_ids
+            # image ids are int64 in the export (FLAIR's are integers, as in apple/flair)
+            assert [str(image_id) for image_id in partition["image_id"]] == store.load_user(
+                "train", user_id
+            ).image_ids
             decoded = np.stack([np.asarray(image) for image in partition["image"]])
             np.testing.assert_array_equal(decoded, store.load_user("train", user_id).images)
 
