@@ -4,7 +4,9 @@ Pure numpy: every scheme maps images, given in a stable key order (sorted by ima
 to an int64 client index, deterministically for a seed. Schemes (:data:`SCHEMES`):
 ``iid``, ``dirichlet`` (label skew), ``shards`` (McMahan et al.), ``quantity`` (size skew) and
 ``pathological`` (k labels per client); every one guarantees ``min_per_client`` images per
-client, and raises :class:`~fedimage.errors.OptionError` only when that is impossible.
+client, and raises :class:`~fedimage.errors.OptionError` only when that is impossible. By an
+image's metadata (:mod:`~fedimage.partitioning.by_metadata`): one client per value of a column
+(``column_partition``), or a noisy ranking by a numeric column (``continuous_partition``).
 
     from fedimage.partitioning import PartitionOptions, partition, skew_labels
     clients = partition(len(ids), PartitionOptions("dirichlet", num_clients=100, alpha=0.1),
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from fedimage.analysis.repartition import StoreLabels, read_store_labels, regroup_store, repartition_store
 from fedimage.partitioning.api import partition, partition_images
+from fedimage.partitioning.by_metadata import column_partition, continuous_partition
 from fedimage.partitioning.dirichlet import dirichlet_partition
 from fedimage.partitioning.iid import iid_partition
 from fedimage.partitioning.labels import NO_LABEL, SKEW_STRATEGIES, label_pairs, pick_label, skew_labels
@@ -32,6 +35,8 @@ __all__ = [
     "SKEW_STRATEGIES",
     "PartitionOptions",
     "StoreLabels",
+    "column_partition",
+    "continuous_partition",
     "dirichlet_partition",
     "enforce_min_size",
     "group_users",
