@@ -32,6 +32,7 @@ from fedimage._version import __version__
 #: stays cheap: a Flower ClientApp process starts for every message and imports this package.
 _PUBLIC: dict[str, tuple[str, str]] = {
     "heterogeneity_report": ("fedimage.analysis.report", "heterogeneity_report"),
+    "repartition": ("fedimage.analysis.overlay", "repartition"),
     "summarize": ("fedimage.analysis.summary", "summarize"),
     "ConvertOptions": ("fedimage.conversion", "ConvertOptions"),
     "ConvertReport": ("fedimage.conversion", "ConvertReport"),
@@ -60,7 +61,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "FederatedStore": ("fedimage.store.reader", "FederatedStore"),
     "UnknownUserError": ("fedimage.store.reader", "UnknownUserError"),
     "UserData": ("fedimage.store.reader", "UserData"),
-    "open": ("fedimage.store.reader", "open_store"),
+    "open": ("fedimage.store.opening", "open_store"),
     "VerifyReport": ("fedimage.store.verify", "VerifyReport"),
     "verify_store": ("fedimage.store.verify", "verify_store"),
     # training and deployment need extras (train, pfl, flower, privacy)
@@ -76,6 +77,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
 }
 
 if TYPE_CHECKING:  # what static tools see; at run time these come from ``__getattr__``
+    from fedimage.analysis.overlay import repartition
     from fedimage.analysis.report import heterogeneity_report
     from fedimage.analysis.summary import summarize
     from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
@@ -89,8 +91,8 @@ if TYPE_CHECKING:  # what static tools see; at run time these come from ``__geta
     from fedimage.privacy.pseudonyms import generate_key_file as keygen
     from fedimage.sources import ManifestColumns, open_source
     from fedimage.sources.sample import sample_path
+    from fedimage.store.opening import open_store as open
     from fedimage.store.reader import FederatedStore, UnknownUserError, UserData
-    from fedimage.store.reader import open_store as open
     from fedimage.store.verify import VerifyReport, verify_store
 
 
@@ -149,6 +151,7 @@ __all__ = [
     "make_kits",
     "open",
     "open_source",
+    "repartition",
     "run_client",
     "sample_path",
     "serve",

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import fedimage
 from fedimage import ImageOptions, OptionError, convert, open_source
+from fedimage.analysis.repartition import regroup_store, repartition_store
 from fedimage.partitioning import (
     NO_LABEL,
     SCHEMES,
@@ -21,8 +22,6 @@ from fedimage.partitioning import (
     partition,
     partition_images,
     regroup,
-    regroup_store,
-    repartition_store,
     skew_labels,
 )
 from fedimage.partitioning.repair import donations

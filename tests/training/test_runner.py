@@ -231,3 +231,17 @@ def test_a_gray_store_trains_like_an_rgb_one(flair_folder: Path, tmp_path: Path,
     assert run_train(path, out, *(["--central"] if engine == "central" else [])) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"] == engine and finite_numbers(summary["test"])
+
+
+def test_training_on_a_partition_overlay(store_path: Path, tmp_path: Path, capsys):
+    parts = tmp_path / "iid.parquet"
+    flags = ["--partition", "iid", "--num-clients", "7", "--min-per-client", "2", "--split", "0.6,0.2,0.2"]
+    status = main(["repartition", str(store_path), "-o", str(parts), *flags])
+    assert status == 0
+    with fedimage.open(store_path, partition=parts) as overlay:
+        train_clients = len(overlay.users("train"))
+    out = tmp_path / "fl"
+    assert run_train(store_path, out, "--partition-file", str(parts), "--rounds", "1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partition"] == str(parts.resolve()) and summary["cohort_size"] == train_clients
+    assert f"{train_clients} train users" in capsys.readouterr().out

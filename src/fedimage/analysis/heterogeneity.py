@@ -168,6 +168,49 @@ class Heterogeneity:
         return out
 
 
+def hellinger(counts: np.ndarray, reference: np.ndarray) -> float | None:
+    """Hellinger distance between two label histograms (each normalized to sum 1), in [0, 1].
+
+    None when either has no label at all. The same measure as a client's ``hellinger``.
+
+    Example::
+
+        hellinger(np.array([5, 5]), np.array([9, 1]))  # 0.325
+    """
+    counts, reference = (np.asarray(values, dtype=np.float64) for values in (counts, reference))
+    if counts.sum() <= 0 or reference.sum() <= 0:
+        return None
+    overlap = np.sqrt(counts / counts.sum() * reference / reference.sum()).sum()
+    return float(np.sqrt(np.clip(1 - overlap, 0, 1)))
+
+
+def split_balance(images: dict[str, int], label_counts: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """How each split follows the whole: its images, its share of them, and the Hellinger distance of
+    its label histogram from the whole's (all splits summed); what a store's manifest records.
+
+    Parameters:
+        images: images per split (in store order).
+        label_counts: each split's label histogram (images per label, one vocabulary for all).
+
+    Example::
+
+        split_balance({"train": 8, "test": 2}, {"train": np.array([4, 4]), "test": np.array([2, 0])})
+        # {"train": {"images": 8, "image_share": 0.8, "hellinger": 0.071...}, "test": {...}}
+    """
+    total = sum(images.values())
+    histograms = [np.asarray(counts, dtype=np.float64) for counts in label_counts.values()]
+    whole = np.sum(histograms, axis=0) if histograms else np.zeros(0)
+    balance = {}
+    for split, count in images.items():
+        distance = hellinger(label_counts[split], whole) if split in label_counts else None
+        balance[split] = {
+            "images": int(count),
+            "image_share": round(count / total, 6) if total else 0.0,
+            "hellinger": None if distance is None else round(distance, 6),
+        }
+    return balance
+
+
 def describe(values: np.ndarray) -> dict[str, float | int | None]:
     """Mean, std, min, quantiles and max, ignoring NaN; ``count`` is the number of defined values."""
     values = np.asarray(values, dtype=np.float64)

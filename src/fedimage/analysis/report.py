@@ -14,7 +14,7 @@ from fedimage.analysis.heterogeneity import Heterogeneity, heterogeneity_from_st
 from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.labels import LABEL_LEVELS
-from fedimage.store.reader import FederatedStore
+from fedimage.store.opening import open_store
 
 LEVELS = LABEL_LEVELS
 
@@ -47,9 +47,9 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _split_views(path: Path, splits: list[str] | None) -> dict[str, Heterogeneity]:
+def _split_views(path: Path, partition: Path | None, splits: list[str] | None) -> dict[str, Heterogeneity]:
     """The same statistics for each split alone (a client split within itself appears in each)."""
-    with FederatedStore(path) as store:
+    with open_store(path, partition=partition) as store:
         names = [split for split in store.splits if splits is None or split in splits]
         return {split: heterogeneity_from_store(store, [split]) for split in names}
 
@@ -97,6 +97,7 @@ def heterogeneity_report(
     splits: list[str] | None = None,
     level: str = "coarse",
     top_clients: int = 30,
+    partitions: Sequence[str | Path] | None = None,
 ) -> ReportFiles:
     """Write ``stats.json``, PNGs and ``report.html`` for ``stores`` (side by side) into ``output``.
 
@@ -106,6 +107,8 @@ def heterogeneity_report(
         splits: only these splits (default: all).
         level: ``"coarse"`` or ``"fine"`` labels.
         top_clients: clients shown in the label heatmap.
+        partitions: partition overlays (``fedimage repartition``) of the one store given, compared
+            side by side instead of stores (each named after its file).
 
     Example::
 
@@ -122,9 +125,21 @@ def heterogeneity_report(
     from fedimage.analysis.report_html import page, summary_table
 
     paths = [Path(store) for store in stores]
-    names = _unique_names(paths)
-    stats = {name: heterogeneity_from_store(path, splits) for name, path in zip(names, paths, strict=True)}
-    split_views = {name: _split_views(path, splits) for name, path in zip(names, paths, strict=True)}
+    overlays: list[Path | None] = [None] * len(paths)
+    if partitions:
+        if len(paths) != 1:
+            raise OptionError(f"`partitions` are overlays of one store; got {len(paths)} stores")
+        overlays = [Path(partition) for partition in partitions]
+        paths = paths * len(overlays)
+    names = _unique_names([overlay or path for path, overlay in zip(paths, overlays, strict=True)])
+    stats = {}
+    for name, path, overlay in zip(names, paths, overlays, strict=True):
+        with open_store(path, partition=overlay) as opened:
+            stats[name] = heterogeneity_from_store(opened, splits)
+    split_views = {
+        name: _split_views(path, overlay, splits)
+        for name, path, overlay in zip(names, paths, overlays, strict=True)
+    }
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
 

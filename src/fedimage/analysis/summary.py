@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fedimage.analysis.heterogeneity import split_balance
 from fedimage.labels import LabelLevel
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore
@@ -18,6 +19,9 @@ TOP_LABELS = 10
 
 def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None) -> dict[str, Any]:
     """Summary statistics of a store (what ``fedimage inspect`` prints), as plain JSON-able values.
+
+    ``split_balance`` gives, per split, its images, their share and the Hellinger distance of its
+    coarse labels from the whole store's (the manifest's record, or computed for older stores).
 
     Parameters:
         store: a store path, or a :class:`~fedimage.store.reader.FederatedStore` already open.
@@ -38,15 +42,23 @@ def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None
         users = store.users(split)
         counts = np.fromiter(users.values(), dtype=np.int64, count=len(users))
         splits[split] = {"users": len(users), "images": int(counts.sum()), "images_per_user": _stats(counts)}
+    split_labels = {split: np.zeros(len(store.label_mapping), dtype=np.int64) for split in store.splits}
     for level, per_image in ((LabelLevel.COARSE, coarse_per_image), (LabelLevel.FINE, fine_per_image)):
-        per_image.extend(
-            np.bincount(user.rows, minlength=user.count) for user in store.iter_user_labels(level)
-        )
+        for user in store.iter_user_labels(level):
+            per_image.append(np.bincount(user.rows, minlength=user.count))
+            if level is LabelLevel.COARSE:
+                np.add.at(split_labels[user.split], user.cols, 1)
     manifest = store.manifest
+    # Recorded by the conversion; computed here for stores written before it was, and for overlays.
+    recorded = manifest.get("split_balance") if store.partition is None else None
+    balance = recorded or split_balance(
+        {split: info["images"] for split, info in splits.items()}, split_labels
+    )
     size_bytes = store.path.stat().st_size
     images = store.num_images()
     return {
         "path": str(store.path),
+        "partition": None if store.partition is None else str(store.partition),
         "storage": store.storage,
         "color": store.color,
         "encryption": _encryption(store),
@@ -57,6 +69,7 @@ def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None
         "source": manifest.get("source"),
         "counts": manifest.get("counts"),
         "splits": splits,
+        "split_balance": balance,
         "labels_per_image": _stats(_concat(coarse_per_image)),
         "fine_labels_per_image": _stats(_concat(fine_per_image)),
         "num_labels": len(store.label_mapping),
@@ -101,7 +114,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`summarize`'s result."""
     size, color = summary["image_size"], summary.get("color", "rgb")
     lines = [
-        f"store    {summary['path']}",
+        f"store    {summary['path']}"
+        + (f" (clients of the overlay {summary['partition']})" if summary.get("partition") else ""),
         f"format   {summary['storage']} {size}x{size} {color}, {_human_bytes(summary['file_bytes'])} "
         f"({_human_bytes(summary['bytes_per_image'])} per image), fedimage {summary['fedimage_version']}",
     ]
@@ -129,6 +143,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{split:<8}{info['users']:>7}{info['images']:>8}   {'':>12}{s['min']:>4.0f}"
             f"{s['p25']:>5.0f}{s['median']:>8.1f}{s['mean']:>7.2f}{s['p75']:>6.0f}{s['max']:>7.0f}"
         )
+    balance = summary.get("split_balance") or {}
+    if balance:
+        lines.append("")
+        lines.append(
+            f"{'split':<8}{'images':>8}{'share':>8}{'hellinger':>11}   (coarse labels vs the whole store)"
+        )
+        for split, info in balance.items():
+            distance = "-" if info["hellinger"] is None else f"{info['hellinger']:.4f}"
+            lines.append(f"{split:<8}{info['images']:>8}{info['image_share']:>8.1%}{distance:>11}")
     lines.append("")
     for key, name, count_key in (
         ("labels_per_image", "coarse", "num_labels"),

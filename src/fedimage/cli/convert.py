@@ -6,14 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedimage.cli.flags import as_flags, default, key_from_options
+from fedimage.cli.flags import add_scheme_options, as_flags, default, key_from_options, scheme_options
 from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
 from fedimage.conversion.executors import EXECUTORS
 from fedimage.conversion.pipeline import stated_image_options
+from fedimage.conversion.splits import SPLIT_LEVELS, STRATIFY_LEVELS
 from fedimage.errors import OptionError
 from fedimage.imaging.standardize import COLOR_MODES, NATIVE_SIZE, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.labels import load_taxonomy
-from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, SKEW_STRATEGIES, PartitionOptions
+from fedimage.partitioning import SCHEMES, SKEW_STRATEGIES, PartitionOptions
 from fedimage.privacy.pseudonyms import Pseudonymizer
 from fedimage.records import reason_counts
 from fedimage.sources import FOLDER_LAYOUTS, SOURCE_FORMATS, ManifestColumns, open_source
@@ -84,63 +85,40 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     fed = parser.add_argument_group("users and splits")
     fed.add_argument(
         "--split",
-        help="train,val,test user ratios (default: 0.8,0.1,0.1), for users the source gives no split",
+        help="train,val,test ratios of users (of each user's images with --split-level image)"
+        " (default: 0.8,0.1,0.1), for users the source gives no split",
     )
     fed.add_argument("--seed", type=int, default=default(PlanOptions, "seed"))
-    fed.add_argument("--max-images-per-user", type=int)
     fed.add_argument(
-        "--num-clients",
+        "--split-level",
+        choices=SPLIT_LEVELS,
+        default=default(PlanOptions, "split_level"),
+        help="user: each user goes whole to one split (FLAIR's way); image: each user's images are split"
+        " by --split, so every user holds train, val and test images",
+    )
+    fed.add_argument(
+        "--stratify",
+        choices=("none", *STRATIFY_LEVELS),
+        default=default(PlanOptions, "stratify") or "none",
+        help="split whole users so that each split's coarse labels (labels) or fine labels (fine-labels)"
+        " and image count follow the whole; none: users split at random",
+    )
+    fed.add_argument(
+        "--min-images-per-user",
         type=int,
-        default=default(PartitionOptions, "num_clients"),
-        help="clients to deal images into",
+        help="drop users (clients) with fewer images, counted before --max-images-per-user (default: none)",
     )
     fed.add_argument(
-        "--partition",
-        choices=("natural", *SCHEMES),
-        help="natural: the source's users; the other schemes deal images into --num-clients clients",
-    )
-    fed.add_argument(
-        "--alpha",
-        type=float,
-        default=default(PartitionOptions, "alpha"),
-        help="dirichlet: label concentration",
-    )
-    fed.add_argument(
-        "--shards-per-client",
+        "--max-users",
         type=int,
-        default=default(PartitionOptions, "shards_per_client"),
-        help="shards: label-sorted shards per client",
+        help="keep a seeded sample of this many users (clients), after --min-images-per-user (default: all)",
     )
     fed.add_argument(
-        "--classes-per-client",
+        "--max-images-per-user",
         type=int,
-        default=default(PartitionOptions, "classes_per_client"),
-        help="pathological: labels per client",
+        help="keep a seeded sample of a larger user's images (default: all)",
     )
-    fed.add_argument(
-        "--size-distribution",
-        choices=SIZE_DISTRIBUTIONS,
-        default=default(PartitionOptions, "size_distribution"),
-        help="quantity",
-    )
-    fed.add_argument(
-        "--size-sigma",
-        type=float,
-        default=default(PartitionOptions, "size_sigma"),
-        help="quantity, lognormal: sigma",
-    )
-    fed.add_argument(
-        "--size-exponent",
-        type=float,
-        default=default(PartitionOptions, "size_exponent"),
-        help="quantity, powerlaw: Pareto shape",
-    )
-    fed.add_argument(
-        "--min-per-client",
-        type=int,
-        default=default(PartitionOptions, "min_per_client"),
-        help="images every client gets at least",
-    )
+    add_scheme_options(fed)
     fed.add_argument(
         "--skew-label",
         choices=SKEW_STRATEGIES,
@@ -232,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
             partition=_partition_options(args, source.has_users),
             skew_label=args.skew_label,
             group_size=args.group_size,
+            split_level=args.split_level,
+            stratify=None if args.stratify == "none" else args.stratify,
+            min_images_per_user=args.min_images_per_user,
+            max_users=args.max_users,
         ),
         workers=args.workers,
         overwrite=args.overwrite,
@@ -298,18 +280,7 @@ def _partition_options(args: argparse.Namespace, has_users: bool) -> PartitionOp
             )
         if has_users:
             return None
-    return PartitionOptions(
-        "iid" if args.partition in (None, "natural") else args.partition,
-        num_clients=args.num_clients,
-        min_per_client=args.min_per_client,
-        seed=args.seed,
-        alpha=args.alpha,
-        shards_per_client=args.shards_per_client,
-        classes_per_client=args.classes_per_client,
-        size_distribution=args.size_distribution,
-        size_sigma=args.size_sigma,
-        size_exponent=args.size_exponent,
-    )
+    return scheme_options(args, args.seed)
 
 
 def report_text(report: ConvertReport) -> str:

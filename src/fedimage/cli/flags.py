@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedimage.errors import OptionError
+from fedimage.partitioning import SCHEMES, SIZE_DISTRIBUTIONS, PartitionOptions
 from fedimage.privacy.keys import Passphrase, StoreKey
 from fedimage.privacy.pseudonyms import load_key
 
@@ -27,6 +28,7 @@ PARAMETER_FLAGS = {
     "columns.fine_labels": "--fine-label-column",
     "columns.split": "--split-column",
     "columns.image_id": "--image-id-column",
+    "source_splits=False": "--split-column none",
     "pseudonyms": "--pseudonymize-key",
     "dp.epsilon": "--dp-epsilon",
     "dp.delta": "--dp-delta",
@@ -83,6 +85,82 @@ def default(options_class: type, name: str) -> Any:
             if field.default_factory is not dataclasses.MISSING:
                 return field.default_factory()
     raise KeyError(f"{options_class.__name__} has no field {name!r}")
+
+
+def add_scheme_options(group: argparse._ArgumentGroup, *, scheme_required: bool = False) -> None:
+    """``--partition`` and its parameters (shared by ``convert`` and ``repartition``)."""
+    group.add_argument(
+        "--partition",
+        choices=SCHEMES if scheme_required else ("natural", *SCHEMES),
+        required=scheme_required,
+        help="the scheme that deals images into --num-clients clients"
+        + ("" if scheme_required else "; natural: the source's users"),
+    )
+    group.add_argument(
+        "--num-clients",
+        type=int,
+        default=default(PartitionOptions, "num_clients"),
+        help="clients to deal images into",
+    )
+    group.add_argument(
+        "--min-per-client",
+        type=int,
+        default=default(PartitionOptions, "min_per_client"),
+        help="images every client gets",
+    )
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=default(PartitionOptions, "alpha"),
+        help="dirichlet: concentration",
+    )
+    group.add_argument(
+        "--shards-per-client",
+        type=int,
+        default=default(PartitionOptions, "shards_per_client"),
+        help="shards: label-sorted shards per client",
+    )
+    group.add_argument(
+        "--classes-per-client",
+        type=int,
+        default=default(PartitionOptions, "classes_per_client"),
+        help="pathological: labels per client",
+    )
+    group.add_argument(
+        "--size-distribution",
+        choices=SIZE_DISTRIBUTIONS,
+        default=default(PartitionOptions, "size_distribution"),
+        help="quantity",
+    )
+    group.add_argument(
+        "--size-sigma",
+        type=float,
+        default=default(PartitionOptions, "size_sigma"),
+        help="quantity: lognormal",
+    )
+    group.add_argument(
+        "--size-exponent",
+        type=float,
+        default=default(PartitionOptions, "size_exponent"),
+        help="quantity, powerlaw: Pareto shape",
+    )
+
+
+def scheme_options(args: argparse.Namespace, seed: int) -> PartitionOptions:
+    """The :class:`PartitionOptions` that :func:`add_scheme_options`' flags name (``natural`` and no
+    scheme: IID)."""
+    return PartitionOptions(
+        "iid" if args.partition in (None, "natural") else args.partition,
+        num_clients=args.num_clients,
+        min_per_client=args.min_per_client,
+        seed=seed,
+        alpha=args.alpha,
+        shards_per_client=args.shards_per_client,
+        classes_per_client=args.classes_per_client,
+        size_distribution=args.size_distribution,
+        size_sigma=args.size_sigma,
+        size_exponent=args.size_exponent,
+    )
 
 
 def add_key_options(parser: argparse.ArgumentParser) -> None:

@@ -16,13 +16,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels", choices=("coarse", "fine"), default="coarse", dest="level", help="label vocabulary"
     )
     parser.add_argument("--top-clients", type=int, default=30, help="clients in the heatmap")
+    parser.add_argument(
+        "--partition",
+        action="append",
+        dest="partitions",
+        type=Path,
+        help="an overlay of the one store given (fedimage repartition); repeat it to compare overlays",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``fedimage report``; returns the exit status."""
     from fedimage.analysis.report import heterogeneity_report  # matplotlib (the `report` extra) when asked
 
-    files = heterogeneity_report(args.stores, args.output, args.splits, args.level, args.top_clients)
+    files = heterogeneity_report(
+        args.stores, args.output, args.splits, args.level, args.top_clients, partitions=args.partitions
+    )
     print(files.table)
     print(f"\nwrote {files.html} ({len(files.plots)} plots, statistics in {files.stats})")
     return 0

@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", type=Path)
     add_key_options(parser)
     parser.add_argument(
+        "--partition-file",
+        type=Path,
+        help="train on a partition overlay's clients (fedimage repartition) instead of the store's users",
+    )
+    parser.add_argument(
         "-o",
         "--out",
         dest="output",
@@ -226,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         log=_log,
         key=store_key(args),
         progress=not args.quiet,
+        partition=args.partition_file,
     )
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedimage._version import __version__
+from fedimage.analysis.heterogeneity import split_balance
 from fedimage.conversion.executors import Executor, ShardJob, executor
 from fedimage.conversion.options import ConvertOptions, ConvertReport
 from fedimage.conversion.plan import ConversionPlan, make_plan
@@ -236,9 +237,8 @@ def write_store(run: PreparedRun) -> tuple[list[Reject], dict[str, dict[str, int
                 info = next(finished)
                 infos[info.index] = info
             runner.add_shard(writer, job, spec)
-        rejects = list(plan.rejects)
-        for spec in run.specs:
-            rejects.extend(infos[spec.index].rejects)
+        unread = [reject for spec in run.specs for reject in infos[spec.index].rejects]
+        rejects = [*plan.rejects, *unread]
         if run.pseudonymized is not None:
             rejects = run.pseudonymized.scrub(rejects)
         splits = {
@@ -248,7 +248,10 @@ def write_store(run: PreparedRun) -> tuple[list[Reject], dict[str, dict[str, int
         if not splits:  # nothing was written: no store, only the rejects report
             writer.abort()
             return rejects, splits
-        writer.finish(_metadata(run, writer, splits, rejects))
+        balance = split_balance(
+            *plan.split_label_counts({reject.image_id for reject in unread if reject.image_id})
+        )
+        writer.finish(_metadata(run, writer, splits, rejects, balance))
     runner.finish(job, run.specs, options.overwrite)
     return rejects, splits
 
@@ -318,7 +321,11 @@ def _pseudonym_settings(options: ConvertOptions) -> dict[str, Any]:
 
 
 def _metadata(
-    run: PreparedRun, writer: StoreWriter, splits: dict[str, dict[str, int]], rejects: list[Reject]
+    run: PreparedRun,
+    writer: StoreWriter,
+    splits: dict[str, dict[str, int]],
+    rejects: list[Reject],
+    balance: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     options, plan, source = run.options, run.plan, run.source
     manifest = {
@@ -338,6 +345,8 @@ def _metadata(
             "ignored": dict(source.ignored),
         },
         "splits": splits,
+        #: Per split: images, their share and the Hellinger distance of its coarse labels from the whole.
+        "split_balance": balance,
         "users": writer.users,
         **_pseudonym_settings(options),
     }

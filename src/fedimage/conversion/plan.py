@@ -8,7 +8,7 @@ first one seen).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,10 +17,15 @@ import pyarrow.compute as pc
 
 from fedimage.conversion.splits import (
     DEFAULT_SPLIT_NAMES,
+    SPLIT_LEVELS,
+    STRATIFY_LEVELS,
     SplitRatios,
     assign_splits,
+    assign_stratified,
     check_split_name,
     choose_capped,
+    sample_users,
+    split_images,
 )
 from fedimage.errors import OptionError
 from fedimage.labels import LABEL_JOIN, Taxonomy
@@ -48,6 +53,22 @@ class PlanOptions:
     ``partition`` None means the source's own users ("natural"), or, for a source without users,
     IID over :class:`~fedimage.partitioning.PartitionOptions`' default number of clients; the
     number of clients is set only there (``PartitionOptions(num_clients=...)``).
+
+    The users a plan splits are the source's users, the groups of ``group_size`` or the clients
+    a ``partition`` makes; in that order, a plan drops users with fewer than
+    ``min_images_per_user`` valid images, keeps a seeded sample of ``max_users`` of the rest,
+    caps each at ``max_images_per_user`` images and splits them (see ``docs/splits.md``):
+
+    - ``split_level`` ``"user"`` (FLAIR's way): each user goes whole to one split, at random
+      (``stratify`` None) or so that each split's labels and image count follow the whole
+      (``stratify`` ``"labels"``: coarse labels, ``"fine-labels"``: fine labels).
+    - ``split_level`` ``"image"``: each user's images are split by ``split`` (per user, largest
+      remainder), so a user holds data in every split under the same id. A source that gives its
+      rows a split is an error then, unless ``source_splits`` is False.
+
+    Example::
+
+        PlanOptions(split=SplitRatios.parse("0.8,0.1,0.1"), stratify="labels", min_images_per_user=5)
     """
 
     split: SplitRatios = field(default_factory=SplitRatios)
@@ -60,6 +81,14 @@ class PlanOptions:
     skew_label: str = "rarest"
     #: Merge natural users into seeded groups of this many users.
     group_size: int | None = None
+    #: ``"user"``: whole users go to one split (FLAIR's way); ``"image"``: each user's images are split.
+    split_level: str = "user"
+    #: Balance user splits on ``"labels"`` (coarse) or ``"fine-labels"``; None: users split at random.
+    stratify: str | None = None
+    #: Drop users (or clients) with fewer valid images than this, counted before the per-user cap.
+    min_images_per_user: int | None = None
+    #: Keep a seeded sample of this many users (after ``min_images_per_user``).
+    max_users: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_images_per_user is not None and self.max_images_per_user < 1:
@@ -69,6 +98,21 @@ class PlanOptions:
             raise OptionError(f"`skew_label` must be one of {choices}, got {self.skew_label!r}")
         if self.group_size is not None and self.group_size < 1:
             raise OptionError(f"`group_size` must be at least 1, got {self.group_size}")
+        if self.split_level not in SPLIT_LEVELS:
+            choices = ", ".join(SPLIT_LEVELS)
+            raise OptionError(f"`split_level` must be one of {choices}, got {self.split_level!r}")
+        if self.stratify is not None and self.stratify not in STRATIFY_LEVELS:
+            choices = ", ".join(STRATIFY_LEVELS)
+            raise OptionError(f"`stratify` must be None or one of {choices}, got {self.stratify!r}")
+        if self.stratify is not None and self.split_level != "user":
+            raise OptionError(
+                f"`stratify` balances whole users across splits; it cannot be combined with `split_level`"
+                f" {self.split_level}"
+            )
+        if self.min_images_per_user is not None and self.min_images_per_user < 1:
+            raise OptionError(f"`min_images_per_user` must be at least 1, got {self.min_images_per_user}")
+        if self.max_users is not None and self.max_users < 1:
+            raise OptionError(f"`max_users` must be at least 1, got {self.max_users}")
         if self.partition is not None and self.partition.seed != self.seed:
             if self.partition.seed != 0:
                 raise OptionError(
@@ -131,6 +175,31 @@ class ConversionPlan:
     def user_records(self, user: UserPlan) -> list[ImageRecord]:
         return self.records(user.start, user.stop)
 
+    def split_label_counts(
+        self, failed: Collection[str] = ()
+    ) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+        """Images and coarse label histogram (over ``coarse_labels``) of each split, in store order,
+        counting the planned images less those whose image id is in ``failed`` (not written)."""
+        kept = self.table.select(["image_id", "split", "labels"]).take(pa.array(self.order, pa.int64()))
+        if failed:
+            written = pc.invert(
+                pc.is_in(kept.column("image_id"), value_set=pa.array(list(failed), pa.string()))
+            )
+            kept = kept.filter(written)
+        splits = list(dict.fromkeys(user.split for user in self.users))
+        split_index = {name: index for index, name in enumerate(splits)}
+        encoded = pc.dictionary_encode(kept.column("split").combine_chunks())
+        position = np.array([split_index[name] for name in encoded.dictionary.to_pylist()] + [0], np.int64)
+        split_of = position[encoded.indices.to_numpy(zero_copy_only=False)]
+        rows, vocabulary, codes = label_rows(kept.column("labels"))
+        label_index = {name: index for index, name in enumerate(self.coarse_labels)}
+        code_index = np.array([label_index[name] for name in vocabulary], dtype=np.int64)
+        histograms = np.zeros((len(splits), len(self.coarse_labels)), dtype=np.int64)
+        np.add.at(histograms, (split_of[rows], code_index[codes] if len(codes) else codes), 1)
+        images = np.bincount(split_of, minlength=len(splits))
+        counts = {name: int(images[index]) for index, name in enumerate(splits) if images[index]}
+        return counts, {name: histograms[split_index[name]] for name in counts}
+
     def iter_records(self, batch: int = 1024) -> Iterator[ImageRecord]:
         for start in range(0, len(self.order), batch):
             yield from self.records(start, start + batch)
@@ -165,14 +234,21 @@ def make_plan(
     if clients is not None:
         keys = keys.set_column(1, "user_id", clients)
         table = table.set_column(2, "user_id", _scatter(clients, valid, table.num_rows))
-    assignment = _assign(keys, options)
+    stratify_by = None
+    if options.stratify is not None:
+        stratify_by = table.column("labels" if options.stratify == "labels" else "fine_labels")
+        stratify_by = stratify_by.take(pa.array(valid)) if len(valid) < table.num_rows else stratify_by
+    assignment = _assign(keys, stratify_by, options)
     table = table.set_column(
         table.schema.get_field_index("split"), "split", _scatter(assignment.splits, valid, table.num_rows)
     )
-    for position, size in assignment.over_cap:
-        record = records_of(table.slice(int(valid[position]), 1))[0]
-        reason = f"over the cap of {options.max_images_per_user} images per user (user has {size} images)"
-        rejects.append(_reject(record, (reason, None), "cap"))
+    if assignment.dropped:
+        rows = pa.array([int(valid[row]) for row, _, _ in assignment.dropped], pa.int64())
+        dropped_records = records_of(table.take(rows))
+        rejects.extend(
+            _reject(record, reason, stage)
+            for record, (_, reason, stage) in zip(dropped_records, assignment.dropped, strict=True)
+        )
     order = valid[assignment.order]
     kept = table if len(order) == table.num_rows else table.take(pa.array(np.sort(order)))
     coarse = set(pc.unique(kept.column("labels").combine_chunks().flatten()).to_pylist())
@@ -397,31 +473,42 @@ class _Assignment:
     order: np.ndarray  # rows of the keys table, in store order
     splits: pa.Array  # the split of each row of the keys table
     users: list[UserPlan]
-    over_cap: list[tuple[int, int]]  # (row, its user's image count) of the rows dropped by the cap
+    dropped: list[tuple[int, Reason, str]]  # (row, reason, stage) of the rows filtered or capped, by row
 
 
-def _assign(keys: pa.Table, options: PlanOptions) -> _Assignment:
-    """Store order (split, user, image id) of the rows, after the per-user cap, and the user groups."""
+def _assign(
+    keys: pa.Table, stratify_by: pa.ListArray | pa.ChunkedArray | None, options: PlanOptions
+) -> _Assignment:
+    """Store order (split, user, image id) of the rows kept by the user filters and the per-user cap,
+    the user groups, and the rows dropped on the way (``stratify_by``: the labels a stratified split
+    balances, one list per row of ``keys``)."""
     user_codes, user_vocabulary = string_codes(keys.column("user_id"))
     user_names = user_vocabulary.to_pylist()
     id_codes, _ = string_codes(keys.column("image_id"))
-    keep = np.ones(keys.num_rows, dtype=bool)
-    over_cap: list[tuple[int, int]] = []
+    by_user = np.lexsort((id_codes, user_codes))  # rows by user, then image id
+    sizes = np.bincount(user_codes, minlength=len(user_names))
+    kept_users, reasons = _filter_users(sizes, user_names, options)
+    keep = kept_users[user_codes]
+    dropped: list[tuple[int, Reason, str]] = [
+        (row, reasons[int(user_codes[row])], "filter") for row in np.flatnonzero(~keep).tolist()
+    ]
     cap = options.max_images_per_user
     if cap is not None:
-        by_user = np.lexsort((id_codes, user_codes))
         sorted_users = user_codes[by_user]
         starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
         stops = np.r_[starts[1:], len(by_user)]
+        reason = f"over the cap of {cap} images per user (user has {{size}} images)"
         for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
-            if stop - start > cap:
+            user = int(sorted_users[start])
+            if stop - start > cap and kept_users[user]:
                 rows = by_user[start:stop]
                 kept = np.zeros(stop - start, dtype=bool)
-                kept[choose_capped(stop - start, cap, options.seed, user_names[sorted_users[start]])] = True
+                kept[choose_capped(stop - start, cap, options.seed, user_names[user])] = True
                 keep[rows[~kept]] = False
-                over_cap.extend((row, stop - start) for row in sorted(rows[~kept].tolist()))
+                capped = (reason.format(size=stop - start), None)
+                dropped.extend((row, capped, "cap") for row in rows[~kept].tolist())
 
-    split_codes, split_names = _split_codes(keys, user_codes, user_names, options)
+    split_codes, split_names = _split_codes(keys, user_codes, user_names, keep, by_user, stratify_by, options)
     rank = {name: index for index, name in enumerate(DEFAULT_SPLIT_NAMES)}
     split_order = sorted(range(len(split_names)), key=lambda i: (rank.get(split_names[i], len(rank)), i))
     split_key = np.empty(len(split_names), dtype=np.int64)
@@ -432,35 +519,122 @@ def _assign(keys: pa.Table, options: PlanOptions) -> _Assignment:
         order=order,
         splits=pa.array(split_names, pa.string()).take(pa.array(split_codes)),
         users=_user_ranges(split_codes[order], user_codes[order], split_names, user_names),
-        over_cap=sorted(over_cap),
+        dropped=sorted(dropped, key=lambda entry: entry[0]),
     )
 
 
+def _filter_users(
+    sizes: np.ndarray, user_names: list[str], options: PlanOptions
+) -> tuple[np.ndarray, dict[int, Reason]]:
+    """Which users ``min_images_per_user`` and then ``max_users`` keep, and why each other one is dropped."""
+    kept = np.ones(len(user_names), dtype=bool)
+    reasons: dict[int, Reason] = {}
+    minimum = options.min_images_per_user
+    if minimum is not None:
+        template = f"user {{user_id}} has {{detail!s}} images, fewer than the minimum of {minimum} per user"
+        for user in np.flatnonzero(sizes < minimum).tolist():
+            reasons[user] = (template, str(int(sizes[user])))
+            kept[user] = False
+    if options.max_users is not None:
+        candidates = np.flatnonzero(kept).tolist()
+        sampled = sample_users([user_names[user] for user in candidates], options.max_users, options.seed)
+        template = f"user {{user_id}} is not among the {options.max_users} users sampled"
+        for user in candidates:
+            if user_names[user] not in sampled:
+                reasons[user] = (template, None)
+                kept[user] = False
+    return kept, reasons
+
+
 def _split_codes(
-    table: pa.Table, user_codes: np.ndarray, user_names: list[str], options: PlanOptions
+    table: pa.Table,
+    user_codes: np.ndarray,
+    user_names: list[str],
+    keep: np.ndarray,
+    by_user: np.ndarray,
+    stratify_by: pa.ListArray | pa.ChunkedArray | None,
+    options: PlanOptions,
 ) -> tuple[np.ndarray, list[str]]:
-    """Each row's split: its partition when its user's rows carry one, else its user's assigned split."""
+    """Each row's split: its partition when its user's rows carry one, else its user's assigned split
+    (or, with ``split_level`` image, its own split among its user's kept rows)."""
     partition = table.column("split").combine_chunks()
     if not options.source_splits:  # the source's split column is ignored
         partition = pa.nulls(len(partition), pa.string())
     encoded = pc.dictionary_encode(partition)
     partition_names = encoded.dictionary.to_pylist()
     partition_codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    names = sorted({*partition_names, *options.split.names, ""})
+    index = {name: position for position, name in enumerate(names)}
+    if options.split_level == "image":
+        if (partition_codes >= 0).any():
+            raise OptionError(
+                "`split_level` image splits each user's images by `split`, but the source gives its rows a"
+                " split: ignore it with `source_splits=False`, or split whole users (`split_level` user)"
+            )
+        return _image_split_codes(user_codes, user_names, keep, by_user, names, options), names
     # A user's rows carry partitions when the first of its rows, in source order, has one.
     first_row = np.full(len(user_names), table.num_rows, dtype=np.int64)
     np.minimum.at(first_row, user_codes, np.arange(table.num_rows))
     given = partition_codes[first_row] >= 0 if table.num_rows else np.zeros(0, dtype=bool)
-    assigned = assign_splits(
-        [name for name, has in zip(user_names, given.tolist(), strict=True) if not has],
-        options.split,
-        options.seed,
-    )
-    names = sorted({*partition_names, *options.split.names, ""})
-    index = {name: position for position, name in enumerate(names)}
+    present = np.zeros(len(user_names), dtype=bool)
+    present[user_codes[keep]] = True  # users with a row left after the filters
+    to_assign = present & ~given
+    if stratify_by is None:
+        assigned = assign_splits(
+            [name for name, chosen in zip(user_names, to_assign.tolist(), strict=True) if chosen],
+            options.split,
+            options.seed,
+        )
+    else:
+        assigned = _stratified(user_codes, user_names, keep & to_assign[user_codes], stratify_by, options)
     from_partition = np.array([index[name] for name in partition_names] + [index[""]], dtype=np.int64)
     of_user = np.array([index[assigned.get(name, "")] for name in user_names] or [0], dtype=np.int64)
     codes = np.where(given[user_codes], from_partition[partition_codes], of_user[user_codes])
     return codes, names
+
+
+def _image_split_codes(
+    user_codes: np.ndarray,
+    user_names: list[str],
+    keep: np.ndarray,
+    by_user: np.ndarray,
+    names: list[str],
+    options: PlanOptions,
+) -> np.ndarray:
+    """Each row's split when every user's kept rows (sorted by image id) are split by ``split``."""
+    codes = np.full(len(user_codes), names.index(""), dtype=np.int64)
+    code_of = np.array([names.index(name) for name in options.split.names], dtype=np.int64)
+    rows = by_user[keep[by_user]]
+    if not len(rows):
+        return codes
+    users = user_codes[rows]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    stops = np.r_[starts[1:], len(rows)]
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        user = user_names[int(users[start])]
+        codes[rows[start:stop]] = code_of[split_images(stop - start, options.split, options.seed, user)]
+    return codes
+
+
+def _stratified(
+    user_codes: np.ndarray,
+    user_names: list[str],
+    rows: np.ndarray,
+    stratify_by: pa.ListArray | pa.ChunkedArray,
+    options: PlanOptions,
+) -> dict[str, str]:
+    """A stratified split of the users of the rows flagged in ``rows`` (see :func:`assign_stratified`)."""
+    users = np.unique(user_codes[rows])
+    compact = np.full(len(user_names), -1, dtype=np.int64)
+    compact[users] = np.arange(len(users))
+    sizes = np.bincount(compact[user_codes[rows]], minlength=len(users))
+    label_row, vocabulary, codes = label_rows(stratify_by)
+    rank = np.argsort(np.argsort(np.array(vocabulary, dtype=object))) if vocabulary else codes
+    labelled = rows[label_row]
+    occurrences = (compact[user_codes[label_row[labelled]]], rank[codes[labelled]])
+    return assign_stratified(
+        [user_names[user] for user in users.tolist()], sizes, occurrences, options.split, options.seed
+    )
 
 
 def _user_ranges(

@@ -20,7 +20,7 @@ import numpy as np
 
 from fedimage.errors import OptionError
 from fedimage.labels import LabelLevel
-from fedimage.store.reader import PerProcessStore
+from fedimage.store.opening import PerProcessStore
 
 if TYPE_CHECKING:
     from fedimage.privacy.keys import StoreKey
@@ -46,11 +46,12 @@ class ClientData:
 class _StoreArrays(PerProcessStore):
     """Reads one user's arrays from a store opened once per process."""
 
-    def __init__(self, path: str | Path, key: StoreKey | None):
+    def __init__(self, path: str | Path, key: StoreKey | None, partition: str | Path | None = None):
         import fedimage.privacy  # noqa: F401  (registers the encryption scheme bundles are sealed with)
 
         self.path = Path(path)
         self._key = key
+        self._partition = None if partition is None else Path(partition)
         self._store = None
 
     def arrays(
@@ -84,9 +85,13 @@ class SimulationDirectory(_StoreArrays):
     """
 
     def __init__(
-        self, path: str | Path, key: StoreKey | None = None, splits: Sequence[str] = FEDERATED_SPLITS
+        self,
+        path: str | Path,
+        key: StoreKey | None = None,
+        splits: Sequence[str] = FEDERATED_SPLITS,
+        partition: str | Path | None = None,
     ):
-        super().__init__(path, key)
+        super().__init__(path, key, partition)
         store = self._store_if_needed()
         self.clients: list[tuple[str, str]] = [
             (split, user)

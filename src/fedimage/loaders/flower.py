@@ -28,7 +28,8 @@ from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.labels import LabelLevel
 from fedimage.privacy.keys import StoreKey
-from fedimage.store.reader import FederatedStore, PerProcessStore
+from fedimage.store.opening import PerProcessStore
+from fedimage.store.reader import FederatedStore
 
 torch = require("torch")
 
@@ -55,6 +56,7 @@ class StorePartitioner(PerProcessStore):
         labels: str = "coarse",
         max_images_per_user: int | None = None,
         key: StoreKey | None = None,
+        partition: str | Path | None = None,
     ):
         LabelLevel.parse(labels)
         if max_images_per_user is not None and max_images_per_user < 1:
@@ -62,6 +64,7 @@ class StorePartitioner(PerProcessStore):
         self._store = store if isinstance(store, FederatedStore) else None
         self.path = store.path if isinstance(store, FederatedStore) else Path(store)
         self._key = store.key if isinstance(store, FederatedStore) else key
+        self._partition = store.partition if isinstance(store, FederatedStore) else partition
         self.split = split
         self.labels = labels
         self.max_images_per_user = max_images_per_user
@@ -163,7 +166,8 @@ def load_central(
 
     path = store.path if isinstance(store, FederatedStore) else Path(store)
     key = store.key if isinstance(store, FederatedStore) else None
-    dataset = SplitDataset(path, split, labels=labels, transform=_uint8_tensor, key=key)
+    partition = store.partition if isinstance(store, FederatedStore) else None
+    dataset = SplitDataset(path, split, labels=labels, transform=_uint8_tensor, key=key, partition=partition)
     if len(dataset) == 0:
         raise OptionError(f"split {split!r} of {path.name} has no images")
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)

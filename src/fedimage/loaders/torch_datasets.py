@@ -15,7 +15,8 @@ import numpy as np
 from fedimage.extras import require
 from fedimage.labels import LabelLevel
 from fedimage.privacy.keys import StoreKey
-from fedimage.store.reader import FederatedStore, PerProcessStore
+from fedimage.store.opening import PerProcessStore, open_store
+from fedimage.store.reader import FederatedStore
 
 torch = require("torch", "the PyTorch datasets")
 Dataset = require("torch.utils.data").Dataset
@@ -30,7 +31,13 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 class _StoreDataset(PerProcessStore, Dataset):
     def __init__(
-        self, path: str | Path, split: str, labels: str, transform: Transform | None, key: StoreKey | None
+        self,
+        path: str | Path,
+        split: str,
+        labels: str,
+        transform: Transform | None,
+        key: StoreKey | None,
+        partition: str | Path | None = None,
     ):
         LabelLevel.parse(labels)
         self.path = Path(path)
@@ -39,7 +46,8 @@ class _StoreDataset(PerProcessStore, Dataset):
         self.transform = transform or to_tensor
         self._store: FederatedStore | None = None
         self._key = key
-        with FederatedStore(self.path, key=key) as store:
+        self._partition = None if partition is None else Path(partition)
+        with open_store(self.path, key=key, partition=self._partition) as store:
             self.label_names = store.label_names_of(labels)
             self._users = store.users(split)
 
@@ -59,8 +67,9 @@ class UserDataset(_StoreDataset):
         labels: str = "coarse",
         transform: Transform | None = None,
         key: StoreKey | None = None,
+        partition: str | Path | None = None,
     ):
-        super().__init__(path, split, labels, transform, key)
+        super().__init__(path, split, labels, transform, key, partition)
         self.user_id = user_id
         self._data = None
         self._length = self._store_if_needed().users(split).get(user_id)
@@ -91,8 +100,9 @@ class SplitDataset(_StoreDataset):
         labels: str = "coarse",
         transform: Transform | None = None,
         key: StoreKey | None = None,
+        partition: str | Path | None = None,
     ):
-        super().__init__(path, split, labels, transform, key)
+        super().__init__(path, split, labels, transform, key, partition)
         self._user_ids = list(self._users)
         counts = np.fromiter(self._users.values(), dtype=np.int64, count=len(self._users))
         self._starts = np.concatenate([[0], np.cumsum(counts)])

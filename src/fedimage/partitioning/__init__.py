@@ -11,11 +11,13 @@ image's metadata (:mod:`~fedimage.partitioning.by_metadata`): one client per val
     from fedimage.partitioning import PartitionOptions, partition, skew_labels
     clients = partition(len(ids), PartitionOptions("dirichlet", num_clients=100, alpha=0.1),
                         skew_labels(multi_hot))
+
+A store's images under another scheme: :mod:`fedimage.analysis.repartition` and, as an overlay file,
+:func:`fedimage.repartition`.
 """
 
 from __future__ import annotations
 
-from fedimage.analysis.repartition import StoreLabels, read_store_labels, regroup_store, repartition_store
 from fedimage.partitioning.api import partition, partition_images
 from fedimage.partitioning.by_metadata import column_partition, continuous_partition
 from fedimage.partitioning.dirichlet import dirichlet_partition
@@ -34,7 +36,6 @@ __all__ = [
     "SIZE_DISTRIBUTIONS",
     "SKEW_STRATEGIES",
     "PartitionOptions",
-    "StoreLabels",
     "column_partition",
     "continuous_partition",
     "dirichlet_partition",
@@ -47,10 +48,7 @@ __all__ = [
     "pathological_partition",
     "pick_label",
     "quantity_partition",
-    "read_store_labels",
     "regroup",
-    "regroup_store",
-    "repartition_store",
     "shards_partition",
     "skew_labels",
 ]

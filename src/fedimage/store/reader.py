@@ -99,6 +99,8 @@ class FederatedStore:
         self.path = Path(path)
         #: The key the store was opened with (None: a plain store), so other processes can reopen it.
         self.key = key
+        #: The partition overlay whose clients are the users (None: the store's own users).
+        self.partition: Path | None = None
         self._cipher: Sealing | None = None
         self._sealed_metadata: dict[str, str] | None = None
         self._decrypted: tuple[tuple[str, str], Mapping[str, np.ndarray]] | None = None
@@ -244,8 +246,12 @@ class FederatedStore:
                 f"user {user_id!r} is not in split {split!r} of {self.path.name} "
                 f"({len(users)} users, e.g. {examples})"
             )
+        return self._stored_group(split, user_id, users[user_id])
+
+    def _stored_group(self, split: str, user_id: str, entry: dict[str, Any]) -> UserGroup:
+        """The group a user of the file has (``entry``: its manifest entry), decrypted if sealed."""
         if self._cipher is not None:
-            return self._decrypted_group(self._cipher, split, user_id, users[user_id])
+            return self._decrypted_group(self._cipher, split, user_id, entry)
         return self.h5[f"{split}/{schema.user_key(user_id)}"]
 
     def _decrypted_group(
@@ -314,11 +320,26 @@ class FederatedStore:
         row, col = schema.label_datasets(level)
         for split in self.splits if splits is None else splits:
             for user_id, count in self.users(split).items():
-                group = self.group(split, user_id)
-                ids = [raw.decode("utf-8") for raw in group[schema.IMAGE_IDS][()]] if image_ids else None
-                rows = np.asarray(group[row][()], dtype=np.int64)
-                cols = np.asarray(group[col][()], dtype=np.int64)
+                group = self._label_group(split, user_id)
+                ids = (
+                    [raw.decode("utf-8") for raw in read_dataset(group, schema.IMAGE_IDS)]
+                    if image_ids
+                    else None
+                )
+                rows = read_dataset(group, row).astype(np.int64)
+                cols = read_dataset(group, col).astype(np.int64)
                 yield UserLabels(split, user_id, count, rows, cols, ids)
+
+    def _label_group(self, split: str, user_id: str) -> Any:
+        """What :meth:`iter_user_labels` reads a user's labels from: a plain store's group through h5py's
+        low-level API (a FLAIR-sized store has 51k of them), else :meth:`group`."""
+        if self._cipher is not None:
+            return self.group(split, user_id)
+        self._split_users(split)  # the same error for an unknown split
+        try:
+            return h5py.h5g.open(self.h5.id, f"{split}/{schema.user_key(user_id)}".encode())
+        except KeyError:
+            return self.group(split, user_id)  # the same one-line error
 
     def iter_users(self, split: str) -> Iterator[UserData]:
         """Every user of a split, loaded one at a time in store order."""
@@ -365,34 +386,21 @@ class FederatedStore:
         return out
 
 
+def read_dataset(group: h5py.Group | h5py.h5g.GroupID | Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A whole dataset of a group through h5py's low-level API (a third of ``group[name][()]``'s time)."""
+    if isinstance(group, h5py.h5g.GroupID):  # a group opened with the low-level API
+        dataset = h5py.h5d.open(group, name.encode("utf-8"))
+    elif not isinstance(group, h5py.Group):  # an encrypted store's decrypted user: arrays in memory
+        return np.asarray(group[name])
+    else:
+        dataset = h5py.h5d.open(group.id, name.encode("utf-8"))
+    array = np.empty(dataset.shape, dtype=dataset.dtype)
+    if array.size:
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
+    return array
+
+
 def _multi_hot(group: h5py.Group, row_name: str, col_name: str, count: int, width: int) -> np.ndarray:
     targets = np.zeros((count, width), dtype=np.float32)
     targets[group[row_name][()], group[col_name][()]] = 1.0
     return targets
-
-
-def open_store(path: str | Path, key: StoreKey | None = None) -> FederatedStore:
-    """Open a fedimage store for reading (an encrypted one with its ``key``; see :class:`FederatedStore`)."""
-    return FederatedStore(path, key=key)
-
-
-class PerProcessStore:
-    """Mixin for picklable objects that read a store at ``self.path``: each process opens its own handle.
-
-    HDF5 handles do not cross processes (DataLoader workers, Ray actors), so pickling
-    drops the handle and :meth:`_store_if_needed` reopens the file where it is next used.
-    """
-
-    path: Path
-    _key: StoreKey | None = None  # an encrypted store's key: it travels with the pickled object
-    _store: FederatedStore | None = None
-
-    def _store_if_needed(self) -> FederatedStore:
-        if self._store is None:
-            self._store = FederatedStore(self.path, key=self._key)
-        return self._store
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_store"] = None
-        return state

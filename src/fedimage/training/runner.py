@@ -14,6 +14,7 @@ from fedimage._version import __version__
 from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.privacy.keys import StoreKey
+from fedimage.store.opening import open_store
 from fedimage.store.reader import FederatedStore
 from fedimage.training.evaluation import evaluate, split_targets
 from fedimage.training.metrics import prevalence_baseline
@@ -63,16 +64,18 @@ def train(
     log: Callable[[str], None] = print,
     key: StoreKey | None = None,
     progress: bool = False,
+    partition: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train on a store, validate every ``config.eval_every`` rounds, test the best round, return the summary.
 
     Writes ``metrics.jsonl``, ``checkpoint.pt`` (best round), ``summary.json`` and ``curves.png``
-    under ``out``. ``key`` opens an encrypted store (Flower's simulated clients get a copy).
+    under ``out``. ``key`` opens an encrypted store (Flower's simulated clients get a copy);
+    ``partition`` trains on a partition overlay's clients (``fedimage repartition``).
     """
     if engine not in ENGINES:
         raise OptionError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
     _check_engine_options(engine, config)
-    with FederatedStore(store_path, key=key) as store:
+    with open_store(store_path, key=key, partition=partition) as store:
         _require_split(store, "train")
         val_split, test_split = _optional_split(store, "val"), _optional_split(store, "test")
         if val_split is None and not config.no_validation:
@@ -138,6 +141,7 @@ def train(
         summary = {
             "fedimage_version": __version__,
             "store": str(Path(store_path).resolve()),
+            "partition": None if partition is None else str(Path(partition).resolve()),
             "engine": "central" if config.central else engine,
             "config": config.to_json(),
             "crop": crop,

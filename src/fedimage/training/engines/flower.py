@@ -138,7 +138,7 @@ def run_flower(
 
     simulation = require_flwr("flwr.simulation")
     splits = [split for split in ("train", "val", "test") if split in store.splits and store.users(split)]
-    directory = SimulationDirectory(store.path, store.key, splits)
+    directory = SimulationDirectory(store.path, store.key, splits, store.partition)
     secagg_range = None
     if config.secure_aggregation is not None:
         secagg_range, origin = clip_range_for(config, max(store.users("train").values(), default=1))
