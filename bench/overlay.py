@@ -97,6 +97,17 @@ def bench_repartition(work: Path, count: int, seed: int) -> None:
             f"  {name:<34} {report.seconds:6.2f} s ({report.seconds / labels_s:.2f}x the label read)"
             f"   overlay {size / 1e6:.1f} MB"
         )
+    started = time.perf_counter()
+    with fedimage.open(store, partition=overlay) as opened:
+        opened_s = time.perf_counter() - started
+        client, size = next(iter(opened.users("train").items()))
+        started = time.perf_counter()
+        opened.load_user("train", client)
+        first_s = time.perf_counter() - started
+    print(
+        f"  opening the store through the overlay:   {opened_s:6.2f} s (every stored user's image ids, once)"
+    )
+    print(f"  then a client of {size} images:          {first_s:6.2f} s")
     full = count * 256 * 256 * 3 // 11  # about FLAIR's jpeg store: 256 px JPEGs of ~18 KB
     print(f"  a store of these images at 256 px: about {full / 1e9:.1f} GB, rewritten by a re-conversion")
 

@@ -197,7 +197,7 @@ class OverlayStore(FederatedStore):
         where: dict[str, tuple[str, str, int]] = {}
         for split, users in self._stored_users.items():
             for user_id in users:
-                group = self._stored_group(split, user_id, users[user_id])
+                group = FederatedStore._label_group(self, split, user_id)  # the stored user, low-level
                 for index, raw in enumerate(read_dataset(group, schema.IMAGE_IDS)):
                     where[raw.decode("utf-8")] = (split, user_id, index)
         unknown = [image_id for image_id in overlay.image_ids if image_id not in where]
