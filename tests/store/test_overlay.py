@@ -190,3 +190,21 @@ def test_command_line_repartition_and_report(sample_store: Path, tmp_path: Path,
         == 2
     )
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_an_encrypted_store_is_re_partitioned_and_read_with_its_key(tmp_path: Path):
+    from fedimage.privacy import load_key
+    from fedimage.privacy.pseudonyms import generate_key_file
+
+    key = tmp_path / "store.key"
+    generate_key_file(key)
+    store = tmp_path / "sealed.h5"
+    options = fast_options(image=ImageOptions(size=32, color="gray"), encrypt_key=load_key(key))
+    convert(open_source(sample_manifest()), store, options)
+    parts = fedimage.repartition(store, tmp_path / "parts.parquet", DIRICHLET, key=key).path
+    with fedimage.open(store, key=key) as base:
+        expected = stored_images(base)
+    with fedimage.open(store, key=key, partition=parts) as overlay:
+        got = stored_images(overlay)
+        assert overlay.encrypted and overlay.channels == 1 and len(overlay.users("train")) >= 1
+    assert got.keys() == expected.keys() and all(got[i][0] == expected[i][0] for i in expected)

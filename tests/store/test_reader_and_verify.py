@@ -12,6 +12,7 @@ from helpers import fast_options, photo, save_image, write_jsonl
 import fedimage
 from fedimage import ImageOptions, PlanOptions, SplitRatios, convert, open_source
 from fedimage.errors import StoreError
+from fedimage.sources.sample import sample_manifest
 from fedimage.store.schema import user_id_from_key, user_key
 
 
@@ -137,3 +138,31 @@ class TestVerify:
         (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
         report = fedimage.verify_store(tmp_path / "bad.h5")
         assert not report.ok and report.problems[0].startswith("cannot open store")
+
+
+def test_a_fresh_interpreter_opens_an_encrypted_store_with_only_import_fedimage(tmp_path: Path):
+    """``import fedimage`` imports nothing eagerly: opening a sealed store must load its scheme."""
+    import subprocess
+    import sys
+
+    from fedimage.privacy.keys import SCHEME
+    from fedimage.privacy.pseudonyms import generate_key_file
+    from fedimage.store.sealing import SCHEME_PROVIDERS
+
+    assert SCHEME in SCHEME_PROVIDERS
+    key = tmp_path / "store.key"
+    generate_key_file(key)
+    store = tmp_path / "sealed.h5"
+    convert_sample_sealed = (
+        "import fedimage\n"
+        f"report = fedimage.convert(fedimage.open_source({str(sample_manifest())!r}), {str(store)!r},"
+        f" fedimage.ConvertOptions(image=fedimage.ImageOptions(size=16), workers=1, quiet=True,"
+        f" encrypt_key=__import__('fedimage.privacy', fromlist=['load_key']).load_key({str(key)!r})))\n"
+    )
+    subprocess.run([sys.executable, "-c", convert_sample_sealed], check=True, timeout=120)
+    reading = (
+        f"import fedimage\nwith fedimage.open({str(store)!r}, key={str(key)!r}) as s: print(s.num_images())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", reading], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "300"

@@ -333,13 +333,12 @@ class FederatedStore:
     def _label_group(self, split: str, user_id: str) -> Any:
         """What :meth:`iter_user_labels` reads a user's labels from: a plain store's group through h5py's
         low-level API (a FLAIR-sized store has 51k of them), else :meth:`group`."""
-        if self._cipher is not None:
-            return self.group(split, user_id)
-        self._split_users(split)  # the same error for an unknown split
-        try:
-            return h5py.h5g.open(self.h5.id, f"{split}/{schema.user_key(user_id)}".encode())
-        except KeyError:
+        users = self._split_users(split)
+        if user_id not in users:
             return self.group(split, user_id)  # the same one-line error
+        if self._cipher is not None:
+            return self._stored_group(split, user_id, users[user_id])
+        return h5py.h5g.open(self.h5.id, f"{split}/{schema.user_key(user_id)}".encode())
 
     def iter_users(self, split: str) -> Iterator[UserData]:
         """Every user of a split, loaded one at a time in store order."""

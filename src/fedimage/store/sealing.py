@@ -12,6 +12,7 @@ A scheme (:mod:`fedimage.privacy.encryption` implements one) registers an opener
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ StoreKey = Any
 #: ``opener(key, header, where)``: the sealing of an existing store, or a StoreError (wrong key...).
 SealingOpener = Callable[[Any, dict[str, Any], str], Sealing]
 _SCHEMES: dict[str, SealingOpener] = {}
+#: The package that registers each of fedimage's own schemes, imported when a store sealed under one is
+#: first opened (``import fedimage`` imports nothing eagerly, so nothing may have registered it yet).
+SCHEME_PROVIDERS = {"fedimage-aes256gcm-hkdf-siv-v1": "fedimage.privacy"}
 
 
 def register_scheme(scheme: str, opener: SealingOpener) -> None:
@@ -78,6 +82,8 @@ def register_scheme(scheme: str, opener: SealingOpener) -> None:
 def open_sealing(key: Any, header: Any, where: str) -> Sealing:
     """The sealing of the store ``where`` described by its public ``header``, opened with ``key``."""
     scheme = header.get("scheme") if isinstance(header, dict) else None
+    if isinstance(scheme, str) and scheme not in _SCHEMES and scheme in SCHEME_PROVIDERS:
+        importlib.import_module(SCHEME_PROVIDERS[scheme])  # registers it (the `privacy` extra)
     opener = _SCHEMES.get(scheme) if isinstance(scheme, str) else None
     if opener is None:
         known = ", ".join(sorted(_SCHEMES)) or "none"
