@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,7 @@ def read_overlay(path: str | Path) -> Overlay:
             raise StoreError(f"{path}: row {row} has no {name}")
     ids = columns["image_id"]
     if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        duplicate = next(image_id for image_id in ids if image_id in seen or seen.add(image_id))
+        duplicate = next(image_id for image_id, count in Counter(ids).items() if count > 1)
         raise StoreError(f"{path}: image {duplicate!r} appears more than once")
     for split in set(columns["split"]):
         if split == schema.METADATA or "/" in split:
@@ -198,7 +198,9 @@ class OverlayStore(FederatedStore):
         for split, users in self._stored_users.items():
             for user_id in users:
                 group = FederatedStore._label_group(self, split, user_id)  # the stored user, low-level
-                for index, raw in enumerate(read_dataset(group, schema.IMAGE_IDS)):
+                stored_ids = read_dataset(group, schema.IMAGE_IDS)
+                self._metadata[split, user_id] = {schema.IMAGE_IDS: stored_ids}  # kept: read once
+                for index, raw in enumerate(stored_ids):
                     where[raw.decode("utf-8")] = (split, user_id, index)
         unknown = [image_id for image_id in overlay.image_ids if image_id not in where]
         if unknown:
@@ -244,12 +246,13 @@ class OverlayStore(FederatedStore):
 
     def _stored_metadata(self, split: str, user_id: str) -> dict[str, np.ndarray]:
         """A stored user's ids, labels, label pairs and JPEG offsets, read once and kept (no pixels)."""
-        key = (split, user_id)
-        if key not in self._metadata:
+        known = self._metadata.setdefault((split, user_id), {})
+        names = [*schema.INDEX_DATASETS, *([self.image_datasets[1]] if self.image_datasets[1] else [])]
+        missing = [name for name in names if name not in known]
+        if missing:
             group = self._stored_group(split, user_id, self._stored_users[split][user_id])
-            names = [*schema.INDEX_DATASETS, *([self.image_datasets[1]] if self.image_datasets[1] else [])]
-            self._metadata[key] = {name: read_dataset(group, name) for name in names}
-        return self._metadata[key]
+            known.update({name: read_dataset(group, name) for name in missing})
+        return known
 
     def _stored_images(self, split: str, user_id: str) -> Any:
         """A stored user's images dataset: an HDF5 dataset kept open (plain stores), or the
