@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,8 @@ class ImageRecord:
     ``path`` is the image file; ``origin`` says where the record came from
     (``"manifest.csv row 12"``, a folder path) for messages and the rejects report.
     ``split`` is the split the source assigns (None when it has no split information).
+    ``metadata`` holds the values of the metadata columns a conversion keeps, in their order
+    (see :mod:`fedimage.image_metadata`).
     """
 
     path: str
@@ -31,6 +34,7 @@ class ImageRecord:
     split: str | None = None
     origin: str = ""
     row: int = -1
+    metadata: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

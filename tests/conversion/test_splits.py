@@ -29,7 +29,7 @@ from fedimage.conversion.splits import (
     split_images,
 )
 from fedimage.errors import OptionError, StoreError
-from fedimage.partitioning import SCHEMES
+from fedimage.partitioning import UNKEYED_SCHEMES
 from fedimage.records import ImageRecord, read_rejects
 
 RATIOS = [(0.8, 0.1, 0.1), (0.5, 0.5, 0.0), (1 / 3, 1 / 3, 1 / 3), (0.98, 0.01, 0.01), (0.6, 0.0, 0.4)]
@@ -132,7 +132,7 @@ def test_image_level_splits_groups_of_users():
     assert Counter(user.split for user in plan.users) == {"train": 3, "val": 3, "test": 3}
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", UNKEYED_SCHEMES)
 def test_image_level_splits_every_partition_scheme_per_client(scheme):
     rows = [record(index, "", (f"label{index % 5}",)) for index in range(300)]
     partition = PartitionOptions(scheme, num_clients=6, min_per_client=10, classes_per_client=2)

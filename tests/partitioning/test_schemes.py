@@ -15,7 +15,7 @@ from fedimage import ImageOptions, OptionError, convert, open_source
 from fedimage.analysis.repartition import regroup_store, repartition_store
 from fedimage.partitioning import (
     NO_LABEL,
-    SCHEMES,
+    UNKEYED_SCHEMES,
     PartitionOptions,
     enforce_min_size,
     group_users,
@@ -65,13 +65,13 @@ class TestEverySchemeGuarantees:
         other_seed = PartitionOptions(scheme, num_clients=40, min_per_client=20, seed=8, **extra)
         assert not np.array_equal(clients, partition(len(LABELS), other_seed, LABELS))
 
-    @pytest.mark.parametrize("scheme", sorted(SCHEMES))
+    @pytest.mark.parametrize("scheme", sorted(UNKEYED_SCHEMES))
     def test_impossible_minimum_is_a_clear_error(self, scheme):
         with pytest.raises(OptionError, match=r"cannot give 11 clients at least 10 images each: .* only 100"):
             partition(100, PartitionOptions(scheme, num_clients=11, min_per_client=10), LABELS[:100])
 
     def test_exactly_feasible_minimum(self):
-        for scheme in SCHEMES:
+        for scheme in UNKEYED_SCHEMES:
             options = PartitionOptions(scheme, num_clients=10, min_per_client=10, classes_per_client=10)
             assert (sizes_of(partition(100, options, np.arange(100) % 10), 10) == 10).all()
 
@@ -210,7 +210,7 @@ def partition_cases(draw):
     minimum = draw(st.integers(0, num_images // num_clients))
     num_labels = draw(st.integers(1, 6))
     labels = draw(st.lists(st.integers(0, num_labels - 1), min_size=num_images, max_size=num_images))
-    scheme = draw(st.sampled_from(sorted(SCHEMES)))
+    scheme = draw(st.sampled_from(sorted(UNKEYED_SCHEMES)))
     extra = {
         "alpha": draw(st.sampled_from([1e-6, 0.1, 1.0, 1e4])),
         "shards_per_client": draw(st.integers(1, max(1, num_images // num_clients))),

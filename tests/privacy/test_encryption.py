@@ -116,8 +116,10 @@ class TestContainerAndCipher:
             assert not unpacked[name].flags.writeable
 
     def test_container_refuses_objects_and_garbage(self):
-        with pytest.raises(StoreError, match="integers and bytes only"):
-            pack_arrays({"x": np.asarray([1.5])})
+        with pytest.raises(StoreError, match="integers, floats and bytes only"):
+            pack_arrays({"x": np.asarray(["text"], dtype=object)})
+        floats = np.asarray([1.5, np.nan])  # per-image metadata: float columns
+        np.testing.assert_array_equal(unpack_arrays(pack_arrays({"x": floats}))["x"], floats)
         with pytest.raises(StoreError, match="not a fedimage array container"):
             unpack_arrays(b"\x93NUMPY pickle")
         packed = bytearray(pack_arrays({"x": np.arange(4, dtype=np.uint8)}))

@@ -12,6 +12,8 @@ from fedimage.conversion.executors import EXECUTORS
 from fedimage.conversion.pipeline import stated_image_options
 from fedimage.conversion.splits import SPLIT_LEVELS, STRATIFY_LEVELS
 from fedimage.errors import OptionError
+from fedimage.image_metadata import MetadataOptions
+from fedimage.imaging.exif import EXIF_FIELDS
 from fedimage.imaging.standardize import COLOR_MODES, NATIVE_SIZE, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.labels import load_taxonomy
 from fedimage.partitioning import SCHEMES, SKEW_STRATEGIES, PartitionOptions
@@ -127,6 +129,25 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     )
     fed.add_argument("--group-size", type=int, help="merge the source's users into groups of this many")
 
+    meta = parser.add_argument_group("per-image metadata")
+    meta.add_argument(
+        "--keep-columns",
+        metavar="A,B:TYPE",
+        help="source columns kept per image; a :int, :float, :string or :timestamp suffix sets the type"
+        " (default: inferred)",
+    )
+    meta.add_argument(
+        "--exif-columns",
+        metavar="FIELDS",
+        help=f"EXIF fields kept per image, read before the header is stripped: {', '.join(EXIF_FIELDS)}",
+    )
+    meta.add_argument(
+        "--pseudonymize-columns",
+        metavar="A,B",
+        help="kept columns (or --partition-key) whose values become keyed pseudonyms"
+        " (needs --pseudonymize-key)",
+    )
+
     private = parser.add_argument_group("privacy")
     private.add_argument(
         "--pseudonymize-key",
@@ -224,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
         pseudonyms=pseudonyms,
         pseudonymize_image_ids=args.pseudonymize_image_ids,
         encrypt_key=key_from_options(args.encrypt_key, args.encrypt_passphrase_env),
+        metadata=MetadataOptions(
+            keep_columns=args.keep_columns or (),
+            exif_columns=args.exif_columns or (),
+            pseudonymize_columns=args.pseudonymize_columns or (),
+        ),
     )
     if options.pseudonyms is not None and not options.pseudonymize_image_ids:
         print(

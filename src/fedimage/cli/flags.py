@@ -144,6 +144,17 @@ def add_scheme_options(group: argparse._ArgumentGroup, *, scheme_required: bool 
         default=default(PartitionOptions, "size_exponent"),
         help="quantity, powerlaw: Pareto shape",
     )
+    group.add_argument(
+        "--partition-key",
+        metavar="COLUMN",
+        help="column, continuous: the metadata column clients follow (column: one client per value)",
+    )
+    group.add_argument(
+        "--strictness",
+        type=float,
+        default=default(PartitionOptions, "strictness"),
+        help="continuous: 1 ranks images by the column alone, 0 ignores it (IID)",
+    )
 
 
 def scheme_options(args: argparse.Namespace, seed: int) -> PartitionOptions:
@@ -160,6 +171,8 @@ def scheme_options(args: argparse.Namespace, seed: int) -> PartitionOptions:
         size_distribution=args.size_distribution,
         size_sigma=args.size_sigma,
         size_exponent=args.size_exponent,
+        key=args.partition_key,
+        strictness=args.strictness,
     )
 
 

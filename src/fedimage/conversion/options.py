@@ -8,6 +8,7 @@ from pathlib import Path
 from fedimage.conversion.executors import executor
 from fedimage.conversion.plan import PlanOptions
 from fedimage.errors import OptionError
+from fedimage.image_metadata import MetadataOptions
 from fedimage.imaging.standardize import ImageOptions
 from fedimage.privacy.keys import StoreKey
 from fedimage.privacy.pseudonyms import Pseudonymizer
@@ -35,6 +36,8 @@ class ConvertOptions:
         pseudonymize_image_ids: image ids too (they default to source paths, which may name users).
         encrypt_key: 32 bytes, a key file or a ``Passphrase``: encrypts every user group and the
             metadata (:mod:`fedimage.privacy.encryption`).
+        metadata: per-image metadata to keep: source columns, EXIF fields, and which of them to
+            pseudonymize (:class:`~fedimage.image_metadata.MetadataOptions`).
 
     Example::
 
@@ -52,8 +55,11 @@ class ConvertOptions:
     pseudonyms: Pseudonymizer | None = None
     pseudonymize_image_ids: bool = False
     encrypt_key: StoreKey | None = field(default=None, repr=False)
+    metadata: MetadataOptions = field(default_factory=MetadataOptions)
 
     def __post_init__(self) -> None:
+        if self.metadata.pseudonymize_columns and self.pseudonyms is None:
+            raise OptionError("`pseudonymize_columns` needs a pseudonym key (`pseudonyms`)")
         if self.workers is not None and self.workers < 1:
             raise OptionError(f"`workers` must be at least 1, got {self.workers}")
         keeps_shards = executor(self.executor).keeps_shards

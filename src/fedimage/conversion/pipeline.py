@@ -22,11 +22,13 @@ from typing import Any
 from fedimage._version import __version__
 from fedimage.analysis.heterogeneity import split_balance
 from fedimage.conversion.executors import Executor, ShardJob, executor
+from fedimage.conversion.metadata import exif_columns, partition_key, pseudonymize_columns, read_metadata
 from fedimage.conversion.options import ConvertOptions, ConvertReport
 from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
 from fedimage.errors import StoreError
+from fedimage.image_metadata import table_column
 from fedimage.imaging.probe import PROBE_IMAGES, native_size, probe_images
 from fedimage.imaging.standardize import NATIVE_SIZE, ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
@@ -157,12 +159,21 @@ def _opened(source: Source | str | os.PathLike[str]) -> Iterator[Source]:
 
 def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Taxonomy | None) -> PreparedRun:
     """Plan the conversion and set up its work folder (reusing finished shards when resuming)."""
-    metadata = source.metadata()
+    key = partition_key(options.plan.partition)
+    metadata, columns = read_metadata(source, options.metadata, key)
     pseudonymized = None
     if options.pseudonyms is not None:
         pseudonymized = PseudonymizedSource(metadata, options.pseudonyms, options.pseudonymize_image_ids)
         metadata = pseudonymized.metadata
+    metadata, columns = pseudonymize_columns(
+        metadata, columns, options.metadata.pseudonymize_columns, options.pseudonyms
+    )
     plan = make_plan(metadata, options.plan, has_users=source.has_users, taxonomy=taxonomy)
+    kept = set(options.metadata.kept_names)
+    unkept = [table_column(column.name) for column in columns if column.name not in kept]
+    if unkept:  # the partition key, read to make the clients: not stored
+        plan.table = plan.table.drop_columns(unkept)
+    stored_columns = (*(column for column in columns if column.name in kept), *exif_columns(options.metadata))
     image, notes = resolve_image_options(source, plan, options.image)
     options = replace(options, image=image)
     settings = _run_settings(source, options, taxonomy, plan)
@@ -178,6 +189,7 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
         fine_labels=tuple(plan.fine_labels),
         run_key=hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest(),
         cipher=cipher,
+        metadata_columns=stored_columns,
     )
     work = WorkDir(output)
     resuming = work.prepare(settings, resume=options.resume, overwrite=options.overwrite)
@@ -266,6 +278,7 @@ def _store_writer(run: PreparedRun) -> StoreWriter:
         fine_labels=run.plan.fine_labels,
         overwrite=run.options.overwrite,
         cipher=run.shard_format.cipher,
+        metadata_columns=run.shard_format.metadata_columns,
     )
 
 
@@ -310,6 +323,7 @@ def _run_settings(
         "planned images": plan.planned_images,
         "labels": [plan.coarse_labels, plan.fine_labels],
         **_pseudonym_settings(options),
+        **({"metadata": options.metadata.describe()} if options.metadata else {}),
     }
 
 
@@ -348,6 +362,8 @@ def _metadata(
         #: Per split: images, their share and the Hellinger distance of its coarse labels from the whole.
         "split_balance": balance,
         "users": writer.users,
+        #: The per-image metadata columns of every user group (see fedimage.image_metadata).
+        "image_metadata": [column.to_json() for column in run.shard_format.metadata_columns],
         **_pseudonym_settings(options),
     }
     return {

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedimage.conversion.metadata import partition_values
 from fedimage.conversion.splits import (
     DEFAULT_SPLIT_NAMES,
     SPLIT_LEVELS,
@@ -28,6 +29,7 @@ from fedimage.conversion.splits import (
     split_images,
 )
 from fedimage.errors import OptionError
+from fedimage.image_metadata import table_column
 from fedimage.labels import LABEL_JOIN, Taxonomy
 from fedimage.partitioning import SKEW_STRATEGIES, PartitionOptions, partition, pick_label, regroup
 from fedimage.records import ImageRecord, Reject, literal
@@ -230,7 +232,7 @@ def make_plan(
     keys = table.select(["image_id", "user_id", "split"])
     if len(valid) < table.num_rows:
         keys = keys.take(pa.array(valid))
-    clients = _clients(keys, table.column("labels"), table.column("fine_labels"), valid, options, has_users)
+    clients = _clients(keys, table, valid, options, has_users)
     if clients is not None:
         keys = keys.set_column(1, "user_id", clients)
         table = table.set_column(2, "user_id", _scatter(clients, valid, table.num_rows))
@@ -424,8 +426,7 @@ def _derive_coarse(table: pa.Table, taxonomy: Taxonomy, bad: np.ndarray) -> pa.L
 
 def _clients(
     keys: pa.Table,
-    coarse: pa.ChunkedArray,
-    fine: pa.ChunkedArray,
+    table: pa.Table,
     valid: np.ndarray,
     options: PlanOptions,
     has_users: bool,
@@ -433,8 +434,9 @@ def _clients(
     """The client of each valid row when users are made rather than taken from the source (else None).
 
     Partitions are computed over the images sorted by image id, so they do not depend
-    on the order of the source's rows.
+    on the order of the source's rows. A ``column`` partition names each client by its value.
     """
+    coarse, fine = table.column("labels"), table.column("fine_labels")
     if options.group_size is not None:
         if not has_users:
             raise OptionError("`group_size` merges the source's users, but this source has none")
@@ -457,7 +459,21 @@ def _clients(
         rows, vocabulary, codes = label_rows(labels)
         rank = np.argsort(np.argsort(np.array(vocabulary, dtype=object))) if vocabulary else codes
         skew = pick_label(position[rows], rank[codes], count, options.skew_label, partition_options.seed)
-    clients = partition(count, partition_options, skew)[position]
+    values = None
+    if partition_options.needs_values:
+        key = partition_options.key or ""
+        if table_column(key) not in table.column_names:
+            raise OptionError(
+                f"the {partition_options.scheme} partition follows column {key!r} (`partition_key`), which"
+                " the source's rows do not carry"
+            )
+        keyed = table.select([table_column(key)])
+        keyed = keyed.take(pa.array(valid)) if len(valid) < table.num_rows else keyed
+        values = partition_values(keyed, key, partition_options.scheme)[by_id]
+    clients = partition(count, partition_options, skew, values)[position]
+    if partition_options.scheme == "column" and values is not None:
+        names = np.unique(values.astype(str) if values.dtype == object else values)
+        return pa.array([str(name) for name in names.tolist()], pa.string()).take(pa.array(clients))
     return _client_names(clients, "client")
 
 

@@ -16,13 +16,15 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from fedimage.conversion.plan import ConversionPlan, UserPlan
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
 from fedimage.errors import FedimageError
+from fedimage.image_metadata import MetadataColumn
+from fedimage.imaging.exif import read_exif
 from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources import Source
@@ -37,7 +39,9 @@ LARGE_USER_IMAGES = 256
 SHARDS_IN_FLIGHT_PER_WORKER = 2
 
 ImageInput = tuple[str, bytes | None]  # (path to read, or the bytes themselves)
-Result = tuple[bool, bytes | str]  # (True, standardized bytes) or (False, why it was rejected)
+#: (True, standardized bytes, EXIF values) or (False, why it was rejected, EXIF values).
+Result = tuple[bool, bytes | str, tuple[Any, ...]]
+BatchItem = tuple[tuple[ImageInput, ...], ImageOptions, tuple[str, ...]]
 ShardUsers = list[tuple[UserPlan, list[ImageRecord]]]
 
 
@@ -64,6 +68,12 @@ class ShardFormat:
     fine_labels: tuple[str, ...]
     run_key: str
     cipher: Sealing | None = None  # an encrypted store's: user groups are sealed in the shards
+    #: The per-image metadata columns: the kept source columns (each record's ``metadata``), then EXIF fields.
+    metadata_columns: tuple[MetadataColumn, ...] = ()
+
+    @property
+    def exif_fields(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.metadata_columns if column.origin == "exif")
 
 
 class RowsDigest:
@@ -75,7 +85,8 @@ class RowsDigest:
     def update(self, records: Iterable[ImageRecord]) -> None:
         for record in records:
             fields = (record.image_id, record.user_id, record.split or "", *record.labels, "")
-            self._hash.update("\0".join((*fields, *record.fine_labels)).encode("utf-8") + b"\n")
+            metadata = (repr(value) for value in record.metadata)
+            self._hash.update("\0".join((*fields, *record.fine_labels, *metadata)).encode("utf-8") + b"\n")
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -88,8 +99,17 @@ def shard_key(plan: ConversionPlan, spec: ShardSpec, run_key: str) -> str:
     return digest.hexdigest()
 
 
-def standardize_one(path: str, data: bytes | None, options: ImageOptions) -> Result:
-    """Standardize one image; a failure becomes (False, reason), never an exception."""
+def standardize_one(
+    path: str, data: bytes | None, options: ImageOptions, exif_fields: tuple[str, ...] = ()
+) -> Result:
+    """Standardize one image, and read ``exif_fields`` from its header (see
+    :func:`fedimage.imaging.exif.read_exif`); a failure becomes (False, reason, ...), never an exception."""
+    fields = read_exif(data if data is not None else path, exif_fields) if exif_fields else ()
+    ok, payload = _standardized(path, data, options)
+    return ok, payload, fields
+
+
+def _standardized(path: str, data: bytes | None, options: ImageOptions) -> tuple[bool, bytes | str]:
     try:
         if data is not None:
             return True, standardize_bytes(data, options)
@@ -102,10 +122,10 @@ def standardize_one(path: str, data: bytes | None, options: ImageOptions) -> Res
         return False, f"unexpected error while decoding: {type(error).__name__}: {error}"
 
 
-def standardize_batch(batch: tuple[tuple[ImageInput, ...], ImageOptions]) -> list[Result]:
-    """Worker: standardize a batch of images."""
-    inputs, options = batch
-    return [standardize_one(path, data, options) for path, data in inputs]
+def standardize_batch(batch: BatchItem) -> list[Result]:
+    """Worker: standardize a batch of images (and read their EXIF fields)."""
+    inputs, options, fields = batch
+    return [standardize_one(path, data, options, fields) for path, data in inputs]
 
 
 def image_inputs(payloads: Iterable[bytes | str | None]) -> Iterator[ImageInput]:
@@ -133,13 +153,14 @@ def write_shard(
         fine_labels=shard_format.fine_labels,
         cipher=shard_format.cipher,
         seal_metadata=False,
+        metadata_columns=shard_format.metadata_columns,
     ) as writer:
         for user, records in users:
             digest.update(records)
             group = writer.user(user.split, user.user_id)
             for record in records:
                 try:
-                    ok, payload = next(results)
+                    ok, payload, fields = next(results)
                 except BrokenProcessPool:
                     raise FedimageError(
                         f"a worker process died while converting {record.origin} ({record.path}): "
@@ -147,7 +168,8 @@ def write_shard(
                         "to see which (then `resume` to keep the work done)"
                     ) from None
                 if ok:
-                    group.add(payload, record.image_id, record.labels, record.fine_labels)  # type: ignore[arg-type]
+                    metadata = (*record.metadata, *fields)
+                    group.add(payload, record.image_id, record.labels, record.fine_labels, metadata)  # type: ignore[arg-type]
                 else:
                     rejects.append(image_reject(record, str(payload)))
                 if progress is not None:
@@ -226,7 +248,8 @@ def convert_shard(task: ShardTask) -> ShardInfo:
     """Worker: standardize a shard's images and write the shard file."""
     payloads = task.payloads if task.payloads is not None else _inherited_payloads(task.users)
     inputs = image_inputs(payloads)
-    results = (standardize_one(path, data, task.image_options) for path, data in inputs)
+    fields = task.shard_format.exif_fields
+    results = (standardize_one(path, data, task.image_options, fields) for path, data in inputs)
     return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
 
 
@@ -261,9 +284,13 @@ def is_large(plan: ConversionPlan, spec: ShardSpec) -> bool:
 
 
 def image_batches(
-    plan: ConversionPlan, source: Source, spec: ShardSpec, image_options: ImageOptions
-) -> Iterator[tuple[tuple[ImageInput, ...], ImageOptions]]:
+    plan: ConversionPlan,
+    source: Source,
+    spec: ShardSpec,
+    image_options: ImageOptions,
+    exif_fields: tuple[str, ...] = (),
+) -> Iterator[BatchItem]:
     """A large shard's images as :func:`standardize_batch` work items of :data:`BATCH_SIZE` images."""
     for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
         records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
-        yield tuple(image_inputs(source.read_images(records))), image_options
+        yield tuple(image_inputs(source.read_images(records))), image_options, exif_fields

@@ -23,7 +23,13 @@ from fedimage.partitioning.by_metadata import column_partition, continuous_parti
 from fedimage.partitioning.dirichlet import dirichlet_partition
 from fedimage.partitioning.iid import iid_partition
 from fedimage.partitioning.labels import NO_LABEL, SKEW_STRATEGIES, label_pairs, pick_label, skew_labels
-from fedimage.partitioning.options import SCHEMES, SIZE_DISTRIBUTIONS, PartitionOptions
+from fedimage.partitioning.options import (
+    KEYED_SCHEMES,
+    SCHEMES,
+    SIZE_DISTRIBUTIONS,
+    UNKEYED_SCHEMES,
+    PartitionOptions,
+)
 from fedimage.partitioning.pathological import pathological_partition
 from fedimage.partitioning.quantity import quantity_partition
 from fedimage.partitioning.regroup import group_users, regroup
@@ -31,10 +37,12 @@ from fedimage.partitioning.repair import enforce_min_size
 from fedimage.partitioning.shards import shards_partition
 
 __all__ = [
+    "KEYED_SCHEMES",
     "NO_LABEL",
     "SCHEMES",
     "SIZE_DISTRIBUTIONS",
     "SKEW_STRATEGIES",
+    "UNKEYED_SCHEMES",
     "PartitionOptions",
     "column_partition",
     "continuous_partition",

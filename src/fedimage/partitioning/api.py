@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fedimage.errors import OptionError
+from fedimage.partitioning.by_metadata import column_partition, continuous_partition
 from fedimage.partitioning.dirichlet import dirichlet_partition
 from fedimage.partitioning.iid import iid_partition
 from fedimage.partitioning.options import PartitionOptions
@@ -31,14 +32,28 @@ _SCHEMES: dict[str, _Scheme] = {
 }
 
 
-def partition(num_images: int, options: PartitionOptions, labels: np.ndarray | None = None) -> np.ndarray:
+def partition(
+    num_images: int,
+    options: PartitionOptions,
+    labels: np.ndarray | None = None,
+    values: np.ndarray | None = None,
+) -> np.ndarray:
     """Client index (int64, 0..K-1) of each of ``num_images`` images, in the caller's order.
 
     The caller passes images in a stable key order (sorted by image id); label-skew schemes
-    need ``labels``, one integer per image (see :func:`~fedimage.partitioning.skew_labels`).
+    need ``labels``, one integer per image (see :func:`~fedimage.partitioning.skew_labels`);
+    the ``column`` and ``continuous`` schemes need ``values``, the ``key`` column's value per image.
     """
     if labels is None and options.needs_labels:
         raise OptionError(f"the {options.scheme!r} scheme skews labels: it needs one label per image")
+    if options.needs_values:
+        if values is None or len(values) != num_images:
+            raise OptionError(f"the {options.scheme!r} scheme needs the `partition_key` value of every image")
+        if options.scheme == "column":
+            return column_partition(np.asarray(values), options.min_per_client)
+        return continuous_partition(
+            np.asarray(values), options.num_clients, options.strictness, options.seed, options.min_per_client
+        )
     return _SCHEMES[options.scheme](num_images, None if labels is None else np.asarray(labels), options)
 
 

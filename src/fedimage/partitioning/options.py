@@ -14,7 +14,13 @@ SCHEMES: dict[str, bool] = {
     "shards": True,
     "quantity": False,
     "pathological": True,
+    "column": False,
+    "continuous": False,
 }
+#: Schemes that follow a metadata column (``key``) rather than labels.
+KEYED_SCHEMES = ("column", "continuous")
+#: Schemes that deal ``num_clients`` clients by labels or sizes alone.
+UNKEYED_SCHEMES = tuple(scheme for scheme in SCHEMES if scheme not in KEYED_SCHEMES)
 SIZE_DISTRIBUTIONS = ("lognormal", "powerlaw")
 
 
@@ -26,7 +32,12 @@ class PartitionOptions:
     (``dirichlet``), ``shards_per_client`` the label-sorted shards per client (``shards``),
     ``classes_per_client`` the labels per client (``pathological``), and ``size_distribution``
     with ``size_sigma`` (lognormal sigma) or ``size_exponent`` (Pareto shape) the client
-    sizes of ``quantity``.
+    sizes of ``quantity``. ``column`` makes one client per distinct value of the metadata
+    column ``key`` (``num_clients`` does not apply); ``continuous`` ranks images by the numeric
+    (or time) column ``key`` blended with noise (``strictness`` 1: by the value alone, 0: IID)
+    and cuts ``num_clients`` equal clients (see :mod:`fedimage.partitioning.by_metadata`).
+
+        PartitionOptions("continuous", num_clients=8, key="taken", strictness=0.7)
     """
 
     scheme: str = "iid"
@@ -39,6 +50,8 @@ class PartitionOptions:
     size_distribution: str = "lognormal"
     size_sigma: float = 1.0
     size_exponent: float = 1.5
+    key: str | None = None
+    strictness: float = 1.0
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -59,6 +72,23 @@ class PartitionOptions:
             raise OptionError(f"size_sigma must be a non-negative number, got {self.size_sigma}")
         if not (math.isfinite(self.size_exponent) and self.size_exponent > 0):
             raise OptionError(f"size_exponent must be a positive number, got {self.size_exponent}")
+        if self.scheme in KEYED_SCHEMES and not self.key:
+            raise OptionError(
+                f"the {self.scheme} scheme follows a metadata column: name it with `partition_key`"
+            )
+        if self.key is not None and self.scheme not in KEYED_SCHEMES:
+            raise OptionError(
+                f"`partition_key` is for the {' and '.join(KEYED_SCHEMES)} schemes, not {self.scheme}"
+            )
+        if not (isinstance(self.strictness, int | float) and math.isfinite(self.strictness)):
+            raise OptionError(f"`strictness` must be between 0 and 1, got {self.strictness!r}")
+        if not 0 <= self.strictness <= 1:
+            raise OptionError(f"`strictness` must be between 0 and 1, got {self.strictness!r}")
+
+    @property
+    def needs_values(self) -> bool:
+        """Whether the scheme follows a metadata column (``key``)."""
+        return self.scheme in KEYED_SCHEMES
 
     @property
     def needs_labels(self) -> bool:

@@ -2,7 +2,7 @@
 
 Layout: ``MAGIC``, a little-endian uint32 header length, a JSON header listing each array's
 name, dtype, shape, offset and byte length, then the arrays' bytes (each at an 8-byte aligned
-offset). Only integer and fixed-length byte-string dtypes are accepted, never objects, so
+offset). Only integer, floating-point and fixed-length byte-string dtypes are accepted, never objects, so
 unpacking cannot run code (unlike pickle) and returns read-only views of the buffer.
 The same arrays always pack to the same bytes.
 """
@@ -20,7 +20,7 @@ from fedimage.errors import StoreError
 MAGIC = b"FIMGARR1"
 _LENGTH = struct.Struct("<I")
 _ALIGN = 8
-_KINDS = frozenset("uiS")
+_KINDS = frozenset("uifS")
 
 
 def _padding(size: int) -> int:
@@ -28,14 +28,16 @@ def _padding(size: int) -> int:
 
 
 def pack_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Serialize ``{name: array}`` (integer or ``S`` dtypes) into one byte string."""
+    """Serialize ``{name: array}`` (integer, float or ``S`` dtypes) into one byte string."""
     entries = []
     offset = 0
     contiguous = {}
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
         if array.dtype.kind not in _KINDS:
-            raise StoreError(f"cannot seal array {name!r} of dtype {array.dtype}: integers and bytes only")
+            raise StoreError(
+                f"cannot seal array {name!r} of dtype {array.dtype}: integers, floats and bytes only"
+            )
         contiguous[name] = array
         entries.append([name, array.dtype.str, list(array.shape), offset, array.nbytes])
         offset += array.nbytes + _padding(array.nbytes)

@@ -29,8 +29,9 @@ from fedimage.sources.record_table import SourceMetadata
 
 KEY_BYTES = 32
 PSEUDONYM_BYTES = 20  # 160 bits, 32 base32 characters
-KINDS = ("user", "image")
-Kind = Literal["user", "image"]
+#: What an id is; ``value`` is a kept metadata column's value (the same value in any column, one pseudonym).
+KINDS = ("user", "image", "value")
+Kind = Literal["user", "image", "value"]
 _PSEUDONYM_CHARS = PSEUDONYM_BYTES * 8 // 5
 _BASE32_ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz234567", dtype=np.uint8)
 SCHEME = "hmac-sha256-v1"

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fedimage.errors import SourceError
 from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.record_table import (
@@ -63,21 +64,46 @@ class Source(ABC):
         """A taxonomy that ships with the collection, if any: a taxonomy file, or the taxonomy itself."""
         return None
 
-    def records(self) -> Iterator[ImageRecord | Reject]:
+    def records(self, columns: Sequence[str] = ()) -> Iterator[ImageRecord | Reject]:
         """Every input image (then every reject), in a deterministic order.
 
-        Row-based sources (folders, manifests) override this and get :meth:`metadata` from it;
-        columnar sources (FLAIR, Hugging Face) override :meth:`metadata` and get this from it.
+        Each record's ``metadata`` holds its cells of ``columns`` (other columns of the source,
+        kept per image; see :meth:`check_columns`). Row-based sources (folders, manifests)
+        override this and get :meth:`metadata` from it; columnar sources (FLAIR, Hugging Face)
+        override :meth:`metadata` and get this from it.
         """
         if type(self).metadata is Source.metadata:
             raise TypeError(f"{type(self).__name__} must override records() or metadata()")
-        metadata = self.metadata()
+        metadata = self.metadata(columns)
         yield from records_of(metadata.table)
         yield from metadata.rejects
 
-    def metadata(self) -> SourceMetadata:
-        """Every input as one table row (or a reject). Columnar sources override this."""
-        return metadata_from_records(self.records())
+    def metadata(self, columns: Sequence[str] = ()) -> SourceMetadata:
+        """Every input as one table row (or a reject), with a ``meta:<name>`` column per name of
+        ``columns`` (untyped cells). Columnar sources override this."""
+        return metadata_from_records(self.records(columns), columns)
+
+    def available_columns(self) -> list[str] | None:
+        """The columns a record may keep as metadata (None: the source has no columns, as a folder tree)."""
+        return None
+
+    def check_columns(self, columns: Sequence[str], option: str = "keep_columns") -> None:
+        """Raise a one-line error naming the first of ``columns`` the source does not have."""
+        if not columns:
+            return
+        available = self.available_columns()
+        if available is None:
+            raise SourceError(
+                f"`{option}` names column {columns[0]!r}, but a {self.kind} source has no columns"
+                " (per-image metadata comes from a manifest, a FLAIR folder or a Hugging Face dataset;"
+                " `exif_columns` reads the images' own EXIF fields)"
+            )
+        for name in columns:
+            if name not in available:
+                raise SourceError(
+                    f"`{option}` column {name!r} is not a column of {self.describe()}; its columns are:"
+                    f" {', '.join(available) or '(none)'}"
+                )
 
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:
         """For each record, its encoded bytes, or a file path for the worker to read.

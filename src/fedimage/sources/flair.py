@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import SourceError
+from fedimage.image_metadata import raw_column, table_column
 from fedimage.records import Reject, literal
 from fedimage.sources.base import CellError, InsideChecker, Source, clean_id, parse_label_list
 from fedimage.sources.json_stream import iter_json_array
@@ -63,17 +65,20 @@ class FlairSource(Source):
         candidate = self.root / TAXONOMY_FILE
         return candidate if candidate.is_file() else None
 
-    def metadata(self) -> SourceMetadata:
+    def metadata(self, columns: Sequence[str] = ()) -> SourceMetadata:
         """The records as a table, built column-wise a batch of items at a time.
 
         FLAIR's 429,000 items are validated and laid out in Arrow, not per record. An item
         whose field cannot be what it means (an id that is a list, a number among labels,
-        text that is not UTF-8) is rejected naming the field.
+        text that is not UTF-8) is rejected naming the field. Each name of ``columns`` (another
+        field of the items) becomes a ``meta:<name>`` column.
         """
         rejects: list[Reject] = []
         tables: list[pa.Table] = []
-        batch: dict[str, list[Any]] = {name: [] for name in _FIELDS}
+        fields = (*_FIELDS, *(name for name in columns if name not in _FIELDS))
+        batch: dict[str, list[Any]] = {name: [] for name in fields}
         items: list[int] = []
+        seen: dict[str, None] = {}
         inside = InsideChecker(self.root)
         for index, item in enumerate(iter_json_array(self.metadata_path)):
             if not isinstance(item, dict):
@@ -83,18 +88,46 @@ class FlairSource(Source):
                 continue
             for name, values in batch.items():
                 values.append(item.get(name))
+            if columns:
+                seen.update(dict.fromkeys(item))
             items.append(index)
             if len(items) == METADATA_BATCH_ROWS:
-                tables.append(self._batch_table(batch, items, rejects, inside))
-                batch, items = {name: [] for name in _FIELDS}, []
-        tables.append(self._batch_table(batch, items, rejects, inside))
-        return SourceMetadata(pa.concat_tables(tables), _in_source_order(rejects))
+                tables.append(self._batch_table(batch, items, rejects, inside, columns))
+                batch, items = {name: [] for name in fields}, []
+        tables.append(self._batch_table(batch, items, rejects, inside, columns))
+        for name in columns:
+            if name not in seen:
+                raise SourceError(
+                    f"`keep_columns` column {name!r} is not a field of {self.metadata_path.name}; its items"
+                    f" have: {', '.join(seen) or '(none)'}"
+                )
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a field of numbers in some batches, text in others
+            table = pa.concat_tables([_metadata_as_text(part, columns) for part in tables])
+        return SourceMetadata(table, _in_source_order(rejects))
+
+    def available_columns(self) -> list[str] | None:
+        return None  # known only once the items are read (see metadata)
+
+    def check_columns(self, columns: Sequence[str], option: str = "keep_columns") -> None:
+        """FLAIR's items are read to know their fields: :meth:`metadata` checks ``columns``."""
 
     def _batch_table(
-        self, batch: dict[str, list[Any]], items: list[int], rejects: list[Reject], inside: InsideChecker
+        self,
+        batch: dict[str, list[Any]],
+        items: list[int],
+        rejects: list[Reject],
+        inside: InsideChecker,
+        columns: Sequence[str] = (),
     ) -> pa.Table:
         """One batch of metadata objects as record-table rows; rows without a usable image are rejected."""
         problems: dict[int, tuple[str, str]] = {}
+        extra = {}
+        for name in columns:
+            extra[name], bad = raw_column(batch[name])
+            for row, problem in bad.items():
+                problems.setdefault(row, (name, problem))
         image_ids = _texts(batch["image_id"], "image_id", problems)
         user_ids = _texts(batch["user_id"], "user_id", problems)
         partitions = _texts(batch["partition"], "partition", problems)
@@ -163,7 +196,18 @@ class FlairSource(Source):
             },
             schema=SCHEMA,
         )
+        for name, values in extra.items():
+            table = table.append_column(table_column(name), values)
         return table if keep.all() else table.filter(pa.array(keep))
+
+
+def _metadata_as_text(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """``table`` with its metadata columns as text (batches that typed a field differently)."""
+    for name in columns:
+        position = table.schema.get_field_index(table_column(name))
+        values = [None if value is None else str(value) for value in table.column(position).to_pylist()]
+        table = table.set_column(position, table_column(name), pa.array(values, pa.string()))
+    return table
 
 
 def _origin(index: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fedimage.errors import OptionError, SourceError
@@ -126,7 +126,11 @@ class FolderSource(Source):
             "(root/<user>/<label>/<image>)"
         )
 
-    def records(self) -> Iterator[ImageRecord | Reject]:
+    def records(self, columns: Sequence[str] = ()) -> Iterator[ImageRecord | Reject]:
+        self.check_columns(columns)
+        return self._records()
+
+    def _records(self) -> Iterator[ImageRecord | Reject]:
         entries = sorted([*self._files, *self._problems])
         for parts in entries:
             relative = "/".join(parts)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from fedimage.errors import SourceError
 from fedimage.extras import require
+from fedimage.image_metadata import table_column
 from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.base import Source
@@ -194,16 +195,25 @@ class HuggingFaceSource(Source):
         else:
             yield from _open_arrow(data_file).select(columns).to_batches(max_chunksize=METADATA_BATCH_ROWS)
 
-    def _metadata_table(self, data_file: _DataFile, rejects: list[Reject]) -> pa.Table:
-        """One file's rows as a record table, built column-wise in Arrow (image bytes never read)."""
+    def _metadata_table(
+        self, data_file: _DataFile, rejects: list[Reject], extra: Sequence[str] = ()
+    ) -> pa.Table:
+        """One file's rows as a record table, built column-wise in Arrow (image bytes never read),
+        with a ``meta:<name>`` column per name of ``extra`` (a class-label column as its names)."""
         wanted = {field: name for field, name in self.columns.items() if name and field != "image"}
         schema = self._schema(data_file)
-        class_names = {name: _class_names(schema, name) for name in wanted.values()}
+        class_names = {name: _class_names(schema, name) for name in {*wanted.values(), *extra}}
         tables, first = [], 0
-        for batch in self._metadata_batches(data_file, sorted(set(wanted.values()))):
-            tables.append(self._record_chunk(data_file, batch, first, wanted, class_names, rejects))
+        for batch in self._metadata_batches(data_file, sorted({*wanted.values(), *extra})):
+            table = self._record_chunk(data_file, batch, first, wanted, class_names, rejects, extra)
+            tables.append(table)
             first += batch.num_rows
-        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        if not tables:
+            empty = SCHEMA.empty_table()
+            for name in extra:
+                empty = empty.append_column(table_column(name), pa.array([], schema.field(name).type))
+            return empty
+        return pa.concat_tables(tables)
 
     def _record_chunk(
         self,
@@ -213,6 +223,7 @@ class HuggingFaceSource(Source):
         wanted: dict[str, str],
         class_names: dict[str, list[str] | None],
         rejects: list[Reject],
+        extra: Sequence[str] = (),
     ) -> pa.Table:
         """A batch of rows as record-table rows; a row with a cell its column cannot hold is rejected."""
         count = table.num_rows
@@ -254,6 +265,10 @@ class HuggingFaceSource(Source):
             "row": pc.add(index, data_file.first_row),
         }
         records = pa.table(columns, schema=SCHEMA)
+        for name in extra:
+            column = table.column(name)
+            names = class_names[name]
+            records = records.append_column(table_column(name), _named(column, names) if names else column)
         if not problems:
             return records
         origins = records.column("origin")
@@ -265,10 +280,27 @@ class HuggingFaceSource(Source):
         keep[list(problems)] = False
         return records.filter(pa.array(keep))
 
-    def metadata(self) -> SourceMetadata:
+    def available_columns(self) -> list[str]:
+        names: dict[str, None] = {}
+        for data_file in self._files:
+            names.update(dict.fromkeys(self._schema(data_file).names))
+        return list(names)
+
+    def metadata(self, columns: Sequence[str] = ()) -> SourceMetadata:
+        self.check_columns(columns)
+        for data_file in self._files:
+            missing = [name for name in columns if name not in self._schema(data_file).names]
+            if missing:
+                raise SourceError(
+                    f"`keep_columns` column {missing[0]!r} is not a column of {data_file.path.name}"
+                    f" (the other data files have it)"
+                )
         rejects: list[Reject] = []
-        tables = [self._metadata_table(data_file, rejects) for data_file in self._files]
-        return SourceMetadata(pa.concat_tables(tables), rejects)
+        tables = [self._metadata_table(data_file, rejects, columns) for data_file in self._files]
+        try:
+            return SourceMetadata(pa.concat_tables(tables, promote_options="permissive"), rejects)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise SourceError(f"the data files of {self.root} disagree on a column's type: {error}") from None
 
     # -- image bytes ------------------------------------------------------------------------
     def read_images(self, records: Sequence[ImageRecord]) -> list[bytes | str | None]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -103,12 +103,16 @@ class ManifestSource(Source):
             raise SourceError("`label_delimiter` must not be empty")
         self.label_delimiter = label_delimiter
         self._columns_spec = columns or ManifestColumns()
-        self._rows, available = self._open_rows()
-        self.columns = self._columns_spec.resolve(available, str(path))
+        self._metadata_columns: Sequence[str] = ()
+        self._rows, self._available = self._open_rows()
+        self.columns = self._columns_spec.resolve(self._available, str(path))
 
     @property
     def split_column(self) -> str | None:
         return self.columns["split"]
+
+    def available_columns(self) -> list[str]:
+        return list(self._available)
 
     @property
     def has_users(self) -> bool:
@@ -190,7 +194,9 @@ class ManifestSource(Source):
         names = list(parquet.schema_arrow.names)
 
         def rows() -> Iterator[tuple[str, Any]]:
-            wanted = [name for name in self.columns.values() if name]
+            wanted = list(
+                dict.fromkeys([*(name for name in self.columns.values() if name), *self._metadata_columns])
+            )
             number = 0
             for batch in parquet.iter_batches(columns=wanted, batch_size=8192):
                 try:
@@ -203,8 +209,12 @@ class ManifestSource(Source):
 
         return rows(), names
 
-    def records(self) -> Iterator[ImageRecord | Reject]:
-        return records_from_rows(self._rows, self.columns, InsideChecker(self.root), self.label_delimiter)
+    def records(self, columns: Sequence[str] = ()) -> Iterator[ImageRecord | Reject]:
+        self.check_columns(columns)
+        self._metadata_columns = columns
+        return records_from_rows(
+            self._rows, self.columns, InsideChecker(self.root), self.label_delimiter, columns
+        )
 
 
 def records_from_rows(
@@ -212,13 +222,20 @@ def records_from_rows(
     columns: dict[str, str | None],
     inside: InsideChecker,
     delimiter: str,
+    metadata_columns: Sequence[str] = (),
 ) -> Iterator[ImageRecord | Reject]:
-    """Records of (origin, row) pairs; a row that is an exception becomes its rejection."""
+    """Records of (origin, row) pairs; a row that is an exception becomes its rejection.
+
+    Each record's ``metadata`` holds its row's cells of ``metadata_columns`` (None when absent).
+    """
     for origin, row in rows:
         if isinstance(row, Exception):
             yield Reject(origin=origin, reason=literal(str(row)), stage="source")
-        else:
-            yield row_to_record(row, origin, columns, inside, delimiter)
+            continue
+        record = row_to_record(row, origin, columns, inside, delimiter)
+        if metadata_columns and isinstance(record, ImageRecord):
+            record = replace(record, metadata=tuple(row.get(name) for name in metadata_columns))
+        yield record
 
 
 def _as_binary(batch: Any) -> Any:

@@ -10,13 +10,15 @@ the few images in flight.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedimage.image_metadata import raw_column, table_column
 from fedimage.records import ImageRecord, Reject
 
 LABELS = pa.list_(pa.string())
@@ -33,6 +35,8 @@ SCHEMA = pa.schema(
     ]
 )
 BUILD_BATCH_ROWS = 4_096
+#: Prefix of the per-image metadata columns a record table may hold after :data:`SCHEMA`'s.
+METADATA_PREFIX = "meta:"
 # What a cell that cannot be read is, after "column 'x' holds ...".
 ID_PROBLEM = "an id must be text or an integer"
 LABEL_PROBLEM = "labels are a list of names or one joined text"
@@ -54,31 +58,79 @@ class SourceMetadata:
         return self.table.num_rows + len(self.rejects)
 
 
-def metadata_from_records(items: Iterable[ImageRecord | Reject]) -> SourceMetadata:
+def metadata_from_records(
+    items: Iterable[ImageRecord | Reject], metadata_columns: Sequence[str] = ()
+) -> SourceMetadata:
     """Collect a record stream into a table, a batch at a time (records are not all kept alive).
 
     A record holding text that UTF-8 cannot encode (a lone surrogate escape, a file name in
-    another encoding) cannot be stored: it becomes a rejection naming the field.
+    another encoding) cannot be stored: it becomes a rejection naming the field. Each record's
+    ``metadata`` holds the cells of ``metadata_columns``, in that order: they become the table's
+    ``meta:<name>`` columns (untyped: see :func:`fedimage.image_metadata.typed_column`), and a
+    cell no column can hold (a list) rejects its row.
     """
     rejects: list[Reject] = []
     batches: list[pa.RecordBatch] = []
     pending: list[ImageRecord] = []
+    cells: list[list[Any]] = [[] for _ in metadata_columns]
     for item in items:
         if isinstance(item, Reject):
             rejects.append(item)
             continue
         pending.append(item)
         if len(pending) == BUILD_BATCH_ROWS:
-            batches.append(_record_batch(pending, rejects))
+            batches.append(_record_batch(pending, rejects, cells))
             pending = []
-    batches.append(_record_batch(pending, rejects))
-    return SourceMetadata(pa.Table.from_batches(batches, schema=SCHEMA), rejects)
+    batches.append(_record_batch(pending, rejects, cells))
+    table = pa.Table.from_batches(batches, schema=SCHEMA)
+    if metadata_columns:
+        table = _with_metadata(table, metadata_columns, cells, rejects)
+    return SourceMetadata(table, rejects)
 
 
-def _record_batch(records: list[ImageRecord], rejects: list[Reject]) -> pa.RecordBatch:
+def _with_metadata(
+    table: pa.Table, names: Sequence[str], cells: list[list[Any]], rejects: list[Reject]
+) -> pa.Table:
+    """``table`` with a ``meta:<name>`` column per name; a row with a cell no column can hold is rejected."""
+    bad: dict[int, tuple[str, str]] = {}
+    columns = []
+    for name, values in zip(names, cells, strict=True):
+        array, problems = raw_column(values)
+        for row, problem in problems.items():
+            bad.setdefault(row, (name, problem))
+        columns.append(array)
+    for name, array in zip(names, columns, strict=True):
+        table = table.append_column(table_column(name), array)
+    if not bad:
+        return table
+    rows = sorted(bad)
+    for row, record in zip(rows, records_of(table.take(pa.array(rows, pa.int64()))), strict=True):
+        column, problem = bad[row]
+        rejects.append(
+            Reject(
+                origin=record.origin,
+                reason="column {detail} " + problem,
+                detail=column,
+                image_id=record.image_id or None,
+                path=record.path or None,
+                user_id=record.user_id or None,
+                stage="source",
+            )
+        )
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[rows] = False
+    return table.filter(pa.array(keep))
+
+
+def _record_batch(
+    records: list[ImageRecord], rejects: list[Reject], cells: list[list[Any]]
+) -> pa.RecordBatch:
     def batch(kept: list[ImageRecord]) -> pa.RecordBatch:
         columns = {name: [getattr(record, name) for record in kept] for name in SCHEMA.names}
-        return pa.record_batch(columns, schema=SCHEMA)
+        made = pa.record_batch(columns, schema=SCHEMA)
+        for index, values in enumerate(cells):
+            values.extend(record.metadata[index] for record in kept)
+        return made
 
     with contextlib.suppress(UnicodeEncodeError):  # one record holds text UTF-8 cannot: find it below
         return batch(records)
@@ -105,11 +157,18 @@ def _unencodable_field(record: ImageRecord) -> str | None:
 
 
 def records_of(table: pa.Table) -> list[ImageRecord]:
-    """The rows of (a slice of) a record table as records."""
+    """The rows of (a slice of) a record table as records (its ``meta:`` columns as their ``metadata``)."""
     columns = [table.column(name).to_pylist() for name in SCHEMA.names]
+    extra = [name for name in table.column_names if name.startswith(METADATA_PREFIX)]
+    if extra:
+        metadata = list(zip(*(table.column(name).to_pylist() for name in extra), strict=True))
+    else:
+        metadata = [()] * table.num_rows
     return [
-        ImageRecord(path, image_id, user, tuple(labels or ()), tuple(fine or ()), split, origin, row)
-        for path, image_id, user, labels, fine, split, origin, row in zip(*columns, strict=True)
+        ImageRecord(path, image_id, user, tuple(labels or ()), tuple(fine or ()), split, origin, row, meta)
+        for path, image_id, user, labels, fine, split, origin, row, meta in zip(
+            *columns, metadata, strict=True
+        )
     ]
 
 

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedimage.errors import StoreError
+from fedimage.image_metadata import nulls_dataset, values_dataset
 from fedimage.store import schema
 from fedimage.store.reader import FederatedStore, read_dataset
 from fedimage.store.sealing import StoreKey
@@ -248,10 +249,17 @@ class OverlayStore(FederatedStore):
         """A stored user's ids, labels, label pairs and JPEG offsets, read once and kept (no pixels)."""
         known = self._metadata.setdefault((split, user_id), {})
         names = [*schema.INDEX_DATASETS, *([self.image_datasets[1]] if self.image_datasets[1] else [])]
+        names += [values_dataset(column.name) for column in self.metadata_columns]
         missing = [name for name in names if name not in known]
         if missing:
             group = self._stored_group(split, user_id, self._stored_users[split][user_id])
             known.update({name: read_dataset(group, name) for name in missing})
+            for column in self.metadata_columns:  # a user's mask of missing values, when it has one
+                count = len(known[schema.IMAGE_IDS])
+                try:
+                    known[nulls_dataset(column.name)] = read_dataset(group, nulls_dataset(column.name))
+                except KeyError:
+                    known[nulls_dataset(column.name)] = np.zeros(count, dtype=np.uint8)
         return known
 
     def _stored_images(self, split: str, user_id: str) -> Any:
@@ -279,6 +287,7 @@ class OverlayStore(FederatedStore):
         coarse = np.empty(count, dtype=object)
         fine = np.empty(count, dtype=object)
         label_pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"coarse": [], "fine": []}
+        columns: dict[str, np.ndarray] = {}
         pixels: np.ndarray | None = None
         blobs: list[bytes] = [b""] * count
         for part in parts:
@@ -286,6 +295,16 @@ class OverlayStore(FederatedStore):
             ids[part.targets] = list(meta[schema.IMAGE_IDS][part.indices])
             coarse[part.targets] = list(meta[schema.LABELS][part.indices])
             fine[part.targets] = list(meta[schema.FINE_LABELS][part.indices])
+            for column in self.metadata_columns:
+                for name in (values_dataset(column.name), nulls_dataset(column.name)):
+                    if name not in columns:
+                        columns[name] = np.zeros(count, dtype=meta[name].dtype)
+                    elif (
+                        columns[name].dtype.kind == "S"
+                        and meta[name].dtype.itemsize > columns[name].dtype.itemsize
+                    ):
+                        columns[name] = columns[name].astype(meta[name].dtype)
+                    columns[name][part.targets] = meta[name][part.indices]
             moved = np.full(len(meta[schema.IMAGE_IDS]), -1, dtype=np.int64)
             moved[part.indices] = part.targets
             for level, (row_name, col_name) in _LABEL_LEVELS:
@@ -314,6 +333,7 @@ class OverlayStore(FederatedStore):
             cols = np.concatenate([cols for _, cols in label_pairs[level]] or [np.zeros(0, np.int64)])
             order = np.lexsort((cols, rows))
             arrays[row_name], arrays[col_name] = rows[order], cols[order]
+        arrays.update(columns)
         if not images:
             return arrays
         if offsets_name is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ import simplejpeg
 from PIL import Image
 
 from fedimage.errors import FedimageError, OptionError, StoreError
+from fedimage.image_metadata import MetadataColumn, decode_user_values, manifest_columns
 from fedimage.labels import LabelLevel
 from fedimage.store import schema
 from fedimage.store.sealing import SEALED, Sealing, StoreKey, open_sealing
@@ -45,6 +46,9 @@ class UserData:
     labels: np.ndarray  # float32 [N, num coarse labels]
     fine_labels: np.ndarray  # float32 [N, num fine labels]
     image_ids: list[str]
+    #: ``{column: values aligned with image_ids}`` for the store's per-image metadata columns
+    #: (None for a missing value; see :mod:`fedimage.image_metadata`); empty when it has none.
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -152,6 +156,8 @@ class FederatedStore:
         self.fine_label_mapping: dict[str, int] = self.read_metadata(schema.FINE_LABEL_MAPPING)
         self.taxonomy: dict[str, str] = self.read_metadata(schema.TAXONOMY)
         self._users: dict[str, dict[str, dict[str, Any]]] = self.manifest["users"]
+        #: The per-image metadata columns every user group holds (name, type, origin), in order.
+        self.metadata_columns: list[MetadataColumn] = manifest_columns(self.manifest)
 
     def _unlock(self, key: StoreKey | None) -> None:
         """Check the key of an encrypted store and decrypt its metadata (the manifest included)."""
@@ -285,7 +291,20 @@ class FederatedStore:
             labels=self._targets(group, count, LabelLevel.COARSE),
             fine_labels=self._targets(group, count, LabelLevel.FINE),
             image_ids=image_ids,
+            metadata=self._metadata_of(group, count),
         )
+
+    def load_metadata(self, split: str, user_id: str) -> dict[str, list[Any]]:
+        """One user's per-image metadata, ``{column: values aligned with its image ids}``, without
+        reading any image (empty for a store without metadata columns).
+
+            sites = store.load_metadata("train", "alice")["site"]
+        """
+        group = self.group(split, user_id)
+        return self._metadata_of(group, group[schema.IMAGE_IDS].shape[0])
+
+    def _metadata_of(self, group: UserGroup, count: int) -> dict[str, list[Any]]:
+        return {column.name: decode_user_values(column, group, count) for column in self.metadata_columns}
 
     def load_targets(
         self, split: str, user_id: str, labels: LabelLevel | str = LabelLevel.COARSE

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from fedimage.errors import StoreError
+from fedimage.image_metadata import MetadataColumn, encode_user_values
 from fedimage.labels import LABEL_JOIN
 from fedimage.store import schema, sealing
 from fedimage.store.checksum import DatasetDigest, array_line, group_checksum
@@ -120,6 +121,7 @@ class StoreWriter:
         cipher: Sealing | None = None,
         seal_metadata: bool = True,
         color: str = "rgb",
+        metadata_columns: Sequence[MetadataColumn] = (),
     ):
         self.path = Path(path)
         check_output(self.path, overwrite)
@@ -135,6 +137,8 @@ class StoreWriter:
         self.fine_counter: Counter[str] = Counter(dict.fromkeys(fine_labels, 0))
         self.spill_bytes = DEFAULT_SPILL_BYTES if spill_bytes is None else spill_bytes
         self.cipher = cipher
+        #: The per-image metadata columns (see fedimage.image_metadata) each image's values follow.
+        self.metadata_columns = tuple(metadata_columns)
         self._seal_metadata = seal_metadata and cipher is not None
         if cipher is not None:
             self.spill_bytes = sys.maxsize  # a sealed group is one AES-GCM message
@@ -230,12 +234,27 @@ class UserGroupWriter:
         self._image_ids: list[bytes] = []
         self._labels: list[tuple[str, ...]] = []
         self._fine: list[tuple[str, ...]] = []
+        self._metadata: list[tuple[Any, ...]] = []
         self._images_digest = DatasetDigest()
         self._spilled: h5py.Dataset | None = None
         self._group: h5py.Group | None = None
 
-    def add(self, payload: bytes, image_id: str, labels: tuple[str, ...], fine: tuple[str, ...]) -> None:
-        """Append one standardized image (JPEG bytes or raw pixel bytes)."""
+    def add(
+        self,
+        payload: bytes,
+        image_id: str,
+        labels: tuple[str, ...],
+        fine: tuple[str, ...],
+        metadata: tuple[Any, ...] = (),
+    ) -> None:
+        """Append one standardized image (JPEG bytes or raw pixel bytes), with its values of the
+        store's metadata columns (``metadata``, in their order)."""
+        if len(metadata) != len(self.store.metadata_columns):
+            raise StoreError(
+                f"image {image_id!r} has {len(metadata)} metadata values; the store has"
+                f" {len(self.store.metadata_columns)} metadata columns"
+            )
+        self._metadata.append(metadata)
         self._image_ids.append(image_id.encode("utf-8"))
         self._labels.append(labels)
         self._fine.append(fine)
@@ -324,6 +343,8 @@ class UserGroupWriter:
         }
         if store.offsets_name is not None:
             arrays[store.offsets_name] = np.asarray(self._offsets, dtype=np.int64)
+        for index, column in enumerate(store.metadata_columns):
+            arrays.update(encode_user_values(column, [values[index] for values in self._metadata]))
         row_dtype = index_dtype(count, np.uint16)
         arrays[schema.LABELS_ROW], arrays[schema.LABELS_COL] = _sparse(
             self._labels, store.coarse_mapping, row_dtype, index_dtype(len(store.coarse_mapping))

@@ -12,9 +12,8 @@ from fedimage.conversion import shard
 from fedimage.conversion.executors.base import ShardJob
 from fedimage.conversion.executors.pool import WorkerPool, default_workers
 from fedimage.conversion.plan import ConversionPlan
-from fedimage.conversion.shard import ImageInput, Result, ShardTask
+from fedimage.conversion.shard import Result, ShardTask
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
-from fedimage.imaging.standardize import ImageOptions
 from fedimage.store.writer import StoreWriter
 
 
@@ -39,7 +38,7 @@ class LocalExecutor:
         """Nothing to do: the shards were copied into the store."""
 
 
-def _work_item(item: ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]) -> ShardInfo | list[Result]:
+def _work_item(item: ShardTask | shard.BatchItem) -> ShardInfo | list[Result]:
     """Worker: a whole shard, or one batch of a large user's images."""
     return shard.convert_shard(item) if isinstance(item, ShardTask) else shard.standardize_batch(item)
 
@@ -54,14 +53,16 @@ def run_local(job: ShardJob, pool: WorkerPool) -> Iterator[ShardInfo]:
     large = {spec.index for spec in pending if shard.is_large(plan, spec)}
     sender = None if pool.shares_memory and shard.inherited_source() is source else source
 
-    def items() -> Iterator[ShardTask | tuple[tuple[ImageInput, ...], ImageOptions]]:
+    def items() -> Iterator[ShardTask | shard.BatchItem]:
         for spec in pending:
             if spec.index not in large:
                 yield shard.shard_task(
                     plan, sender, spec, work.shard_path(spec), job.image_options, job.shard_format
                 )
                 continue
-            yield from shard.image_batches(plan, source, spec, job.image_options)
+            yield from shard.image_batches(
+                plan, source, spec, job.image_options, job.shard_format.exif_fields
+            )
 
     todo = sum(spec.stop_image - spec.first_image for spec in pending)
     outputs = pool.ordered_map(_work_item, items())

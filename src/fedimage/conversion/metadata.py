@@ -1,0 +1,149 @@
+"""A conversion's per-image metadata: the source columns it reads, typed, checked and pseudonymized.
+
+:func:`read_metadata` asks the source for the kept columns (and the ``partition_key`` column of
+a ``column`` or ``continuous`` partition), gives each its type (see
+:func:`fedimage.image_metadata.typed_column`) and rejects, naming the column, every row whose
+cell does not fit it; :func:`pseudonymize_columns` replaces chosen columns' values by keyed
+pseudonyms. Values are never quoted in a reason: they may identify someone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from fedimage.errors import OptionError
+from fedimage.image_metadata import (
+    KeepColumn,
+    MetadataColumn,
+    MetadataOptions,
+    table_column,
+    typed_column,
+)
+from fedimage.imaging.exif import EXIF_FIELDS
+from fedimage.partitioning import PartitionOptions
+from fedimage.privacy.pseudonyms import Pseudonymizer
+from fedimage.records import Reject
+from fedimage.sources import Source
+from fedimage.sources.record_table import SourceMetadata, records_of
+
+
+def partition_key(partition: PartitionOptions | None) -> str | None:
+    """The metadata column a partition follows (``column``, ``continuous``), else None."""
+    return partition.key if partition is not None and partition.needs_values else None
+
+
+def read_metadata(
+    source: Source, options: MetadataOptions, key: str | None = None
+) -> tuple[SourceMetadata, list[MetadataColumn]]:
+    """The source's rows with a typed ``meta:<name>`` column per kept column (and for ``key``),
+    and those columns' descriptions (the key's last when it is not kept).
+
+    A row whose cell does not fit its column's type, or that has no ``key`` value, is rejected.
+    """
+    wanted: list[KeepColumn] = list(options.keep_columns)  # type: ignore[arg-type]
+    if key is not None and key not in options.kept_names:
+        wanted.append(KeepColumn(key))
+    if not wanted:
+        return source.metadata(), []
+    metadata = source.metadata([column.name for column in wanted])
+    table = metadata.table
+    problems: dict[int, tuple[str, str]] = {}
+    columns = []
+    for column in wanted:
+        name = table_column(column.name)
+        values, kind, bad = typed_column(table.column(name), column.type, column.name)
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+        columns.append(MetadataColumn(column.name, kind))
+        for row, problem in bad.items():
+            problems.setdefault(row, (column.name, problem))
+    if key is not None:
+        for row in np.flatnonzero(
+            table.column(table_column(key)).is_null().to_numpy(zero_copy_only=False)
+        ).tolist():
+            problems.setdefault(
+                row, (key, "has no value: the partition by `partition_key` needs one per image")
+            )
+    rejects = list(metadata.rejects)
+    if problems:
+        rows = sorted(problems)
+        for row, record in zip(rows, records_of(table.take(pa.array(rows, pa.int64()))), strict=True):
+            column_name, problem = problems[row]
+            rejects.append(
+                Reject(
+                    origin=record.origin,
+                    reason="column {detail} " + problem,
+                    detail=column_name,
+                    image_id=record.image_id or None,
+                    path=record.path or None,
+                    user_id=record.user_id or None,
+                    stage="source",
+                )
+            )
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[rows] = False
+        table = table.filter(pa.array(keep))
+    return SourceMetadata(table, rejects), columns
+
+
+def pseudonymize_columns(
+    metadata: SourceMetadata,
+    columns: list[MetadataColumn],
+    names: Sequence[str],
+    pseudonyms: Pseudonymizer | None,
+) -> tuple[SourceMetadata, list[MetadataColumn]]:
+    """``metadata`` with the values of the columns ``names`` replaced by keyed pseudonyms (text)."""
+    if not names:
+        return metadata, columns
+    if pseudonyms is None:
+        raise OptionError("`pseudonymize_columns` needs a pseudonym key (`pseudonyms`)")
+    known = {column.name: index for index, column in enumerate(columns)}
+    table = metadata.table
+    columns = list(columns)
+    for name in names:
+        if name not in known:
+            raise OptionError(
+                f"`pseudonymize_columns` column {name!r} is not kept (`keep_columns`) nor the `partition_key`"
+            )
+        field = table_column(name)
+        text = _as_text(table.column(field).combine_chunks())
+        table = table.set_column(table.schema.get_field_index(field), field, pseudonyms.array(text, "value"))
+        columns[known[name]] = MetadataColumn(name, "string", pseudonymized=True)
+    return SourceMetadata(table, metadata.rejects), columns
+
+
+def _as_text(values: pa.Array) -> pa.Array:
+    if pa.types.is_string(values.type):
+        return values
+    if pa.types.is_timestamp(values.type):
+        return pa.array(
+            [None if value is None else value.isoformat() for value in values.to_pylist()], pa.string()
+        )
+    return values.cast(pa.string())
+
+
+def exif_columns(options: MetadataOptions) -> list[MetadataColumn]:
+    """The store columns of the EXIF fields the options read."""
+    return [MetadataColumn(name, EXIF_FIELDS[name], origin="exif") for name in options.exif_columns]
+
+
+def partition_values(table: pa.Table, key: str, scheme: str) -> np.ndarray:
+    """The ``key`` column as the partitioner takes it: text or numbers for ``column``, numbers
+    (a time as seconds) for ``continuous``."""
+    column = table.column(table_column(key)).combine_chunks()
+    if scheme == "continuous":
+        if pa.types.is_timestamp(column.type):
+            return column.cast(pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+        if pa.types.is_string(column.type):
+            raise OptionError(
+                f"`partition_key` column {key!r} holds text; the continuous partition ranks numbers or times"
+                " (declare a numeric column's type with `keep_columns` NAME:float)"
+            )
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_timestamp(column.type):
+        return np.array([value.isoformat() for value in column.to_pylist()], dtype=object)
+    if pa.types.is_string(column.type):
+        return np.array(column.to_pylist(), dtype=object)
+    return column.to_numpy(zero_copy_only=False)
