@@ -167,9 +167,9 @@ def parse_keep_columns(spec: str | Iterable[str | KeepColumn] | None) -> tuple[K
 
         parse_keep_columns("site,year:int")  # (KeepColumn('site'), KeepColumn('year', 'int'))
     """
-    if spec is None:
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
         return ()
-    items = [part for part in spec.split(",")] if isinstance(spec, str) else list(spec)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
     columns: list[KeepColumn] = []
     for item in items:
         if isinstance(item, KeepColumn):
@@ -189,7 +189,7 @@ def parse_keep_columns(spec: str | Iterable[str | KeepColumn] | None) -> tuple[K
 
 def parse_names(spec: str | Iterable[str] | None, option: str) -> tuple[str, ...]:
     """A comma-separated list (or a list) of names, stripped, none empty or repeated."""
-    if spec is None:
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
         return ()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names = tuple(item.strip() for item in items)

@@ -7,11 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fedimage.analysis.repartition import read_store_labels
+from fedimage.analysis.repartition import client_names as names_of_clients
+from fedimage.analysis.repartition import read_store_labels, store_partition
 from fedimage.conversion.splits import SplitRatios, assign_splits
 from fedimage.errors import StoreError
-from fedimage.partitioning.api import partition
-from fedimage.partitioning.labels import pick_label
 from fedimage.partitioning.options import PartitionOptions
 from fedimage.store.overlay import store_fingerprint, write_overlay
 from fedimage.store.reader import FederatedStore
@@ -72,12 +71,10 @@ def repartition(
         raise StoreError(f"{output} already exists; pass `overwrite` to replace it")
     split = split or SplitRatios()
     with FederatedStore(store, key=key) as opened:
-        data = read_store_labels(opened, labels)
+        data = read_store_labels(opened, labels, values_of=options.key if options.needs_values else None)
         fingerprint, name = store_fingerprint(opened), opened.path.name
-    picked = pick_label(data.rows, data.cols, len(data), skew, options.seed) if options.needs_labels else None
-    clients = partition(len(data), options, picked)
-    width = len(str(max(int(clients.max(initial=0)), 0)))
-    names = [f"client_{client:0{width}d}" for client in range(int(clients.max(initial=-1)) + 1)]
+        clients = store_partition(opened, data, options, skew)
+    names = names_of_clients(clients, data, options)
     split_of = assign_splits(names, split, options.seed)
     client_names = [names[client] for client in clients.tolist()]
     splits = [split_of[client] for client in client_names]

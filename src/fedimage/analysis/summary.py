@@ -76,6 +76,7 @@ def summarize(store: str | Path | FederatedStore, *, key: StoreKey | None = None
         "num_fine_labels": len(store.fine_label_mapping),
         "top_labels": _top(store, schema.LABEL_COUNTER),
         "top_fine_labels": _top(store, schema.FINE_LABEL_COUNTER),
+        "image_metadata": [column.to_json() for column in store.metadata_columns],
     }
 
 
@@ -133,6 +134,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         note = f" ({ignored} hidden files ignored)" if ignored else ""
         lines.append(
             f"inputs   {counts['inputs']} = {counts['written']} written + {counts['rejected']} rejected{note}"
+        )
+    columns = summary.get("image_metadata") or []
+    if columns:
+        lines.append(
+            "metadata "
+            + ", ".join(
+                f"{column['name']} ({column['type']}{', pseudonyms' if column.get('pseudonymized') else ''})"
+                for column in columns
+            )
         )
     lines.append("")
     header = f"{'split':<8}{'users':>7}{'images':>8}   images/user: min  p25  median   mean   p75    max"

@@ -134,7 +134,7 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
         "--keep-columns",
         metavar="A,B:TYPE",
         help="source columns kept per image; a :int, :float, :string or :timestamp suffix sets the type"
-        " (default: inferred)",
+        " (default: inferred; a fedimage Parquet export's own columns are kept unless this is given)",
     )
     meta.add_argument(
         "--exif-columns",
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         pseudonymize_image_ids=args.pseudonymize_image_ids,
         encrypt_key=key_from_options(args.encrypt_key, args.encrypt_passphrase_env),
         metadata=MetadataOptions(
-            keep_columns=args.keep_columns or (),
+            keep_columns=source.stated_metadata_columns if args.keep_columns is None else args.keep_columns,
             exif_columns=args.exif_columns or (),
             pseudonymize_columns=args.pseudonymize_columns or (),
         ),

@@ -28,7 +28,7 @@ from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
 from fedimage.errors import StoreError
-from fedimage.image_metadata import table_column
+from fedimage.image_metadata import MetadataOptions, table_column
 from fedimage.imaging.probe import PROBE_IMAGES, native_size, probe_images
 from fedimage.imaging.standardize import NATIVE_SIZE, ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
@@ -72,8 +72,9 @@ def convert(
             options), or a path whose format is detected (folder tree, manifest, FLAIR folder,
             Hugging Face data).
         output: the store file to write (``.h5``); ``output.rejects.jsonl`` lists the rejects.
-        options: images, plan, workers, executor, privacy (:class:`ConvertOptions`). Without
-            options, a source that states its image size (a fedimage Parquet export) keeps it.
+        options: images, plan, workers, executor, privacy, metadata (:class:`ConvertOptions`).
+            Without options, a source that states its image size and metadata columns (a fedimage
+            Parquet export) keeps them.
         taxonomy: fine -> coarse label pairs; by default the source's own (a FLAIR folder's
             ``label_relationship.txt``), else none.
 
@@ -90,7 +91,8 @@ def convert(
     check_output(output, given.overwrite)
     with _opened(source) as opened:
         if options is None:
-            options = ConvertOptions(image=stated_image_options(opened))
+            stated = MetadataOptions(keep_columns=opened.stated_metadata_columns)
+            options = ConvertOptions(image=stated_image_options(opened), metadata=stated)
         default = opened.default_taxonomy if taxonomy is None else None
         if default is not None:
             taxonomy = default if isinstance(default, Taxonomy) else load_taxonomy(default)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedimage.errors import SourceError
+from fedimage.image_metadata import KeepColumn
 from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources.record_table import (
@@ -48,6 +49,12 @@ class Source(ABC):
     def stated_color(self) -> str | None:
         """The images' colour (``rgb`` or ``gray``) when the source states it (a fedimage export does)."""
         return None
+
+    @property
+    def stated_metadata_columns(self) -> tuple[KeepColumn, ...]:
+        """The per-image metadata columns (with types) a source states it carries (a fedimage
+        Parquet export does): a conversion keeps them unless told which to keep."""
+        return ()
 
     @property
     def split_column(self) -> str | None:

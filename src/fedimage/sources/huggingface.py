@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fedimage.errors import SourceError
+from fedimage.errors import OptionError, SourceError
 from fedimage.extras import require
-from fedimage.image_metadata import table_column
+from fedimage.image_metadata import KeepColumn, table_column
 from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.base import Source
@@ -51,6 +51,8 @@ IMAGE_SIZE_ENTRY = "image_size"
 #: ... and under ``color`` its images' colour (``rgb`` or ``gray``), which becomes the source's stated colour.
 COLOR_ENTRY = "color"
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
+#: The entry of a fedimage export's ``fedimage`` metadata listing its per-image metadata columns.
+METADATA_ENTRY = "image_metadata"
 PARQUET_BUFFER_BYTES = 1 << 20
 METADATA_BATCH_ROWS = 1 << 12  # bounds the transient Arrow and numpy arrays of label cleaning
 
@@ -144,6 +146,21 @@ class HuggingFaceSource(Source):
         """The image colour (``rgb`` or ``gray``) that a fedimage ``parquet`` export states."""
         colors = self._stated(COLOR_ENTRY)
         return colors.pop() if len(colors) == 1 else None
+
+    @property
+    def stated_metadata_columns(self) -> tuple[KeepColumn, ...]:
+        """The metadata columns a fedimage ``parquet`` export lists (``image_metadata``), when every
+        file lists the same ones and the data has them."""
+        found = set()
+        for _, raw in self._fedimage_entries:
+            with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError, OptionError):
+                entries = json.loads(raw).get(METADATA_ENTRY) or []
+                found.add(tuple(KeepColumn(str(entry["name"]), str(entry["type"])) for entry in entries))
+        if len(found) != 1:
+            return ()
+        columns = found.pop()
+        available = set(self.available_columns())
+        return columns if all(column.name in available for column in columns) else ()
 
     def _stated(self, entry: str) -> set[Any]:
         """The valid values of one entry of the fedimage metadata of the Parquet files."""

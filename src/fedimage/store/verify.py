@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from fedimage.errors import StoreError
+from fedimage.image_metadata import nulls_dataset, values_dataset
 from fedimage.store import schema
 from fedimage.store.checksum import checksum_of_group
 from fedimage.store.reader import FederatedStore, decode_jpeg
@@ -121,6 +122,15 @@ def _check_group(
             problems.append(f"{row} and {col} differ in length")
         elif rows.size and (rows.max() >= count or cols.max() >= width):
             problems.append(f"{row}/{col} point outside the {count} x {width} label matrix")
+    for column in store.metadata_columns:
+        for name in (values_dataset(column.name), nulls_dataset(column.name)):
+            if name not in group:
+                if name == values_dataset(column.name):
+                    problems.append(f"missing metadata dataset {name}")
+                continue
+            shape = group[name].shape
+            if shape != (count,):
+                problems.append(f"{name} has shape {shape}, expected ({count},)")
     if decode and not problems:
         problems.extend(_decode_all(store, group, count))
     return problems
