@@ -464,6 +464,7 @@ def test_typed_column_inference():
     assert typed_column(pa.array([None, None], pa.null()), None, "c")[1] == "string"
     values, kind, problems = typed_column(pa.array([1.0, 2.5]), "int", "c")
     assert kind == "int" and problems == {1: "holds a number that is not an integer"}
+    assert values.to_pylist() == [1, None]
     with pytest.raises(OptionError, match="holds list<item: int64> values"):
         typed_column(pa.array([[1]]), None, "c")
 
