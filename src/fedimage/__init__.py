@@ -49,6 +49,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "ExportReport": ("fedimage.exports", "ExportReport"),
     "export": ("fedimage.exports", "export"),
     "ImageOptions": ("fedimage.imaging", "ImageOptions"),
+    "MetadataOptions": ("fedimage.conversion.metadata", "MetadataOptions"),
     "Taxonomy": ("fedimage.labels", "Taxonomy"),
     "load_taxonomy": ("fedimage.labels", "load_taxonomy"),
     "PartitionOptions": ("fedimage.partitioning", "PartitionOptions"),
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # what static tools see; at run time these come from ``__geta
     from fedimage.analysis.report import heterogeneity_report
     from fedimage.analysis.summary import summarize
     from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
+    from fedimage.conversion.metadata import MetadataOptions
     from fedimage.conversion.sample import convert_sample
     from fedimage.errors import FedimageError, MissingExtraError, OptionError, SourceError, StoreError
     from fedimage.exports import ExportOptions, ExportReport, export
@@ -125,6 +127,7 @@ __all__ = [
     "FedimageError",
     "ImageOptions",
     "ManifestColumns",
+    "MetadataOptions",
     "MissingExtraError",
     "OptionError",
     "PartitionOptions",

@@ -23,7 +23,7 @@ class ImageRecord:
     (``"manifest.csv row 12"``, a folder path) for messages and the rejects report.
     ``split`` is the split the source assigns (None when it has no split information).
     ``metadata`` holds the values of the metadata columns a conversion keeps, in their order
-    (see :mod:`fedimage.image_metadata`).
+    (see :mod:`fedimage.store.metadata`).
     """
 
     path: str

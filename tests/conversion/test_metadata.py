@@ -23,18 +23,12 @@ from PIL import Image
 import fedimage
 from fedimage import PartitionOptions, PlanOptions, SplitRatios, convert
 from fedimage.cli import main
+from fedimage.conversion.metadata import MetadataOptions
 from fedimage.errors import OptionError, SourceError
-from fedimage.image_metadata import (
-    KeepColumn,
-    MetadataColumn,
-    MetadataOptions,
-    decode_user_values,
-    encode_user_values,
-    parse_keep_columns,
-    typed_column,
-)
 from fedimage.privacy.pseudonyms import Pseudonymizer
 from fedimage.records import read_rejects
+from fedimage.sources.metadata import KeepColumn, parse_keep_columns, typed_column
+from fedimage.store.metadata import MetadataColumn, decode_user_values, encode_user_values
 
 SITES = ["Hôpital Nord", "Clinic South", "Lab East"]
 KEY = bytes(range(32))

@@ -11,12 +11,13 @@ import pyarrow as pa
 
 from fedimage.conversion.metadata import partition_values
 from fedimage.errors import OptionError
-from fedimage.image_metadata import MetadataColumn, table_column
 from fedimage.labels import LabelLevel
 from fedimage.partitioning.api import partition
 from fedimage.partitioning.labels import pick_label
 from fedimage.partitioning.options import PartitionOptions
 from fedimage.partitioning.regroup import regroup
+from fedimage.sources.metadata import table_column
+from fedimage.store.metadata import MetadataColumn
 from fedimage.store.reader import FederatedStore
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from fedimage.cli.flags import add_scheme_options, as_flags, default, key_from_options, scheme_options
 from fedimage.conversion import ConvertOptions, ConvertReport, PlanOptions, SplitRatios, convert
 from fedimage.conversion.executors import EXECUTORS
+from fedimage.conversion.metadata import MetadataOptions
 from fedimage.conversion.pipeline import stated_image_options
 from fedimage.conversion.splits import SPLIT_LEVELS, STRATIFY_LEVELS
 from fedimage.errors import OptionError
-from fedimage.image_metadata import MetadataOptions
 from fedimage.imaging.exif import EXIF_FIELDS
 from fedimage.imaging.standardize import COLOR_MODES, NATIVE_SIZE, RESIZE_MODES, STORAGE_MODES, ImageOptions
 from fedimage.labels import load_taxonomy

@@ -2,7 +2,7 @@
 
 :func:`read_metadata` asks the source for the kept columns (and the ``partition_key`` column of
 a ``column`` or ``continuous`` partition), gives each its type (see
-:func:`fedimage.image_metadata.typed_column`) and rejects, naming the column, every row whose
+:func:`fedimage.sources.metadata.typed_column`) and rejects, naming the column, every row whose
 cell does not fit it; :func:`pseudonymize_columns` replaces chosen columns' values by keyed
 pseudonyms. Values are never quoted in a reason: they may identify someone.
 """
@@ -10,24 +10,75 @@ pseudonyms. Values are never quoted in a reason: they may identify someone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from fedimage.errors import OptionError
-from fedimage.image_metadata import (
-    KeepColumn,
-    MetadataColumn,
-    MetadataOptions,
-    table_column,
-    typed_column,
-)
 from fedimage.imaging.exif import EXIF_FIELDS
 from fedimage.partitioning import PartitionOptions
 from fedimage.privacy.pseudonyms import Pseudonymizer
 from fedimage.records import Reject
 from fedimage.sources import Source
+from fedimage.sources.metadata import KeepColumn, parse_keep_columns, parse_names, table_column, typed_column
 from fedimage.sources.record_table import SourceMetadata, records_of
+from fedimage.store.metadata import MetadataColumn
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataOptions:
+    """Which per-image metadata a conversion keeps.
+
+    Parameters:
+        keep_columns: source columns kept per image (``"site,year:int"``, a list of names, or
+            :class:`KeepColumn`); a ``:type`` suffix declares the type, else it is inferred.
+        exif_columns: fields of each image's EXIF header (see :data:`fedimage.imaging.exif.EXIF_FIELDS`),
+            read before the header is stripped.
+        pseudonymize_columns: kept columns (or the ``partition_key`` column) whose values are
+            replaced by keyed HMAC pseudonyms (needs the conversion's ``pseudonyms`` key).
+
+    Example::
+
+        MetadataOptions(keep_columns="site,taken:timestamp", exif_columns="camera_model")
+    """
+
+    keep_columns: tuple[KeepColumn, ...] | str | Sequence[str] = ()
+    exif_columns: tuple[str, ...] | str = ()
+    pseudonymize_columns: tuple[str, ...] | str = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_columns", parse_keep_columns(self.keep_columns))
+        object.__setattr__(self, "exif_columns", parse_names(self.exif_columns, "exif_columns"))
+        object.__setattr__(
+            self, "pseudonymize_columns", parse_names(self.pseudonymize_columns, "pseudonymize_columns")
+        )
+        for name in self.exif_columns:
+            if name not in EXIF_FIELDS:
+                raise OptionError(f"`exif_columns` field {name!r} is not one of {', '.join(EXIF_FIELDS)}")
+        kept = {column.name for column in self.keep_columns}
+        clashing = sorted(kept & set(self.exif_columns))
+        if clashing:
+            raise OptionError(
+                f"`keep_columns` and `exif_columns` both name {clashing[0]!r}: a store's metadata column"
+                " has one source"
+            )
+
+    @property
+    def kept_names(self) -> list[str]:
+        return [column.name for column in self.keep_columns]  # type: ignore[union-attr]
+
+    def __bool__(self) -> bool:
+        return bool(self.keep_columns or self.exif_columns or self.pseudonymize_columns)
+
+    def describe(self) -> dict[str, Any]:
+        """The options as the run's settings and the manifest record them."""
+        return {
+            "keep_columns": [str(column) for column in self.keep_columns],
+            "exif_columns": list(self.exif_columns),
+            "pseudonymize_columns": list(self.pseudonymize_columns),
+        }
 
 
 def partition_key(partition: PartitionOptions | None) -> str | None:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedimage.conversion.executors import executor
+from fedimage.conversion.metadata import MetadataOptions
 from fedimage.conversion.plan import PlanOptions
 from fedimage.errors import OptionError
-from fedimage.image_metadata import MetadataOptions
 from fedimage.imaging.standardize import ImageOptions
 from fedimage.privacy.keys import StoreKey
 from fedimage.privacy.pseudonyms import Pseudonymizer
@@ -37,7 +37,7 @@ class ConvertOptions:
         encrypt_key: 32 bytes, a key file or a ``Passphrase``: encrypts every user group and the
             metadata (:mod:`fedimage.privacy.encryption`).
         metadata: per-image metadata to keep: source columns, EXIF fields, and which of them to
-            pseudonymize (:class:`~fedimage.image_metadata.MetadataOptions`).
+            pseudonymize (:class:`~fedimage.conversion.metadata.MetadataOptions`).
 
     Example::
 

@@ -22,13 +22,18 @@ from typing import Any
 from fedimage._version import __version__
 from fedimage.analysis.heterogeneity import split_balance
 from fedimage.conversion.executors import Executor, ShardJob, executor
-from fedimage.conversion.metadata import exif_columns, partition_key, pseudonymize_columns, read_metadata
+from fedimage.conversion.metadata import (
+    MetadataOptions,
+    exif_columns,
+    partition_key,
+    pseudonymize_columns,
+    read_metadata,
+)
 from fedimage.conversion.options import ConvertOptions, ConvertReport
 from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
 from fedimage.errors import StoreError
-from fedimage.image_metadata import MetadataOptions, table_column
 from fedimage.imaging.probe import PROBE_IMAGES, native_size, probe_images
 from fedimage.imaging.standardize import NATIVE_SIZE, ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
@@ -36,6 +41,7 @@ from fedimage.privacy import new_store_cipher
 from fedimage.privacy.pseudonyms import PseudonymizedSource
 from fedimage.records import Reject, write_rejects
 from fedimage.sources import Source, open_source
+from fedimage.sources.metadata import table_column
 from fedimage.store import schema
 from fedimage.store.writer import StoreWriter, check_output
 
@@ -364,7 +370,7 @@ def _metadata(
         #: Per split: images, their share and the Hellinger distance of its coarse labels from the whole.
         "split_balance": balance,
         "users": writer.users,
-        #: The per-image metadata columns of every user group (see fedimage.image_metadata).
+        #: The per-image metadata columns of every user group (see fedimage.store.metadata).
         "image_metadata": [column.to_json() for column in run.shard_format.metadata_columns],
         **_pseudonym_settings(options),
     }

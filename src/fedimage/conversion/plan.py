@@ -29,10 +29,10 @@ from fedimage.conversion.splits import (
     split_images,
 )
 from fedimage.errors import OptionError
-from fedimage.image_metadata import table_column
 from fedimage.labels import LABEL_JOIN, Taxonomy
 from fedimage.partitioning import SKEW_STRATEGIES, PartitionOptions, partition, pick_label, regroup
 from fedimage.records import ImageRecord, Reject, literal
+from fedimage.sources.metadata import table_column
 from fedimage.sources.record_table import (
     SourceMetadata,
     first_per_row,

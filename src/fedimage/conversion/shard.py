@@ -23,12 +23,12 @@ from tqdm import tqdm
 from fedimage.conversion.plan import ConversionPlan, UserPlan
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
 from fedimage.errors import FedimageError
-from fedimage.image_metadata import MetadataColumn
 from fedimage.imaging.exif import read_exif
 from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources import Source
 from fedimage.store import schema
+from fedimage.store.metadata import MetadataColumn
 from fedimage.store.writer import StoreWriter
 
 if TYPE_CHECKING:

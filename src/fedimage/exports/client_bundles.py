@@ -10,8 +10,9 @@
 A bundle opens like any store: ``fedimage.open("bundles/train/u1.h5", key="keys/train/u1.key")``.
 Keys must reach each site by another channel than its bundle; the ``keys`` folder is separate
 so the two can be shipped apart. A bundle keeps the store's label vocabularies and taxonomy
-(so every client's targets have the same width) but none of the other clients' data or ids.
-Needs the ``privacy`` extra.
+(so every client's targets have the same width) and its per-image metadata columns (the client's
+values, sealed with its group; the columns listed in its manifest's ``image_metadata``) but none of
+the other clients' data or ids. Needs the ``privacy`` extra.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def write_user_bundle(user: ExportUser, bundle_path: Path, key_path: Path, quali
     The key (256 bits from the OS CSPRNG) is written to ``key_path`` first, created with mode
     0600 (never over an existing file); the bundle then opens with
     ``fedimage.open(bundle_path, key=key_path)``. The bundle keeps the store's label
-    vocabularies and taxonomy but none of the other users' data or ids.
+    vocabularies, taxonomy and metadata columns (this user's values) but none of the other users'
+    data or ids.
 
     Parameters:
         user: the user to write, as read by :meth:`~fedimage.exports.reading.ExportUser.read`.
@@ -127,12 +129,24 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> in
         fine_labels=fine,
         cipher=cipher,
         color=store.color,
+        metadata_columns=store.metadata_columns,
     ) as writer:
         group = writer.user(user.split, user.user_id)
-        rows = zip(user.image_ids, user.labels, user.fine_labels, _payloads(user, quality), strict=True)
-        for image_id, labels, fine_labels, payload in rows:
+        rows = zip(
+            user.image_ids,
+            user.labels,
+            user.fine_labels,
+            user.metadata_rows(),
+            _payloads(user, quality),
+            strict=True,
+        )
+        for image_id, labels, fine_labels, values, payload in rows:
             group.add(
-                payload, image_id, tuple(coarse[i] for i in labels), tuple(fine[i] for i in fine_labels)
+                payload,
+                image_id,
+                tuple(coarse[i] for i in labels),
+                tuple(fine[i] for i in fine_labels),
+                values,
             )
         count = group.close()
         manifest = {
@@ -147,6 +161,7 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> in
             "counts": {"inputs": count, "written": count, "rejected": 0, "ignored": {}},
             "splits": {user.split: {"users": 1, "images": count}},
             "users": writer.users,
+            "image_metadata": [column.to_json() for column in store.metadata_columns],
         }
         writer.finish({schema.TAXONOMY: store.taxonomy, schema.MANIFEST: manifest})
     return count

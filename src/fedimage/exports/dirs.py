@@ -5,12 +5,18 @@
     DEST/index.json                  format, label mappings, taxonomy, and per split its users:
                                      {user id: {"folder": "train/<user>", "images": N}}
     DEST/{split}/{user}/metadata.json {"split", "user_id", "images": [{"image_id", "file",
-                                     "labels", "fine_grained_labels", "sha256"}]}
+                                     "labels", "fine_grained_labels", "sha256", "metadata"}]}
     DEST/{split}/{user}/{image}.jpg
 
 Folder and file names are the ids made portable (:func:`fedimage.exports.names.safe_name`);
 ``metadata.json`` and ``index.json`` give the original ids. Before the export is published,
 every user folder is counted against what was written.
+
+A store with per-image metadata columns (:mod:`fedimage.store.metadata`) gives each image of
+``metadata.json`` a ``metadata`` object, ``{column: value}`` in the columns' order (a timestamp as
+ISO 8601 text, naive UTC; a missing value null), and ``index.json`` an ``image_metadata`` list of
+the columns' names and types (``[{"name": "taken", "type": "timestamp"}, ...]``). A store without
+metadata columns exports exactly as before.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from fedimage._version import __version__
 from fedimage.errors import FedimageError
 from fedimage.exports.base import ExportRun
 from fedimage.exports.names import NameTable
+from fedimage.store.metadata import json_value
 
 INDEX = "index.json"
 METADATA = "metadata.json"
@@ -41,6 +48,7 @@ def write_dirs(run: ExportRun, path: Path) -> None:
     """Write one folder per user under ``path`` (see the module's docstring), then count them."""
     store = run.store
     coarse_names, fine_names = store.label_names, store.fine_label_names
+    columns = [column.name for column in store.metadata_columns]
     splits: dict[str, dict[str, dict[str, Any]]] = {}
     for split in store.splits:
         split_users = splits[split] = {}
@@ -52,41 +60,51 @@ def write_dirs(run: ExportRun, path: Path) -> None:
             files = NameTable()
             images = []
             rows = zip(
-                user.image_ids, user.labels, user.fine_labels, user.jpegs(run.options.quality), strict=True
+                user.image_ids,
+                user.labels,
+                user.fine_labels,
+                user.metadata_rows(),
+                user.jpegs(run.options.quality),
+                strict=True,
             )
-            for image_id, labels, fine, jpeg in rows:
+            for image_id, labels, fine, values, jpeg in rows:
                 file_name = files.assign(image_id) + IMAGE_SUFFIX
                 (folder / file_name).write_bytes(jpeg)
-                images.append(
-                    {
-                        "image_id": image_id,
-                        "file": file_name,
-                        "labels": [coarse_names[index] for index in labels],
-                        "fine_grained_labels": [fine_names[index] for index in fine],
-                        "sha256": hashlib.sha256(jpeg).hexdigest(),
+                image: dict[str, Any] = {
+                    "image_id": image_id,
+                    "file": file_name,
+                    "labels": [coarse_names[index] for index in labels],
+                    "fine_grained_labels": [fine_names[index] for index in fine],
+                    "sha256": hashlib.sha256(jpeg).hexdigest(),
+                }
+                if columns:
+                    image["metadata"] = {
+                        column: json_value(value) for column, value in zip(columns, values, strict=True)
                     }
-                )
+                images.append(image)
             _write_json(folder / METADATA, {"split": split, "user_id": user.user_id, "images": images})
             split_users[user.user_id] = {"folder": f"{split}/{folder_name}", "images": len(images)}
-    _write_json(
-        path / INDEX,
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "fedimage_version": __version__,
-            "store": store.path.name,
-            "image_size": store.image_size,
-            "color": store.color,
-            "label_mapping": store.label_mapping,
-            "fine_grained_label_mapping": store.fine_label_mapping,
-            "label_relationship": store.taxonomy,
-            "splits": {
-                split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
-                for split, users in splits.items()
-            },
-            "users": splits,
-        },
-    )
+    index: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fedimage_version": __version__,
+        "store": store.path.name,
+        "image_size": store.image_size,
+        "color": store.color,
+        "label_mapping": store.label_mapping,
+        "fine_grained_label_mapping": store.fine_label_mapping,
+        "label_relationship": store.taxonomy,
+    }
+    if store.metadata_columns:
+        index["image_metadata"] = [
+            {"name": column.name, "type": column.type} for column in store.metadata_columns
+        ]
+    index["splits"] = {
+        split: {"users": len(users), "images": sum(u["images"] for u in users.values())}
+        for split, users in splits.items()
+    }
+    index["users"] = splits
+    _write_json(path / INDEX, index)
     check_counts(path, splits)
 
 

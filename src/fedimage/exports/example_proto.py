@@ -7,7 +7,7 @@ with TensorFlow's own classes in the same process); the serialized messages are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -70,12 +70,30 @@ def example_class() -> type:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.Example"))
 
 
-def serialize_example(bytes_features: dict[str, bytes], int64_features: dict[str, Sequence[int]]) -> bytes:
-    """One serialized ``tf.train.Example`` (features in a deterministic order)."""
+def serialize_example(
+    bytes_features: Mapping[str, bytes | Sequence[bytes]],
+    int64_features: Mapping[str, Sequence[int]],
+    float_features: Mapping[str, Sequence[float]] | None = None,
+) -> bytes:
+    """One serialized ``tf.train.Example`` (features in a deterministic order).
+
+    A bytes feature is one value (``bytes``) or a list of them. A feature given an empty list is
+    kept, as an empty list of its kind (``tf.io.VarLenFeature`` reads it as no value). A float
+    feature holds 32-bit floats, as TensorFlow's ``FloatList`` does.
+    """
     example = example_class()()
     feature = example.features.feature
     for key, value in bytes_features.items():
-        feature[key].bytes_list.value.append(value)
-    for key, values in int64_features.items():
-        feature[key].int64_list.value.extend(values)
+        values = feature[key].bytes_list
+        values.SetInParent()
+        if isinstance(value, bytes):
+            values.value.append(value)
+        else:
+            values.value.extend(value)
+    for key, numbers in int64_features.items():
+        feature[key].int64_list.SetInParent()
+        feature[key].int64_list.value.extend(numbers)
+    for key, floats in (float_features or {}).items():
+        feature[key].float_list.SetInParent()
+        feature[key].float_list.value.extend(floats)
     return example.SerializeToString(deterministic=True)

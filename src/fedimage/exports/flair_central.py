@@ -10,7 +10,9 @@
                                                  mappings, taxonomy) and ``export`` (provenance)
 
 The strings are variable-length UTF-8 scalars, what h5py writes for ``file[name] = "text"``
-as ml-flair does. Image ids are group names encoded as the store encodes user ids.
+as ml-flair does. Image ids are group names encoded as the store encodes user ids. FLAIR's layout
+has no place for other per-image values: a store's metadata columns (:mod:`fedimage.store.metadata`)
+are not included (export to ``parquet``, ``dirs`` or ``tfrecords`` to keep them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reading a store user by user for an export: ids, label indices, JPEG bytes or pixels.
+"""Reading a store user by user for an export: ids, label indices, metadata, JPEG bytes or pixels.
 
 Images are read in chunks of :data:`CHUNK_IMAGES`, so memory stays bounded by the
 chunk, not by the user, whatever the storage.
@@ -7,7 +7,8 @@ chunk, not by the user, whatever the storage.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import h5py
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from fedimage.imaging.jpeg_segments import JpegFormatError, read_jpeg_info
 from fedimage.imaging.standardize import encode_pixels
 from fedimage.store import schema
+from fedimage.store.metadata import decode_user_values
 from fedimage.store.reader import FederatedStore, decode_jpeg, read_dataset
 
 CHUNK_IMAGES = 64
@@ -22,7 +24,8 @@ CHUNK_IMAGES = 64
 
 @dataclass(frozen=True)
 class ExportUser:
-    """One user of a store: image ids and label indices in store order, images on demand."""
+    """One user of a store: image ids, label indices and per-image metadata in store order, images
+    on demand."""
 
     store: FederatedStore
     split: str
@@ -31,6 +34,9 @@ class ExportUser:
     image_ids: list[str]
     labels: list[list[int]]  # coarse label indices of each image
     fine_labels: list[list[int]]  # fine label indices of each image
+    #: ``{column: values aligned with image_ids}`` for each of the store's metadata columns, in
+    #: their order (None for a missing value; see :mod:`fedimage.store.metadata`).
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: FederatedStore, split: str, user_id: str) -> ExportUser:
@@ -45,10 +51,19 @@ class ExportUser:
             image_ids=image_ids,
             labels=_per_image(group, schema.LABELS_ROW, schema.LABELS_COL, count),
             fine_labels=_per_image(group, schema.FINE_LABELS_ROW, schema.FINE_LABELS_COL, count),
+            metadata={
+                column.name: decode_user_values(column, group, count) for column in store.metadata_columns
+            },
         )
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def metadata_rows(self) -> list[tuple[Any, ...]]:
+        """Each image's metadata values, in the order of the store's metadata columns (``()`` each
+        when the store has none)."""
+        columns = list(self.metadata.values())
+        return list(zip(*columns, strict=True)) if columns else [()] * len(self)
 
     def jpegs(self, quality: int, color: str | None = None) -> Iterator[bytes]:
         """Each image as a JPEG file in the store's colour (RGB, or 1-component gray), or in ``color``:

@@ -3,7 +3,7 @@
 A store's images carry no EXIF (the standardized JPEG is written without it), so the fields a
 study needs (which camera, when) are read from the source file by the worker that converts it,
 with Pillow, which parses the header without decoding pixels. Each field has a fixed type
-(see :mod:`fedimage.image_metadata`); a field the file does not have is a missing value.
+(see :mod:`fedimage.store.metadata`); a field the file does not have is a missing value.
 
 ==================== ============ ======================================================
 field                type         from

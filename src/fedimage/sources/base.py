@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedimage.errors import SourceError
-from fedimage.image_metadata import KeepColumn
 from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject
+from fedimage.sources.metadata import KeepColumn
 from fedimage.sources.record_table import (
     ID_PROBLEM,
     LABEL_ITEM_PROBLEM,

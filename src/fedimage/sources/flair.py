@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import SourceError
-from fedimage.image_metadata import raw_column, table_column
 from fedimage.records import Reject, literal
 from fedimage.sources.base import CellError, InsideChecker, Source, clean_id, parse_label_list
 from fedimage.sources.json_stream import iter_json_array
+from fedimage.sources.metadata import raw_column, table_column
 from fedimage.sources.record_table import SCHEMA, SourceMetadata, clean_label_lists
 
 METADATA_FILE = "labels_and_metadata.json"

@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 
 from fedimage.errors import OptionError, SourceError
 from fedimage.extras import require
-from fedimage.image_metadata import KeepColumn, table_column
 from fedimage.labels import Taxonomy
 from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.base import Source
 from fedimage.sources.manifest import ManifestColumns, describe_columns
+from fedimage.sources.metadata import KeepColumn, table_column
 from fedimage.sources.record_table import (
     LABELS,
     SCHEMA,

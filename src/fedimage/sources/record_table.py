@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fedimage.image_metadata import raw_column, table_column
 from fedimage.records import ImageRecord, Reject
+from fedimage.sources.metadata import raw_column, table_column
 
 LABELS = pa.list_(pa.string())
 SCHEMA = pa.schema(
@@ -66,7 +66,7 @@ def metadata_from_records(
     A record holding text that UTF-8 cannot encode (a lone surrogate escape, a file name in
     another encoding) cannot be stored: it becomes a rejection naming the field. Each record's
     ``metadata`` holds the cells of ``metadata_columns``, in that order: they become the table's
-    ``meta:<name>`` columns (untyped: see :func:`fedimage.image_metadata.typed_column`), and a
+    ``meta:<name>`` columns (untyped: see :func:`fedimage.sources.metadata.typed_column`), and a
     cell no column can hold (a list) rejects its row.
     """
     rejects: list[Reject] = []

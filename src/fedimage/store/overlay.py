@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedimage.errors import StoreError
-from fedimage.image_metadata import nulls_dataset, values_dataset
 from fedimage.store import schema
+from fedimage.store.metadata import nulls_dataset, values_dataset
 from fedimage.store.reader import FederatedStore, read_dataset
 from fedimage.store.sealing import StoreKey
 

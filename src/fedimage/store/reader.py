@@ -15,9 +15,9 @@ import simplejpeg
 from PIL import Image
 
 from fedimage.errors import FedimageError, OptionError, StoreError
-from fedimage.image_metadata import MetadataColumn, decode_user_values, manifest_columns
 from fedimage.labels import LabelLevel
 from fedimage.store import schema
+from fedimage.store.metadata import MetadataColumn, decode_user_values, manifest_columns
 from fedimage.store.sealing import SEALED, Sealing, StoreKey, open_sealing
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class UserData:
     fine_labels: np.ndarray  # float32 [N, num fine labels]
     image_ids: list[str]
     #: ``{column: values aligned with image_ids}`` for the store's per-image metadata columns
-    #: (None for a missing value; see :mod:`fedimage.image_metadata`); empty when it has none.
+    #: (None for a missing value; see :mod:`fedimage.store.metadata`); empty when it has none.
     metadata: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:

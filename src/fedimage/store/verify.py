@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 
 from fedimage.errors import StoreError
-from fedimage.image_metadata import nulls_dataset, values_dataset
 from fedimage.store import schema
 from fedimage.store.checksum import checksum_of_group
+from fedimage.store.metadata import nulls_dataset, values_dataset
 from fedimage.store.reader import FederatedStore, decode_jpeg
 from fedimage.store.sealing import StoreKey
 

@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 
 from fedimage.errors import StoreError
-from fedimage.image_metadata import MetadataColumn, encode_user_values
 from fedimage.labels import LABEL_JOIN
 from fedimage.store import schema, sealing
 from fedimage.store.checksum import DatasetDigest, array_line, group_checksum
+from fedimage.store.metadata import MetadataColumn, encode_user_values
 
 if TYPE_CHECKING:
     from fedimage.store.sealing import Sealing
@@ -137,7 +137,7 @@ class StoreWriter:
         self.fine_counter: Counter[str] = Counter(dict.fromkeys(fine_labels, 0))
         self.spill_bytes = DEFAULT_SPILL_BYTES if spill_bytes is None else spill_bytes
         self.cipher = cipher
-        #: The per-image metadata columns (see fedimage.image_metadata) each image's values follow.
+        #: The per-image metadata columns (see fedimage.store.metadata) each image's values follow.
         self.metadata_columns = tuple(metadata_columns)
         self._seal_metadata = seal_metadata and cipher is not None
         if cipher is not None:
