@@ -14,7 +14,7 @@ $(VENV)/.core: pyproject.toml
 # torch is pinned to 2.13.0: the CPU build this project tests against.
 $(VENV)/.test: $(VENV)/.core
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test,torch,hf,export,report,privacy,pfl,ray,flower]'
+	$(PIP) install -e '.[test,torch,hf,export,report,privacy,pfl,ray,flower,dicom]'
 	touch $@
 
 demo: $(VENV)/.core
