@@ -28,6 +28,8 @@ EXTRAS = {
     "huggingface_hub": "hf",
     "google_crc32c": "export",
     "google": "export",  # protobuf
+    "pydicom": "dicom",
+    "pylibjpeg": "dicom",
 }
 
 

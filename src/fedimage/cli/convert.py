@@ -14,7 +14,14 @@ from fedimage.conversion.pipeline import stated_image_options
 from fedimage.conversion.splits import SPLIT_LEVELS, STRATIFY_LEVELS
 from fedimage.errors import OptionError
 from fedimage.imaging.exif import EXIF_FIELDS
-from fedimage.imaging.standardize import COLOR_MODES, NATIVE_SIZE, RESIZE_MODES, STORAGE_MODES, ImageOptions
+from fedimage.imaging.standardize import (
+    COLOR_MODES,
+    DICOM_FRAMES,
+    NATIVE_SIZE,
+    RESIZE_MODES,
+    STORAGE_MODES,
+    ImageOptions,
+)
 from fedimage.labels import load_taxonomy
 from fedimage.partitioning import SCHEMES, SKEW_STRATEGIES, PartitionOptions
 from fedimage.privacy.pseudonyms import Pseudonymizer
@@ -60,6 +67,37 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--image-id-column")
     src.add_argument("--label-delimiter", default="|", help="separator of labels joined in one cell")
     src.add_argument("--taxonomy", type=Path, help="fine -> coarse label pairs (text) or JSON object")
+
+    dicom = parser.add_argument_group("DICOM (needs the dicom extra)")
+    dicom.add_argument(
+        "--user-tag", default="PatientID", help="DICOM folder: the tag whose value is the user"
+    )
+    dicom.add_argument(
+        "--label-tag", metavar="KEYWORD", help="DICOM folder: the tag whose values are the labels"
+    )
+    dicom.add_argument(
+        "--dicom-frames",
+        choices=DICOM_FRAMES,
+        default=default(ImageOptions, "dicom_frames"),
+        help="the frame of a multi-frame file that becomes the image (all: one image per frame, id file#N)",
+    )
+    dicom.add_argument(
+        "--dicom-window",
+        type=_window,
+        metavar="CENTER,WIDTH",
+        help="display window overriding the files' (default: the file's first window, else min-max)",
+    )
+    dicom.add_argument(
+        "--allow-burned-in",
+        action="store_true",
+        help="keep images whose header flags burned-in annotation (text that may identify the patient)",
+    )
+    dicom.add_argument(
+        "--allow-identifiers",
+        action="store_true",
+        help="convert patient ids, paths and identifying tags without --pseudonymize-key"
+        " (de-identified data only)",
+    )
 
     img = parser.add_argument_group("images")
     img.add_argument(
@@ -132,8 +170,11 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     meta = parser.add_argument_group("per-image metadata")
     meta.add_argument(
         "--keep-columns",
+        "--keep-tags",
+        dest="keep_columns",
         metavar="A,B:TYPE",
-        help="source columns kept per image; a :int, :float, :string or :timestamp suffix sets the type"
+        help="source columns (a DICOM folder's tag keywords) kept per image; a :int, :float, :string or"
+        " :timestamp suffix sets the type"
         " (default: inferred; a fedimage Parquet export's own columns are kept unless this is given)",
     )
     meta.add_argument(
@@ -212,6 +253,9 @@ def run(args: argparse.Namespace) -> int:
         label_delimiter=args.label_delimiter,
         taxonomy=taxonomy,
         allow_download=args.allow_download,
+        user_tag=args.user_tag,
+        label_tag=args.label_tag,
+        dicom_frames=args.dicom_frames,
     )
     options = ConvertOptions(
         image=stated_image_options(
@@ -222,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
             storage=args.storage,
             quality=args.quality,
             max_pixels=args.max_pixels,
+            dicom_frames=args.dicom_frames,
+            dicom_window=args.dicom_window,
+            allow_burned_in=args.allow_burned_in,
         ),
         plan=PlanOptions(
             split=SplitRatios.parse(args.split) if args.split is not None else SplitRatios(),
@@ -245,13 +292,14 @@ def run(args: argparse.Namespace) -> int:
         pseudonyms=pseudonyms,
         pseudonymize_image_ids=args.pseudonymize_image_ids,
         encrypt_key=key_from_options(args.encrypt_key, args.encrypt_passphrase_env),
+        allow_identifiers=args.allow_identifiers,
         metadata=MetadataOptions(
             keep_columns=source.stated_metadata_columns if args.keep_columns is None else args.keep_columns,
             exif_columns=args.exif_columns or (),
             pseudonymize_columns=args.pseudonymize_columns or (),
         ),
     )
-    if options.pseudonyms is not None and not options.pseudonymize_image_ids:
+    if options.pseudonyms is not None and not options.pseudonymize_image_ids and not source.identifying_ids:
         print(
             "warning: image ids are kept as given (by default the source file path, which may name the"
             " user); add --pseudonymize-image-ids to replace them too",
@@ -286,6 +334,15 @@ def _size(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected pixels or {NATIVE_SIZE}, got {text!r}") from None
+
+
+def _window(text: str) -> tuple[float, float]:
+    """``--dicom-window``: center and width."""
+    try:
+        center, width = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CENTER,WIDTH (two numbers), got {text!r}") from None
+    return center, width
 
 
 def _pseudonymizer(args: argparse.Namespace) -> Pseudonymizer | None:

@@ -81,6 +81,30 @@ class MetadataOptions:
         }
 
 
+def check_identifiers(source: Source, options: Any, key: str | None) -> None:
+    """Refuse to convert identifying ids or columns in the clear (a DICOM folder's patient ids,
+    paths and identifying tags) unless ``options.allow_identifiers`` (``options``: ConvertOptions)."""
+    if options.allow_identifiers:
+        return
+    if source.identifying_ids and options.pseudonyms is None:
+        raise OptionError(
+            f"a {source.kind} source's user ids and file paths identify patients: pass a pseudonym key"
+            " (`pseudonyms`), or `allow_identifiers` for data that is de-identified already"
+        )
+    if source.identifying_labels is not None:
+        raise OptionError(
+            f"labels from {source.identifying_labels} would identify people (the DICOM confidentiality"
+            " profile lists it): take labels from another tag, or pass `allow_identifiers`"
+        )
+    named = [*options.metadata.kept_names, *([key] if key else [])]
+    for name in source.identifying_columns(named):
+        if name not in options.metadata.pseudonymize_columns:
+            raise OptionError(
+                f"{name} identifies people (the DICOM confidentiality profile, PS3.15 Annex E, lists it):"
+                " keep it pseudonymized (`pseudonymize_columns`), or leave it out"
+            )
+
+
 def partition_key(partition: PartitionOptions | None) -> str | None:
     """The metadata column a partition follows (``column``, ``continuous``), else None."""
     return partition.key if partition is not None and partition.needs_values else None

@@ -38,6 +38,9 @@ class ConvertOptions:
             metadata (:mod:`fedimage.privacy.encryption`).
         metadata: per-image metadata to keep: source columns, EXIF fields, and which of them to
             pseudonymize (:class:`~fedimage.conversion.metadata.MetadataOptions`).
+        allow_identifiers: convert a source whose ids identify people (a DICOM folder: patient ids,
+            paths) without ``pseudonyms``, and keep identifying tags as they are: only for data that
+            is de-identified already.
 
     Example::
 
@@ -56,6 +59,7 @@ class ConvertOptions:
     pseudonymize_image_ids: bool = False
     encrypt_key: StoreKey | None = field(default=None, repr=False)
     metadata: MetadataOptions = field(default_factory=MetadataOptions)
+    allow_identifiers: bool = False
 
     def __post_init__(self) -> None:
         if self.metadata.pseudonymize_columns and self.pseudonyms is None:

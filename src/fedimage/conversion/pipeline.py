@@ -24,6 +24,7 @@ from fedimage.analysis.heterogeneity import split_balance
 from fedimage.conversion.executors import Executor, ShardJob, executor
 from fedimage.conversion.metadata import (
     MetadataOptions,
+    check_identifiers,
     exif_columns,
     partition_key,
     pseudonymize_columns,
@@ -168,10 +169,12 @@ def _opened(source: Source | str | os.PathLike[str]) -> Iterator[Source]:
 def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Taxonomy | None) -> PreparedRun:
     """Plan the conversion and set up its work folder (reusing finished shards when resuming)."""
     key = partition_key(options.plan.partition)
+    check_identifiers(source, options, key)
     metadata, columns = read_metadata(source, options.metadata, key)
     pseudonymized = None
     if options.pseudonyms is not None:
-        pseudonymized = PseudonymizedSource(metadata, options.pseudonyms, options.pseudonymize_image_ids)
+        image_ids = options.pseudonymize_image_ids or source.identifying_ids  # a DICOM source's paths
+        pseudonymized = PseudonymizedSource(metadata, options.pseudonyms, image_ids)
         metadata = pseudonymized.metadata
     metadata, columns = pseudonymize_columns(
         metadata, columns, options.metadata.pseudonymize_columns, options.pseudonyms

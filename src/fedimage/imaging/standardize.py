@@ -27,12 +27,18 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from fedimage.errors import OptionError
+from fedimage.imaging.dicom import DicomOptions, is_dicom, read_dicom_frames
 from fedimage.imaging.jpeg_segments import JpegFormatError, JpegInfo, read_jpeg_info, strip_metadata
+from fedimage.imaging.rejection import ImageRejected
 
 RESIZE_MODES = ("crop", "pad", "stretch")
 STORAGE_MODES = ("jpeg", "raw")
 #: ``rgb``: 3 channels (FLAIR's); ``gray``: 1 channel (a third of the bytes for grayscale collections).
 COLOR_MODES = ("rgb", "gray")
+#: Which frame of a multi-frame DICOM file becomes the image (``all``: each, see the DICOM source).
+DICOM_FRAMES = ("first", "middle", "all")
+#: What a path may end with to name one frame of a multi-frame file (see fedimage.sources.dicom).
+FRAME_SEPARATOR = "\0frame="
 #: ``size="native"``: the side of the source's most common image size (see :mod:`fedimage.imaging.probe`).
 NATIVE_SIZE = "native"
 WHITE = (255, 255, 255)
@@ -47,10 +53,6 @@ EXIF_TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-class ImageRejected(Exception):
-    """The file cannot become a store image; the message is the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,12 @@ class ImageOptions:
     quality: int = 90
     max_pixels: int = DEFAULT_MAX_PIXELS
     color: str = "rgb"
+    #: DICOM inputs: which frame(s) of a multi-frame file (``first``, ``middle``; ``all`` is expanded
+    #: into one input per frame by the DICOM source), a window ``(center, width)`` overriding the
+    #: file's, and whether a file flagged with burned-in annotation is kept.
+    dicom_frames: str = "first"
+    dicom_window: tuple[float, float] | None = None
+    allow_burned_in: bool = False
 
     def __post_init__(self) -> None:
         if self.size != NATIVE_SIZE and not (isinstance(self.size, int) and 8 <= self.size <= 4096):
@@ -86,6 +94,17 @@ class ImageOptions:
             raise OptionError(f"`quality` must be between 1 and 100, got {self.quality}")
         if self.color not in COLOR_MODES:
             raise OptionError(f"`color` must be one of {', '.join(COLOR_MODES)}, got {self.color!r}")
+        if self.dicom_frames not in DICOM_FRAMES:
+            raise OptionError(
+                f"`dicom_frames` must be one of {', '.join(DICOM_FRAMES)}, got {self.dicom_frames!r}"
+            )
+        if self.dicom_window is not None:
+            window = tuple(self.dicom_window)
+            if len(window) != 2 or not all(math.isfinite(value) for value in window) or window[1] < 1:
+                raise OptionError(
+                    f"`dicom_window` must be (center, width) with width >= 1, got {self.dicom_window!r}"
+                )
+            object.__setattr__(self, "dicom_window", (float(window[0]), float(window[1])))
         if isinstance(self.size, int) and self.max_pixels < self.size * self.size:
             raise OptionError(f"`max_pixels` must be at least size*size, got {self.max_pixels}")
 
@@ -114,8 +133,13 @@ class ImageOptions:
 def standardize_file(path: str, options: ImageOptions) -> bytes:
     """Read ``path`` and return the stored form: JPEG bytes or raw pixel bytes (RGB or gray).
 
-    Raises :class:`ImageRejected` with a human-readable reason for any bad input.
+    A path ending in :data:`FRAME_SEPARATOR` and a number names that frame of a multi-frame
+    DICOM file. Raises :class:`ImageRejected` with a human-readable reason for any bad input.
     """
+    frame = None
+    if FRAME_SEPARATOR in path:
+        path, _, number = path.partition(FRAME_SEPARATOR)
+        frame = int(number)
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -125,13 +149,17 @@ def standardize_file(path: str, options: ImageOptions) -> bytes:
         raise ImageRejected("path is a directory, not an image file") from None
     except OSError as error:
         raise ImageRejected(f"cannot read file: {error.strerror or error}") from None
-    return standardize_bytes(data, options)
+    return standardize_bytes(data, options, frame)
 
 
-def standardize_bytes(data: bytes, options: ImageOptions) -> bytes:
-    """Standardize an encoded image held in memory (see :func:`standardize_file`)."""
+def standardize_bytes(data: bytes, options: ImageOptions, frame: int | None = None) -> bytes:
+    """Standardize an encoded image held in memory (see :func:`standardize_file`); ``frame``: the
+    frame of a multi-frame DICOM file (None: the one ``options.dicom_frames`` picks)."""
     if not data:
         raise ImageRejected("empty file")
+    if is_dicom(data):
+        image = _decode_dicom(data, options, frame)
+        return image.tobytes() if options.storage == "raw" else encode_jpeg(image, options.quality)
     info = _jpeg_header(data)
     if info is not None:
         ready = _jpeg_at_target_size(data, info, options)
@@ -318,6 +346,20 @@ def _decode(data: bytes, options: ImageOptions) -> Image.Image:
     # so orienting the small result is exact and cheaper than orienting the input.
     transpose = EXIF_TRANSPOSE.get(orientation)
     return image if transpose is None else image.transpose(transpose)
+
+
+def _decode_dicom(data: bytes, options: ImageOptions, frame: int | None) -> Image.Image:
+    """A DICOM file's frame rendered for display (8-bit: modality LUT, window, MONOCHROME1, YBR)
+    at the store's size and colour (see :mod:`fedimage.imaging.dicom`)."""
+    dicom = DicomOptions(
+        frames="first" if options.dicom_frames == "all" else options.dicom_frames,
+        window=options.dicom_window,
+        allow_burned_in=options.allow_burned_in,
+    )
+    frames = None if frame is None else [frame]  # None: the frame ``dicom.frames`` picks
+    pixels = next(read_dicom_frames(data, frames, dicom, max_pixels=options.max_pixels)).display
+    image = Image.fromarray(np.ascontiguousarray(pixels), "L" if pixels.ndim == 2 else "RGB")
+    return _resize(to_gray(image) if options.color == "gray" else to_rgb(image), options)
 
 
 def _orientation(image: Image.Image) -> int | None:

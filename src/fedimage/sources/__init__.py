@@ -7,18 +7,20 @@ from pathlib import Path
 from fedimage.errors import SourceError
 from fedimage.labels import Taxonomy
 from fedimage.sources.base import Source
+from fedimage.sources.dicom import DicomFolderSource
 from fedimage.sources.flair import FlairSource
 from fedimage.sources.folder import FOLDER_LAYOUTS, FolderSource
 from fedimage.sources.huggingface import HuggingFaceSource, resolve_hub_name
 from fedimage.sources.manifest import MANIFEST_SUFFIXES, ManifestColumns, ManifestSource
 
-SOURCE_FORMATS = ("folder", "manifest", "flair", "hf")
+SOURCE_FORMATS = ("folder", "manifest", "flair", "hf", "dicom")
 DATASET_SUFFIXES = (".parquet", ".arrow")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 __all__ = [
     "FOLDER_LAYOUTS",
     "SOURCE_FORMATS",
+    "DicomFolderSource",
     "FlairSource",
     "FolderSource",
     "HuggingFaceSource",
@@ -47,7 +49,34 @@ def detect_source_format(path: Path) -> str:
         return "flair"
     if _looks_like_hf_folder(path):
         return "hf"
+    if _looks_like_dicom_folder(path):
+        return "dicom"
     return "folder"
+
+
+def _looks_like_dicom_folder(path: Path, sample: int = 16) -> bool:
+    """A folder of DICOM files: one named ``.dcm`` or ``DICOMDIR``, or with ``DICM`` at byte 128,
+    among its first files without an image suffix (one walk, stopped at the first image)."""
+    checked = 0
+    for candidate in path.rglob("*"):
+        suffix = candidate.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            return False
+        if candidate.name.startswith(".") or not candidate.is_file():
+            continue
+        if suffix in (".dcm", ".dicom") or candidate.name == "DICOMDIR":
+            return True
+        try:
+            with open(candidate, "rb") as handle:
+                if handle.read(132)[128:] == b"DICM":
+                    return True
+        except OSError:
+            pass
+        checked += 1
+        if checked >= sample:
+            return False
+    return False
+    return False
 
 
 def _has_image_struct(path: Path) -> bool:
@@ -86,11 +115,16 @@ def open_source(
     label_delimiter: str = "|",
     taxonomy: Taxonomy | None = None,
     allow_download: bool = False,
+    user_tag: str = "PatientID",
+    label_tag: str | None = None,
+    dicom_frames: str = "first",
 ) -> Source:
     """Open ``path`` as the given (or detected) kind of source.
 
     With ``source_format="hf"``, ``path`` may also name a Hub dataset (``owner/name``)
     already in the local Hugging Face cache; it is downloaded only with ``allow_download``.
+    A ``dicom`` folder (detected when it holds DICOM files) takes users from ``user_tag``,
+    labels from ``label_tag`` and, with ``dicom_frames="all"``, one image per frame.
     """
     path = Path(path)
     if source_format == "hf" and not path.exists() and len(path.parts) == 2:
@@ -109,4 +143,8 @@ def open_source(
         return FlairSource(path)
     if source_format == "hf":
         return HuggingFaceSource(path, columns=columns, label_delimiter=label_delimiter)
+    if source_format == "dicom":
+        if not path.is_dir():
+            raise SourceError(f"`source_format` dicom needs a folder, got file {path}")
+        return DicomFolderSource(path, user_tag=user_tag, label_tag=label_tag, frames=dicom_frames)
     raise SourceError(f"unknown source format {source_format!r}; expected one of {', '.join(SOURCE_FORMATS)}")

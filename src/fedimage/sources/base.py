@@ -57,6 +57,23 @@ class Source(ABC):
         return ()
 
     @property
+    def identifying_ids(self) -> bool:
+        """True when the source's user ids and image ids identify people (DICOM's patient ids and
+        paths): a conversion then needs pseudonyms, or an explicit ``allow_identifiers``."""
+        return False
+
+    def identifying_columns(self, columns: Sequence[str]) -> list[str]:
+        """Which of ``columns`` identify people by definition (a DICOM source: the confidentiality
+        profile's attributes); such a column is kept only pseudonymized."""
+        return []
+
+    @property
+    def identifying_labels(self) -> str | None:
+        """The field labels come from when it identifies people (a DICOM tag the confidentiality
+        profile lists), else None."""
+        return None
+
+    @property
     def split_column(self) -> str | None:
         """The column (or field) that gives rows their split, when the source has one."""
         return None
