@@ -15,6 +15,7 @@ from fedimage.conversion.splits import SPLIT_LEVELS, STRATIFY_LEVELS
 from fedimage.errors import OptionError
 from fedimage.imaging.exif import EXIF_FIELDS
 from fedimage.imaging.standardize import (
+    BIT_DEPTHS,
     COLOR_MODES,
     DICOM_FRAMES,
     NATIVE_SIZE,
@@ -113,7 +114,20 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
         f" export (default: the colour a fedimage export states, else {default(ImageOptions, 'color')})",
     )
     img.add_argument("--resize", choices=RESIZE_MODES, default=default(ImageOptions, "resize"))
-    img.add_argument("--storage", choices=STORAGE_MODES, default=default(ImageOptions, "storage"))
+    img.add_argument(
+        "--storage",
+        choices=STORAGE_MODES,
+        default=default(ImageOptions, "storage"),
+        help="jpeg (small), raw (FLAIR's uint8 pixels) or lossless (PNG per image)",
+    )
+    img.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=BIT_DEPTHS,
+        default=default(ImageOptions, "bit_depth"),
+        help="16: lossless gray images with their 16-bit values (DICOM's stored values); needs"
+        " --storage lossless --color gray",
+    )
     img.add_argument("--quality", type=int, default=default(ImageOptions, "quality"), help="JPEG quality")
     img.add_argument(
         "--max-pixels",
@@ -269,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
             dicom_frames=args.dicom_frames,
             dicom_window=args.dicom_window,
             allow_burned_in=args.allow_burned_in,
+            bit_depth=args.bit_depth,
         ),
         plan=PlanOptions(
             split=SplitRatios.parse(args.split) if args.split is not None else SplitRatios(),

@@ -17,7 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from fedimage.errors import OptionError
+from fedimage.imaging.dicom import DICOM_FIELDS
 from fedimage.imaging.exif import EXIF_FIELDS
+from fedimage.imaging.standardize import ImageOptions
 from fedimage.partitioning import PartitionOptions
 from fedimage.privacy.pseudonyms import Pseudonymizer
 from fedimage.records import Reject
@@ -197,6 +199,14 @@ def _as_text(values: pa.Array) -> pa.Array:
             [None if value is None else value.isoformat() for value in values.to_pylist()], pa.string()
         )
     return values.cast(pa.string())
+
+
+def dicom_columns(image: ImageOptions) -> list[MetadataColumn]:
+    """A 16-bit store's per-image DICOM fields (rescale, window: see
+    :data:`fedimage.imaging.dicom.DICOM_FIELDS`), so its values convert back to modality units."""
+    if image.bit_depth != 16:
+        return []
+    return [MetadataColumn(name, kind, origin="dicom") for name, kind in DICOM_FIELDS.items()]
 
 
 def exif_columns(options: MetadataOptions) -> list[MetadataColumn]:

@@ -25,6 +25,7 @@ from fedimage.conversion.executors import Executor, ShardJob, executor
 from fedimage.conversion.metadata import (
     MetadataOptions,
     check_identifiers,
+    dicom_columns,
     exif_columns,
     partition_key,
     pseudonymize_columns,
@@ -34,7 +35,7 @@ from fedimage.conversion.options import ConvertOptions, ConvertReport
 from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
-from fedimage.errors import StoreError
+from fedimage.errors import OptionError, StoreError
 from fedimage.imaging.probe import PROBE_IMAGES, native_size, probe_images
 from fedimage.imaging.standardize import NATIVE_SIZE, ImageOptions
 from fedimage.labels import Taxonomy, load_taxonomy
@@ -184,7 +185,18 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
     unkept = [table_column(column.name) for column in columns if column.name not in kept]
     if unkept:  # the partition key, read to make the clients: not stored
         plan.table = plan.table.drop_columns(unkept)
-    stored_columns = (*(column for column in columns if column.name in kept), *exif_columns(options.metadata))
+    stored_columns = (
+        *(column for column in columns if column.name in kept),
+        *exif_columns(options.metadata),
+        *dicom_columns(options.image),
+    )
+    names = [column.name for column in stored_columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise OptionError(
+            f"two metadata columns would be named {repeated[0]!r} (a kept column, an EXIF field or a 16-bit"
+            " store's DICOM field): keep the column under another name"
+        )
     image, notes = resolve_image_options(source, plan, options.image)
     options = replace(options, image=image)
     settings = _run_settings(source, options, taxonomy, plan)
@@ -360,6 +372,7 @@ def _metadata(
         "storage": options.image.storage,
         "image_size": options.image.size,
         "color": options.image.color,
+        "bit_depth": options.image.bit_depth,
         "source": {"format": source.kind, "name": source.name},
         "options": {**asdict(options.image), **_plan_options(options)},
         "users_assigned": plan.users_assigned,

@@ -23,8 +23,15 @@ from tqdm import tqdm
 from fedimage.conversion.plan import ConversionPlan, UserPlan
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
 from fedimage.errors import FedimageError
+from fedimage.imaging.dicom import DICOM_FIELDS, read_dicom_fields
 from fedimage.imaging.exif import read_exif
-from fedimage.imaging.standardize import ImageOptions, ImageRejected, standardize_bytes, standardize_file
+from fedimage.imaging.standardize import (
+    FRAME_SEPARATOR,
+    ImageOptions,
+    ImageRejected,
+    standardize_bytes,
+    standardize_file,
+)
 from fedimage.records import ImageRecord, Reject
 from fedimage.sources import Source
 from fedimage.store import schema
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
     from fedimage.store.sealing import Sealing
 
 BATCH_SIZE = 64
+#: Metadata columns a worker reads from the image file itself (see :func:`read_fields`).
+IMAGE_FIELD_ORIGINS = ("exif", "dicom")
 LARGE_USER_IMAGES = 256
 SHARDS_IN_FLIGHT_PER_WORKER = 2
 
@@ -72,8 +81,9 @@ class ShardFormat:
     metadata_columns: tuple[MetadataColumn, ...] = ()
 
     @property
-    def exif_fields(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.metadata_columns if column.origin == "exif")
+    def worker_fields(self) -> tuple[str, ...]:
+        """The columns a worker reads from each image file (EXIF fields, a 16-bit store's DICOM fields)."""
+        return tuple(column.name for column in self.metadata_columns if column.origin in IMAGE_FIELD_ORIGINS)
 
 
 class RowsDigest:
@@ -100,13 +110,26 @@ def shard_key(plan: ConversionPlan, spec: ShardSpec, run_key: str) -> str:
 
 
 def standardize_one(
-    path: str, data: bytes | None, options: ImageOptions, exif_fields: tuple[str, ...] = ()
+    path: str, data: bytes | None, options: ImageOptions, fields: tuple[str, ...] = ()
 ) -> Result:
-    """Standardize one image, and read ``exif_fields`` from its header (see
-    :func:`fedimage.imaging.exif.read_exif`); a failure becomes (False, reason, ...), never an exception."""
-    fields = read_exif(data if data is not None else path, exif_fields) if exif_fields else ()
+    """Standardize one image, and read ``fields`` from its file (:func:`read_fields`); a failure
+    becomes (False, reason, ...), never an exception."""
+    values = read_fields(data if data is not None else path, fields, options) if fields else ()
     ok, payload = _standardized(path, data, options)
-    return ok, payload, fields
+    return ok, payload, values
+
+
+def read_fields(image: str | bytes, fields: tuple[str, ...], options: ImageOptions) -> tuple[Any, ...]:
+    """An image file's values of ``fields``: EXIF fields (:func:`fedimage.imaging.exif.read_exif`) and
+    a 16-bit store's DICOM fields (:func:`fedimage.imaging.dicom.read_dicom_fields`)."""
+    if isinstance(image, str):
+        image = image.partition(FRAME_SEPARATOR)[0]  # one frame of a file: the file's header
+    exif = [name for name in fields if name not in DICOM_FIELDS]
+    dicom = [name for name in fields if name in DICOM_FIELDS]
+    values = dict(zip(exif, read_exif(image, exif), strict=True)) if exif else {}
+    if dicom:
+        values.update(zip(dicom, read_dicom_fields(image, dicom, options.dicom_window), strict=True))
+    return tuple(values[name] for name in fields)
 
 
 def _standardized(path: str, data: bytes | None, options: ImageOptions) -> tuple[bool, bytes | str]:
@@ -248,7 +271,7 @@ def convert_shard(task: ShardTask) -> ShardInfo:
     """Worker: standardize a shard's images and write the shard file."""
     payloads = task.payloads if task.payloads is not None else _inherited_payloads(task.users)
     inputs = image_inputs(payloads)
-    fields = task.shard_format.exif_fields
+    fields = task.shard_format.worker_fields
     results = (standardize_one(path, data, task.image_options, fields) for path, data in inputs)
     return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
 
@@ -288,9 +311,9 @@ def image_batches(
     source: Source,
     spec: ShardSpec,
     image_options: ImageOptions,
-    exif_fields: tuple[str, ...] = (),
+    fields: tuple[str, ...] = (),
 ) -> Iterator[BatchItem]:
     """A large shard's images as :func:`standardize_batch` work items of :data:`BATCH_SIZE` images."""
     for start in range(spec.first_image, spec.stop_image, BATCH_SIZE):
         records = plan.records(start, min(start + BATCH_SIZE, spec.stop_image))
-        yield tuple(image_inputs(source.read_images(records))), image_options, exif_fields
+        yield tuple(image_inputs(source.read_images(records))), image_options, fields

@@ -35,7 +35,7 @@ import numbers
 import os
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -664,3 +664,65 @@ def _window_range(view: Dataset) -> tuple[float, float]:
 def _to_uint8(unit: np.ndarray) -> np.ndarray:
     """Values in [0, 1] as uint8 0..255 (rounded, clipped)."""
     return np.clip(np.rint(np.asarray(unit, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+#: What a 16-bit lossless store keeps of each DICOM file so its stored values convert back to modality
+#: units (``value * rescale_slope + rescale_intercept``: Hounsfield units for CT) and display as the
+#: file meant (the window); each a float, missing for an image that is not DICOM.
+DICOM_FIELDS: dict[str, str] = {
+    "rescale_slope": "float",
+    "rescale_intercept": "float",
+    "window_center": "float",
+    "window_width": "float",
+}
+#: What a signed stored value is shifted by in a 16-bit store (uint16 holds int16 + 32768).
+SIGNED_SHIFT = 32768
+
+
+def read_dicom_fields(
+    image: str | bytes, fields: Sequence[str], window: tuple[float, float] | None = None
+) -> tuple[float | None, ...]:
+    """The values of ``fields`` (names of :data:`DICOM_FIELDS`) for a file stored at 16 bits: its
+    rescale slope (1 when absent) and intercept (0 when absent; minus ``SIGNED_SHIFT * slope`` for
+    signed pixel data, whose stored values are shifted), and the window (``window``, else the file's
+    first). Not DICOM, or unreadable: all None.
+
+        slope, intercept = read_dicom_fields("CT0001.dcm", ("rescale_slope", "rescale_intercept"))
+    """
+    if not fields:
+        return ()
+    try:
+        ds = header(
+            image,
+            tags=["RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "PixelRepresentation"],
+        )
+    except (ImageRejected, OSError, MissingExtraError):
+        return (None,) * len(fields)
+    slope = _first_number(ds.get("RescaleSlope"), 1.0)
+    intercept = _first_number(ds.get("RescaleIntercept"), 0.0)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        intercept -= SIGNED_SHIFT * slope
+    center, width = (
+        window
+        if window is not None
+        else (_first_number(ds.get("WindowCenter"), None), _first_number(ds.get("WindowWidth"), None))
+    )
+    values = {
+        "rescale_slope": slope,
+        "rescale_intercept": intercept,
+        "window_center": center,
+        "window_width": width,
+    }
+    return tuple(values[name] for name in fields)
+
+
+def _first_number(value: Any, default: float | None) -> float | None:
+    if value is None or value == "":
+        return default
+    single = isinstance(value, str | bytes) or not hasattr(value, "__iter__")
+    items = [value] if single else list(value)
+    try:
+        number = float(items[0]) if items else default
+    except (TypeError, ValueError):
+        return default
+    return number if number is None or math.isfinite(number) else default

@@ -32,7 +32,9 @@ from fedimage.imaging.jpeg_segments import JpegFormatError, JpegInfo, read_jpeg_
 from fedimage.imaging.rejection import ImageRejected
 
 RESIZE_MODES = ("crop", "pad", "stretch")
-STORAGE_MODES = ("jpeg", "raw")
+STORAGE_MODES = ("jpeg", "raw", "lossless")
+#: Bits per sample a store keeps: 8, or 16 (``lossless`` storage of gray images only).
+BIT_DEPTHS = (8, 16)
 #: ``rgb``: 3 channels (FLAIR's); ``gray``: 1 channel (a third of the bytes for grayscale collections).
 COLOR_MODES = ("rgb", "gray")
 #: Which frame of a multi-frame DICOM file becomes the image (``all``: each, see the DICOM source).
@@ -42,6 +44,8 @@ FRAME_SEPARATOR = "\0frame="
 #: ``size="native"``: the side of the source's most common image size (see :mod:`fedimage.imaging.probe`).
 NATIVE_SIZE = "native"
 WHITE = (255, 255, 255)
+#: zlib level of a lossless store's PNG files (Pillow's default is 6: about as small, much slower).
+PNG_COMPRESS_LEVEL = 3
 PAD_COLOR = (0, 0, 0)
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 EXIF_TRANSPOSE = {
@@ -82,6 +86,9 @@ class ImageOptions:
     dicom_frames: str = "first"
     dicom_window: tuple[float, float] | None = None
     allow_burned_in: bool = False
+    #: 8, or 16 bits per sample (``lossless`` storage, ``gray`` colour): a DICOM file's stored values
+    #: exactly (signed ones shifted by 32768), a 16-bit PNG or TIFF's values, an 8-bit image's times 257.
+    bit_depth: int = 8
 
     def __post_init__(self) -> None:
         if self.size != NATIVE_SIZE and not (isinstance(self.size, int) and 8 <= self.size <= 4096):
@@ -94,6 +101,12 @@ class ImageOptions:
             raise OptionError(f"`quality` must be between 1 and 100, got {self.quality}")
         if self.color not in COLOR_MODES:
             raise OptionError(f"`color` must be one of {', '.join(COLOR_MODES)}, got {self.color!r}")
+        if self.bit_depth not in BIT_DEPTHS:
+            raise OptionError(f"`bit_depth` must be 8 or 16, got {self.bit_depth!r}")
+        if self.bit_depth == 16 and (self.storage != "lossless" or self.color != "gray"):
+            raise OptionError(
+                "`bit_depth` 16 keeps gray images losslessly: it needs `storage` lossless and `color` gray"
+            )
         if self.dicom_frames not in DICOM_FRAMES:
             raise OptionError(
                 f"`dicom_frames` must be one of {', '.join(DICOM_FRAMES)}, got {self.dicom_frames!r}"
@@ -157,20 +170,88 @@ def standardize_bytes(data: bytes, options: ImageOptions, frame: int | None = No
     frame of a multi-frame DICOM file (None: the one ``options.dicom_frames`` picks)."""
     if not data:
         raise ImageRejected("empty file")
+    if options.bit_depth == 16:
+        return encode_png(_decode_16_bits(data, options, frame))
     if is_dicom(data):
-        image = _decode_dicom(data, options, frame)
-        return image.tobytes() if options.storage == "raw" else encode_jpeg(image, options.quality)
+        return _stored(_decode_dicom(data, options, frame), options)
     info = _jpeg_header(data)
-    if info is not None:
+    if info is not None and options.storage != "lossless":
         ready = _jpeg_at_target_size(data, info, options)
         if ready is not None:
             return ready
     image = _decode_jpeg(data, info, options) if info is not None else None
     if image is None:
         image = _decode(data, options)
+    return _stored(image, options)
+
+
+def _stored(image: Image.Image, options: ImageOptions) -> bytes:
+    """An 8-bit image at the store's size in the store's form: raw pixels, a JPEG or a PNG."""
     if options.storage == "raw":
         return image.tobytes()
+    if options.storage == "lossless":
+        return encode_png(np.asarray(image))
     return encode_jpeg(image, options.quality)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] / [H, W, 1] / [H, W] or uint16 [H, W(, 1)] pixels as a PNG file (no metadata)."""
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[:, :, 0]
+    image = Image.fromarray(np.ascontiguousarray(pixels))  # uint16 [H, W]: I;16, uint8: L or RGB
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _decode_16_bits(data: bytes, options: ImageOptions, frame: int | None) -> np.ndarray:
+    """A gray image as uint16 [S, S] values: a DICOM file's stored values (signed ones + 32768), a
+    16-bit PNG or TIFF's, an 8-bit image's times 257; resized in floating point only when its size
+    is not the store's (so an image at the store's size keeps its values exactly)."""
+    if is_dicom(data):
+        dicom = _dicom_options(options)
+        frames = None if frame is None else [frame]
+        decoded = next(read_dicom_frames(data, frames, dicom, max_pixels=options.max_pixels))
+        values = decoded.stored
+        if values.ndim != 2:
+            raise ImageRejected(
+                "a 16-bit store keeps gray images; this DICOM file is colour (store it 8-bit)"
+            )
+        if values.dtype.kind == "i":
+            values = (
+                values.astype(np.int32) + 32768 if values.dtype.itemsize <= 2 else values.astype(np.int64)
+            )
+        if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+            raise ImageRejected("DICOM pixel values do not fit 16 bits")
+        values = values.astype(np.uint16)
+    else:
+        image = _open_checked(data, options.max_pixels)
+        _load(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            values = np.asarray(image).astype(np.int64)
+            if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+                raise ImageRejected("image values do not fit 16 bits")
+            values = values.astype(np.uint16)
+        else:
+            values = np.asarray(to_gray(image)).astype(np.uint16) * 257
+    return _resize_16(values, options)
+
+
+def _resize_16(values: np.ndarray, options: ImageOptions) -> np.ndarray:
+    height, width = values.shape
+    size = options.side
+    if (width, height) == (size, size):
+        return values
+    image = _resize(Image.fromarray(values.astype(np.float32), "F"), options)
+    return np.clip(np.rint(np.asarray(image)), 0, 65535).astype(np.uint16)
+
+
+def _dicom_options(options: ImageOptions) -> DicomOptions:
+    return DicomOptions(
+        frames="first" if options.dicom_frames == "all" else options.dicom_frames,
+        window=options.dicom_window,
+        allow_burned_in=options.allow_burned_in,
+    )
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -351,13 +432,10 @@ def _decode(data: bytes, options: ImageOptions) -> Image.Image:
 def _decode_dicom(data: bytes, options: ImageOptions, frame: int | None) -> Image.Image:
     """A DICOM file's frame rendered for display (8-bit: modality LUT, window, MONOCHROME1, YBR)
     at the store's size and colour (see :mod:`fedimage.imaging.dicom`)."""
-    dicom = DicomOptions(
-        frames="first" if options.dicom_frames == "all" else options.dicom_frames,
-        window=options.dicom_window,
-        allow_burned_in=options.allow_burned_in,
-    )
-    frames = None if frame is None else [frame]  # None: the frame ``dicom.frames`` picks
-    pixels = next(read_dicom_frames(data, frames, dicom, max_pixels=options.max_pixels)).display
+    frames = None if frame is None else [frame]  # None: the frame ``dicom_frames`` picks
+    pixels = next(
+        read_dicom_frames(data, frames, _dicom_options(options), max_pixels=options.max_pixels)
+    ).display
     image = Image.fromarray(np.ascontiguousarray(pixels), "L" if pixels.ndim == 2 else "RGB")
     return _resize(to_gray(image) if options.color == "gray" else to_rgb(image), options)
 

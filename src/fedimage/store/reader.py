@@ -42,7 +42,7 @@ class UserData:
 
     split: str
     user_id: str
-    images: np.ndarray  # uint8 [N, S, S, C]: C = 3 (rgb) or 1 (gray store)
+    images: np.ndarray  # uint8 [N, S, S, C]: C = 3 (rgb) or 1 (gray store); uint16 in a 16-bit store
     labels: np.ndarray  # float32 [N, num coarse labels]
     fine_labels: np.ndarray  # float32 [N, num fine labels]
     image_ids: list[str]
@@ -76,6 +76,31 @@ def decode_jpeg(
             return array
         out[...] = array
         return out
+
+
+def decode_png(
+    data: bytes | memoryview | np.ndarray,
+    out: np.ndarray | None = None,
+    color: str = "rgb",
+    bit_depth: int = 8,
+) -> np.ndarray:
+    """Decode one stored PNG (a lossless store's) into [H, W, 3] or [H, W, 1], uint8 or (16 bits) uint16.
+
+    Pillow's PNG decoder; a 16-bit image comes back with the values it was written with.
+    """
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        if bit_depth == 16:
+            array = np.asarray(image, dtype=np.uint16) if image.mode.startswith("I") else np.asarray(image)
+            array = array.astype(np.uint16, copy=False)
+        else:
+            mode = "L" if color == "gray" else "RGB"
+            array = np.asarray(image if image.mode == mode else image.convert(mode))
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if out is None:
+        return array
+    out[...] = array
+    return out
 
 
 @dataclass(frozen=True)
@@ -149,6 +174,10 @@ class FederatedStore:
         self.color: str = self.manifest.get("color", "rgb")
         #: Channels of each decoded image: 3 or 1.
         self.channels: int = 1 if self.color == "gray" else 3
+        #: Bits per sample of a decoded image: 8 (uint8), or 16 (uint16: a lossless 16-bit store).
+        self.bit_depth: int = int(self.manifest.get("bit_depth", 8))
+        #: The dtype of decoded images.
+        self.dtype: np.dtype = np.dtype(np.uint16 if self.bit_depth == 16 else np.uint8)
         #: The datasets of a user's images: (``images``, None) for raw pixels, (``jpeg``,
         #: ``jpeg_offsets``) for JPEG bytes (format version 1: ``images``, ``image_offsets``).
         self.image_datasets: tuple[str, str | None] = schema.image_datasets(self.storage, version)
@@ -377,12 +406,18 @@ class FederatedStore:
             return np.array(images[index])  # a copy: decrypted arrays are read-only views
         offsets = group[offsets_name]
         start, end = offsets[index], offsets[index + 1]
-        return decode_jpeg(images[start:end], color=self.color)
+        return self.decode(images[start:end])
+
+    def decode(self, data: bytes | memoryview | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode one stored image file (a JPEG, or a lossless store's PNG) to [S, S, C] pixels."""
+        if self.storage == "lossless":
+            return decode_png(data, out, self.color, self.bit_depth)
+        return decode_jpeg(data, out, self.color)
 
     def encoded_images(self, split: str, user_id: str) -> list[bytes]:
-        """A jpeg store's stored JPEG files of one user, undecoded."""
-        if self.storage != "jpeg":
-            raise StoreError(f"{self.path.name} stores raw pixels, not JPEG bytes")
+        """The stored image files (JPEG, or a lossless store's PNG) of one user, undecoded."""
+        if self.storage == "raw":
+            raise StoreError(f"{self.path.name} stores raw pixels, not encoded images")
         group = self.group(split, user_id)
         images_name, offsets_name = self.image_datasets
         blob = group[images_name][()]
@@ -395,12 +430,12 @@ class FederatedStore:
             images = group[images_name][()]
             return images if images.flags.writeable else images.copy()
         size = self.image_size
-        out = np.empty((count, size, size, self.channels), dtype=np.uint8)
+        out = np.empty((count, size, size, self.channels), dtype=self.dtype)
         blob = group[images_name][()]
         offsets = group[offsets_name][()]
         view = memoryview(blob)
         for index in range(count):
-            decode_jpeg(view[offsets[index] : offsets[index + 1]], out[index], self.color)
+            self.decode(view[offsets[index] : offsets[index + 1]], out[index])
         return out
 
 

@@ -8,6 +8,8 @@ Per user, ``/{split}/{user}/`` holds what both FLAIR loaders read:
 ``jpeg``                    jpeg only: uint8 [total bytes], all JPEGs of the user
                             concatenated (see ``jpeg_offsets``)
 ``jpeg_offsets``            jpeg only: int64 [N + 1], image i is bytes [o[i], o[i+1])
+``png``, ``png_offsets``    lossless only: the user's PNG files (8 or 16 bits, ``bit_depth`` in
+                            the manifest), as ``jpeg`` and ``jpeg_offsets``
 ``image_ids``               bytes [N]
 ``labels``                  bytes [N], coarse labels joined by ``|`` (ml-flair)
 ``fine_grained_labels``     bytes [N], fine labels joined by ``|`` (ml-flair)
@@ -47,6 +49,9 @@ IMAGES = "images"
 #: A jpeg store's JPEG files, concatenated, and where each starts.
 JPEG_BYTES = "jpeg"
 JPEG_OFFSETS = "jpeg_offsets"
+#: A lossless store's PNG files (8 or 16 bits per sample), concatenated, and where each starts.
+PNG_BYTES = "png"
+PNG_OFFSETS = "png_offsets"
 #: Format version 1's names for a jpeg store's bytes and offsets.
 V1_JPEG_BYTES = "images"
 V1_JPEG_OFFSETS = "image_offsets"
@@ -82,6 +87,8 @@ def image_datasets(storage: str, version: int) -> tuple[str, str | None]:
     (images, offsets), offsets None for raw pixels."""
     if storage == "raw":
         return IMAGES, None
+    if storage == "lossless":
+        return PNG_BYTES, PNG_OFFSETS
     if version == 1:
         return V1_JPEG_BYTES, V1_JPEG_OFFSETS
     return JPEG_BYTES, JPEG_OFFSETS

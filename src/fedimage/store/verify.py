@@ -14,7 +14,7 @@ from fedimage.errors import StoreError
 from fedimage.store import schema
 from fedimage.store.checksum import checksum_of_group
 from fedimage.store.metadata import nulls_dataset, values_dataset
-from fedimage.store.reader import FederatedStore, decode_jpeg
+from fedimage.store.reader import FederatedStore
 from fedimage.store.sealing import StoreKey
 
 
@@ -145,11 +145,13 @@ def _decode_all(store: FederatedStore, group: h5py.Group | Mapping[str, np.ndarr
     expected = (store.image_size, store.image_size, store.channels)
     for index in range(count):
         try:
-            pixels = decode_jpeg(blob[offsets[index] : offsets[index + 1]].tobytes(), color=store.color)
+            pixels = store.decode(blob[offsets[index] : offsets[index + 1]].tobytes())
         except Exception as error:
             return [f"image {index} does not decode: {error}"]
-        if pixels.shape != expected:
-            return [f"image {index} decodes to {pixels.shape}, expected {expected}"]
+        if pixels.shape != expected or pixels.dtype != store.dtype:
+            return [
+                f"image {index} decodes to {pixels.shape} {pixels.dtype}, expected {expected} {store.dtype}"
+            ]
     return []
 
 

@@ -61,7 +61,7 @@ def run_local(job: ShardJob, pool: WorkerPool) -> Iterator[ShardInfo]:
                 )
                 continue
             yield from shard.image_batches(
-                plan, source, spec, job.image_options, job.shard_format.exif_fields
+                plan, source, spec, job.image_options, job.shard_format.worker_fields
             )
 
     todo = sum(spec.stop_image - spec.first_image for spec in pending)

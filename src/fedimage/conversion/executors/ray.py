@@ -92,7 +92,7 @@ def run_ray(job: ShardJob) -> Iterator[ShardInfo]:
                     spec = queue.pop(0)
                     path = work.shard_path(spec)
                     if is_large(plan, spec):  # its images go out in batches; the driver writes the shard
-                        batches = image_batches(plan, source, spec, image_options, shard_format.exif_fields)
+                        batches = image_batches(plan, source, spec, image_options, shard_format.worker_fields)
                         refs = [batch_task.remote(batch) for batch in batches]
                         results = (result for ref in refs for result in ray.get(ref))
                         yield write_shard(path, spec, shard_users(plan, spec), results, shard_format, bar)
