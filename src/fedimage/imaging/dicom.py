@@ -45,7 +45,7 @@ import numpy as np
 
 from fedimage.errors import MissingExtraError, OptionError
 from fedimage.extras import require
-from fedimage.imaging.rejection import ImageRejected
+from fedimage.imaging.rejection import ImageRejected, fixed_reason
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -56,15 +56,15 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: ``first``: a multi-frame file gives its first frame; ``middle``: its middle one; ``all``: every one.
 FRAME_MODES = ("first", "middle", "all")
 
-NOT_DICOM = "not a readable DICOM file"
-NO_PIXELS = "DICOM file has no pixel data"
-FLOAT_PIXELS = "DICOM float pixel data is not supported"
-UNDECODABLE = "DICOM pixel data is truncated or cannot be decoded"
-BAD_MODALITY_LUT = "DICOM rescale or modality LUT cannot be applied"
-BAD_PALETTE = "DICOM palette color lookup table cannot be applied"
-BAD_WINDOW = "DICOM window cannot be applied to this image"
-DEEP_YBR = "DICOM YCbCr pixel data of more than 8 bits is not supported"
-BURNED_IN = (
+NOT_DICOM = fixed_reason("not a readable DICOM file")
+NO_PIXELS = fixed_reason("DICOM file has no pixel data")
+FLOAT_PIXELS = fixed_reason("DICOM float pixel data is not supported")
+UNDECODABLE = fixed_reason("DICOM pixel data is truncated or cannot be decoded")
+BAD_MODALITY_LUT = fixed_reason("DICOM rescale or modality LUT cannot be applied")
+BAD_PALETTE = fixed_reason("DICOM palette color lookup table cannot be applied")
+BAD_WINDOW = fixed_reason("DICOM window cannot be applied to this image")
+DEEP_YBR = fixed_reason("DICOM YCbCr pixel data of more than 8 bits is not supported")
+BURNED_IN = fixed_reason(
     "DICOM file flags burned-in annotation (BurnedInAnnotation YES): text on the image may identify "
     "the patient; pass `allow_burned_in` to keep it"
 )

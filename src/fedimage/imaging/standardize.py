@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from fedimage.errors import OptionError
 from fedimage.imaging.dicom import DicomOptions, is_dicom, read_dicom_frames
 from fedimage.imaging.jpeg_segments import JpegFormatError, JpegInfo, read_jpeg_info, strip_metadata
-from fedimage.imaging.rejection import ImageRejected
+from fedimage.imaging.rejection import ImageRejected, fixed_reason
 
 RESIZE_MODES = ("crop", "pad", "stretch")
 STORAGE_MODES = ("jpeg", "raw", "lossless")
@@ -44,6 +44,11 @@ FRAME_SEPARATOR = "\0frame="
 #: ``size="native"``: the side of the source's most common image size (see :mod:`fedimage.imaging.probe`).
 NATIVE_SIZE = "native"
 WHITE = (255, 255, 255)
+COLOUR_IN_16_BITS = fixed_reason(
+    "a 16-bit store keeps gray images; this DICOM file is colour (store it 8-bit)"
+)
+DICOM_OVER_16_BITS = fixed_reason("DICOM pixel values do not fit 16 bits")
+IMAGE_OVER_16_BITS = fixed_reason("image values do not fit 16 bits")
 #: zlib level of a lossless store's PNG files (Pillow's default is 6: about as small, much slower).
 PNG_COMPRESS_LEVEL = 3
 PAD_COLOR = (0, 0, 0)
@@ -222,7 +227,7 @@ def _decode_16_bits(data: bytes, options: ImageOptions, frame: int | None) -> np
                 values.astype(np.int32) + 32768 if values.dtype.itemsize <= 2 else values.astype(np.int64)
             )
         if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
-            raise ImageRejected("DICOM pixel values do not fit 16 bits")
+            raise ImageRejected(DICOM_OVER_16_BITS)
         values = values.astype(np.uint16)
     else:
         image = _open_checked(data, options.max_pixels)
@@ -230,7 +235,7 @@ def _decode_16_bits(data: bytes, options: ImageOptions, frame: int | None) -> np
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
             values = np.asarray(image).astype(np.int64)
             if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
-                raise ImageRejected("image values do not fit 16 bits")
+                raise ImageRejected(IMAGE_OVER_16_BITS)
             values = values.astype(np.uint16)
         else:
             values = np.asarray(to_gray(image)).astype(np.uint16) * 257

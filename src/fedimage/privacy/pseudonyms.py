@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import OptionError
+from fedimage.imaging.rejection import is_fixed_reason
 from fedimage.records import Reject, literal
 from fedimage.sources.record_table import SourceMetadata
 
@@ -356,6 +357,8 @@ def _withheld_free_text(reason: str, path: str | None, *ids: str | None) -> str:
     Such a reason is text the decoder wrote, not a template: it is searched for the values
     whole (the path, its file name and stem, each id), and withheld rather than rewritten.
     """
+    if is_fixed_reason(reason):  # a fixed sentence quotes nothing of the input
+        return reason
     names = [path, *ids]
     if path:
         names += [os.path.basename(path), os.path.splitext(os.path.basename(path))[0]]
