@@ -609,8 +609,12 @@ def _voi(
         view.WindowCenter, view.WindowWidth, view.VOILUTFunction = center, width, function
         try:
             low, high = _window_range(view)
-            windowed = processing.apply_windowing(modality, view)
-            return (windowed - low) / (high - low), center, width, "window"
+            windowed = np.asarray(processing.apply_windowing(modality, view), dtype=np.float64)
+            if not windowed.flags.writeable or windowed is modality:
+                windowed = windowed.copy()
+            windowed -= low
+            windowed /= high - low
+            return windowed, center, width, "window"
         except Exception:
             if options.window is not None:
                 raise ImageRejected(BAD_WINDOW) from None
@@ -662,8 +666,11 @@ def _window_range(view: Dataset) -> tuple[float, float]:
 
 
 def _to_uint8(unit: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] as uint8 0..255 (rounded, clipped)."""
-    return np.clip(np.rint(np.asarray(unit, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    """Values in [0, 1] as uint8 0..255 (rounded, clipped), computed in place on one float64 copy."""
+    scaled = np.multiply(np.asarray(unit, dtype=np.float64), 255.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 #: What a 16-bit lossless store keeps of each DICOM file so its stored values convert back to modality
