@@ -19,6 +19,7 @@ from dicom_helpers import (
     site_identifiers,
     truncated_dicom,
     write,
+    write_labels_csv,
     write_site,
 )
 from helpers import fast_options
@@ -100,9 +101,11 @@ def test_a_pacs_export_converts_with_pseudonyms_and_no_identifier_reaches_any_ou
         assert data.labels.sum(axis=1).tolist() == [1.0] * len(data)  # the modality
     fedimage.export(output, "parquet", tmp_path / "parquet")
     fedimage.export(output, "dirs", tmp_path / "dirs")
+    fedimage.make_kits(output, tmp_path / "kits", "127.0.0.1:9092", quiet=True)
     (tmp_path / "logs.txt").write_text(logs.out + logs.err)
     forbidden = [*PLANTED, *site_identifiers(images), "Site north", "Site south", "study000", "IM0000"]
     outputs = [output, output.with_name("store.rejects.jsonl"), tmp_path / "parquet", tmp_path / "dirs"]
+    outputs.append(tmp_path / "kits")
     assert scan([*outputs, tmp_path / "logs.txt"], forbidden) == []
 
 
@@ -201,3 +204,28 @@ def test_flags_parse_and_errors_are_one_line(pacs, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["convert", str(root), "-o", str(tmp_path / "z.h5"), "--dicom-window", "40", "--quiet"])
     assert "CENTER,WIDTH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["path", "sop"])
+def test_labels_from_a_table_joined_on_the_path_or_the_sop_instance_uid(tmp_path, key):
+    root = tmp_path / "site"
+    images = write_site(root, "Site west", patients=2, images_per_patient=4, seed=3)
+    table = write_labels_csv(root / "findings.csv", images, key=key)  # inside the folder: not an input
+    with open(table, "a", newline="") as handle:  # a row naming no file
+        csv.writer(handle).writerow(["study999/IM0000.dcm" if key == "path" else "2.25.1.2.3", "normal"])
+    source = open_source(root, label_table=table)
+    report = convert(source, tmp_path / "t.h5", fast_options(pseudonyms=Pseudonymizer(KEY)))
+    assert report.written == len(images) and report.rejected == 0
+    assert source.ignored == {"label table": 1, "label table rows matching no DICOM file": 1}
+    expected = sorted(image.finding for image in images if image.finding)
+    with fedimage.open(tmp_path / "t.h5") as store:
+        found = sorted(
+            store.label_names[index]
+            for split in store.splits
+            for user in store.users(split)
+            for row in store.load_user(split, user).labels
+            for index in np.flatnonzero(row)
+        )
+    assert found == expected
+    with pytest.raises(OptionError, match="not both"):
+        open_source(root, label_table=table, label_tag="Modality")

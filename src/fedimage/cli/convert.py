@@ -77,6 +77,13 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
         "--label-tag", metavar="KEYWORD", help="DICOM folder: the tag whose values are the labels"
     )
     dicom.add_argument(
+        "--label-table",
+        type=Path,
+        metavar="CSV",
+        help="DICOM folder: labels per file from a CSV keyed by path (relative to the folder) or"
+        " SOPInstanceUID",
+    )
+    dicom.add_argument(
         "--dicom-frames",
         choices=DICOM_FRAMES,
         default=default(ImageOptions, "dicom_frames"),
@@ -117,16 +124,16 @@ def add_source_and_store_options(parser: argparse.ArgumentParser) -> None:
     img.add_argument(
         "--storage",
         choices=STORAGE_MODES,
-        default=default(ImageOptions, "storage"),
-        help="jpeg (small), raw (FLAIR's uint8 pixels) or lossless (PNG per image)",
+        help="jpeg (small), raw (FLAIR's uint8 pixels) or lossless (PNG per image) (default: lossless for"
+        f" a fedimage export of a lossless store, else {default(ImageOptions, 'storage')})",
     )
     img.add_argument(
         "--bit-depth",
         type=int,
         choices=BIT_DEPTHS,
-        default=default(ImageOptions, "bit_depth"),
         help="16: lossless gray images with their 16-bit values (DICOM's stored values); needs"
-        " --storage lossless --color gray",
+        " --storage lossless --color gray (default: the bit depth a fedimage export of a lossless store"
+        f" states, else {default(ImageOptions, 'bit_depth')})",
     )
     img.add_argument("--quality", type=int, default=default(ImageOptions, "quality"), help="JPEG quality")
     img.add_argument(
@@ -270,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         user_tag=args.user_tag,
         label_tag=args.label_tag,
         dicom_frames=args.dicom_frames,
+        label_table=args.label_table,
     )
     options = ConvertOptions(
         image=stated_image_options(

@@ -117,12 +117,21 @@ def convert(
 
 
 def stated_image_options(source: Source, **overrides: Any) -> ImageOptions:
-    """Image options with the size and colour a source states (a fedimage export does), then ``overrides``.
+    """Image options with the size, colour, storage and bit depth a source states (a fedimage export
+    does), then ``overrides``.
 
-    An override of None keeps the stated (or default) value.
+    An override of None keeps the stated (or default) value. A stated bit depth of 16 is dropped
+    when the overrides choose a storage or colour that cannot hold it (not lossless, not gray).
     """
-    stated: dict[str, Any] = {"size": source.stated_image_size, "color": source.stated_color}
+    stated: dict[str, Any] = {
+        "size": source.stated_image_size,
+        "color": source.stated_color,
+        "storage": source.stated_storage,
+        "bit_depth": source.stated_bit_depth,
+    }
     chosen = {**stated, **{name: value for name, value in overrides.items() if value is not None}}
+    if overrides.get("bit_depth") is None and (chosen["storage"], chosen["color"]) != ("lossless", "gray"):
+        chosen["bit_depth"] = None
     return ImageOptions(**{name: value for name, value in chosen.items() if value is not None})
 
 
@@ -188,7 +197,7 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
     stored_columns = (
         *(column for column in columns if column.name in kept),
         *exif_columns(options.metadata),
-        *dicom_columns(options.image),
+        *(column for column in dicom_columns(options.image) if column.name not in kept),  # kept: an export's
     )
     names = [column.name for column in stored_columns]
     repeated = sorted({name for name in names if names.count(name) > 1})

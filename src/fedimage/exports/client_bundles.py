@@ -12,7 +12,9 @@ Keys must reach each site by another channel than its bundle; the ``keys`` folde
 so the two can be shipped apart. A bundle keeps the store's label vocabularies and taxonomy
 (so every client's targets have the same width) and its per-image metadata columns (the client's
 values, sealed with its group; the columns listed in its manifest's ``image_metadata``) but none of
-the other clients' data or ids. Needs the ``privacy`` extra.
+the other clients' data or ids. A bundle has its store's storage, colour and bit depth: a jpeg
+store's JPEGs, a raw store's pixels and a lossless store's PNG files (8 or 16 bits) are carried as
+stored. Needs the ``privacy`` extra.
 """
 
 from __future__ import annotations
@@ -75,9 +77,12 @@ def write_client_bundles(run: ExportRun, destination: Path) -> None:
 
 
 def _payloads(user: ExportUser, quality: int) -> Iterator[bytes]:
-    """The images as the bundle stores them: a jpeg store's bytes as stored, raw pixels as raw bytes."""
+    """The images as the bundle stores them: a jpeg store's bytes as stored (a grayscale JPEG of an
+    older RGB store re-encoded), a lossless store's PNG files as stored, raw pixels as raw bytes."""
     if user.store.storage == "jpeg":
         yield from user.jpegs(quality)
+    elif user.store.storage == "lossless":
+        yield from user.stored_files()
     else:
         for pixels in user.pixels():
             yield pixels.tobytes()
@@ -156,6 +161,7 @@ def _write_bundle(user: ExportUser, path: Path, cipher: Any, quality: int) -> in
             "storage": store.storage,
             "image_size": store.image_size,
             "color": store.color,
+            "bit_depth": store.bit_depth,
             "source": {"format": "fedimage client bundle", "name": store.path.name},
             "bundle": {"split": user.split, "user": user.user_id},
             "counts": {"inputs": count, "written": count, "rejected": 0, "ignored": {}},

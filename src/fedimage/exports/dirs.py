@@ -1,12 +1,17 @@
-"""``dirs``: one folder per client with its JPEG files and a ``metadata.json``.
+"""``dirs``: one folder per client with its image files and a ``metadata.json``.
 
 ::
 
-    DEST/index.json                  format, label mappings, taxonomy, and per split its users:
+    DEST/index.json                  format, label mappings, taxonomy, image format and bit depth,
+                                     and per split its users:
                                      {user id: {"folder": "train/<user>", "images": N}}
     DEST/{split}/{user}/metadata.json {"split", "user_id", "images": [{"image_id", "file",
                                      "labels", "fine_grained_labels", "sha256", "metadata"}]}
-    DEST/{split}/{user}/{image}.jpg
+    DEST/{split}/{user}/{image}.jpg  (a lossless store's: {image}.png)
+
+The image files are JPEGs, except a lossless store's: its PNG files as stored, 8-bit RGB or gray,
+or 16-bit gray (the stored values; ``index.json`` says ``"image_format": "png"`` and
+``"bit_depth": 16``).
 
 Folder and file names are the ids made portable (:func:`fedimage.exports.names.safe_name`);
 ``metadata.json`` and ``index.json`` give the original ids. Before the export is published,
@@ -31,13 +36,15 @@ from fedimage._version import __version__
 from fedimage.errors import FedimageError
 from fedimage.exports.base import ExportRun
 from fedimage.exports.names import NameTable
+from fedimage.exports.reading import IMAGE_SUFFIXES, image_format
 from fedimage.store.metadata import json_value
 
 INDEX = "index.json"
 METADATA = "metadata.json"
 FORMAT = "fedimage-dirs"
 FORMAT_VERSION = 1
-IMAGE_SUFFIX = ".jpg"
+#: The suffix of the image files of a jpeg or raw store's export (a lossless store's: ``.png``).
+IMAGE_SUFFIX = IMAGE_SUFFIXES["jpeg"]
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -49,6 +56,8 @@ def write_dirs(run: ExportRun, path: Path) -> None:
     store = run.store
     coarse_names, fine_names = store.label_names, store.fine_label_names
     columns = [column.name for column in store.metadata_columns]
+    kind = image_format(store)
+    suffix = IMAGE_SUFFIXES[kind]
     splits: dict[str, dict[str, dict[str, Any]]] = {}
     for split in store.splits:
         split_users = splits[split] = {}
@@ -64,18 +73,18 @@ def write_dirs(run: ExportRun, path: Path) -> None:
                 user.labels,
                 user.fine_labels,
                 user.metadata_rows(),
-                user.jpegs(run.options.quality),
+                user.image_files(run.options.quality),
                 strict=True,
             )
-            for image_id, labels, fine, values, jpeg in rows:
-                file_name = files.assign(image_id) + IMAGE_SUFFIX
-                (folder / file_name).write_bytes(jpeg)
+            for image_id, labels, fine, values, data in rows:
+                file_name = files.assign(image_id) + suffix
+                (folder / file_name).write_bytes(data)
                 image: dict[str, Any] = {
                     "image_id": image_id,
                     "file": file_name,
                     "labels": [coarse_names[index] for index in labels],
                     "fine_grained_labels": [fine_names[index] for index in fine],
-                    "sha256": hashlib.sha256(jpeg).hexdigest(),
+                    "sha256": hashlib.sha256(data).hexdigest(),
                 }
                 if columns:
                     image["metadata"] = {
@@ -91,6 +100,8 @@ def write_dirs(run: ExportRun, path: Path) -> None:
         "store": store.path.name,
         "image_size": store.image_size,
         "color": store.color,
+        "image_format": kind,
+        "bit_depth": store.bit_depth,
         "label_mapping": store.label_mapping,
         "fine_grained_label_mapping": store.fine_label_mapping,
         "label_relationship": store.taxonomy,
@@ -105,11 +116,14 @@ def write_dirs(run: ExportRun, path: Path) -> None:
     }
     index["users"] = splits
     _write_json(path / INDEX, index)
-    check_counts(path, splits)
+    check_counts(path, splits, suffix)
 
 
-def check_counts(path: Path, splits: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """Every user folder holds exactly its images and a metadata.json; the splits hold no other folder."""
+def check_counts(
+    path: Path, splits: dict[str, dict[str, dict[str, Any]]], suffix: str = IMAGE_SUFFIX
+) -> None:
+    """Every user folder holds exactly its images (files ending in ``suffix``) and a metadata.json;
+    the splits hold no other folder."""
     problems = []
     for split, users in splits.items():
         expected = {info["folder"].rsplit("/", 1)[1] for info in users.values()}
@@ -118,10 +132,10 @@ def check_counts(path: Path, splits: dict[str, dict[str, dict[str, Any]]]) -> No
         for user_id, info in users.items():
             folder = path / info["folder"]
             names = [entry.name for entry in os.scandir(folder)] if folder.is_dir() else []
-            jpegs = sum(name.endswith(IMAGE_SUFFIX) for name in names)
-            if jpegs != info["images"] or METADATA not in names:
+            images = sum(name.endswith(suffix) for name in names)
+            if images != info["images"] or METADATA not in names:
                 problems.append(
-                    f"{info['folder']} (user {user_id!r}): {jpegs} images of {info['images']}"
+                    f"{info['folder']} (user {user_id!r}): {images} images of {info['images']}"
                     + ("" if METADATA in names else f", no {METADATA}")
                 )
     if problems:

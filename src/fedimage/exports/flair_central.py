@@ -13,6 +13,10 @@ The strings are variable-length UTF-8 scalars, what h5py writes for ``file[name]
 as ml-flair does. Image ids are group names encoded as the store encodes user ids. FLAIR's layout
 has no place for other per-image values: a store's metadata columns (:mod:`fedimage.store.metadata`)
 are not included (export to ``parquet``, ``dirs`` or ``tfrecords`` to keep them).
+
+A lossless store's images are written as their decoded pixels (exactly the stored ones at 8 bits);
+FLAIR's images are uint8, so a 16-bit store is refused (export it to ``parquet``, ``dirs`` or
+``client-bundles``, which keep its values).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from fedimage._version import __version__
 from fedimage.exports.base import ExportRun
-from fedimage.exports.reading import rgb_pixels
+from fedimage.exports.reading import check_8_bit, rgb_pixels
 from fedimage.labels import LABEL_JOIN
 from fedimage.store import schema
 from fedimage.store.writer import write_dataset
@@ -34,6 +38,8 @@ from fedimage.store.writer import write_dataset
 IMAGE = "image"
 USER_ID = "user_id"
 EXPORT_INFO = "export"
+#: What refuses a 16-bit store (see :func:`fedimage.exports.reading.check_8_bit`).
+EIGHT_BITS_ONLY = "the flair-central export (FLAIR's uint8 pixels)"
 
 _STRING_TYPE = h5py.h5t.py_create(h5py.string_dtype("utf-8"), logical=True)
 _STRING_DTYPE = h5py.string_dtype("utf-8")
@@ -57,6 +63,7 @@ def write_string(group: h5py.Group, name: str, value: str) -> None:
 def write_flair_central(run: ExportRun, path: Path) -> None:
     """Write every image of the store as its own group of ``path`` (see the module's docstring)."""
     store = run.store
+    check_8_bit(store, EIGHT_BITS_ONLY)
     coarse_names, fine_names = store.label_names, store.fine_label_names
     with h5py.File(path, "w") as h5:
         for split in store.splits:

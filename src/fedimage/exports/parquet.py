@@ -16,6 +16,11 @@ metadata: the store's taxonomy (``label_relationship``), image side (``image_siz
 takes as its defaults. Rows are in store order, one row group per :data:`ROW_GROUP_BYTES` of images,
 so memory stays bounded.
 
+The images are JPEG files, except a lossless store's: its PNG files as stored (8-bit RGB or gray, or
+16-bit gray, which ``datasets`` and Pillow open as mode ``I;16`` with the stored values). The
+``fedimage`` metadata of a lossless store's export then also states ``storage`` (``lossless``) and
+``bit_depth`` (8 or 16), so a conversion of the export makes a lossless (16-bit) store again.
+
 A store's per-image metadata columns (:mod:`fedimage.store.metadata`) follow ``image``, one typed
 column each under its own name: ``int`` int64, ``float`` float64, ``string`` string, ``timestamp``
 ``timestamp[us]`` (naive, UTC), null where a value is missing. The ``fedimage`` metadata then lists
@@ -39,10 +44,12 @@ from fedimage.errors import FedimageError
 from fedimage.exports.base import ExportRun
 from fedimage.exports.reading import read_dataset
 from fedimage.sources.huggingface import (
+    BIT_DEPTH_ENTRY,
     COLOR_ENTRY,
     FEDIMAGE_PARQUET_METADATA,
     IMAGE_SIZE_ENTRY,
     METADATA_ENTRY,
+    STORAGE_ENTRY,
     TAXONOMY_ENTRY,
 )
 from fedimage.store import schema as store_schema
@@ -78,9 +85,12 @@ def parquet_schema(
     image_size: int,
     color: str = "rgb",
     metadata_columns: Sequence[MetadataColumn] = (),
+    storage: str = "jpeg",
+    bit_depth: int = 8,
 ) -> pa.Schema:
     """The export's schema: apple/flair's columns, ``image_id`` int64 or string, the store's metadata
-    columns, and the schema metadata (``huggingface`` features, ``fedimage`` entries)."""
+    columns, and the schema metadata (``huggingface`` features, ``fedimage`` entries; ``storage`` and
+    ``bit_depth`` only for a lossless store, whose PNG files the export holds)."""
     check_column_names(metadata_columns)
     id_type, id_dtype = (pa.int64(), "int64") if integer_ids else (pa.string(), "string")
     features: dict[str, Any] = {**HF_FEATURES, "image_id": {"dtype": id_dtype, "_type": "Value"}}
@@ -89,6 +99,9 @@ def parquet_schema(
         IMAGE_SIZE_ENTRY: image_size,
         COLOR_ENTRY: color,
     }
+    if storage == "lossless":
+        fedimage_entries[STORAGE_ENTRY] = storage
+        fedimage_entries[BIT_DEPTH_ENTRY] = bit_depth
     for column in metadata_columns:
         features[column.name] = {"dtype": _HF_DTYPES[column.type], "_type": "Value"}
     if metadata_columns:
@@ -154,18 +167,19 @@ class _RowBuffer:
         labels: list[str],
         split: str,
         fine: list[str],
-        jpeg: bytes,
+        image: bytes,
         metadata: Sequence[Any] = (),
     ) -> None:
-        """One row: its ids, labels, JPEG, and its values of the metadata columns (in their order)."""
+        """One row: its ids, labels, image file (JPEG or PNG), and its values of the metadata columns
+        (in their order)."""
         stored_id = int(image_id) if self.integer_ids else image_id
         for name, value in zip(
             self.schema.names,
-            (user_id, stored_id, labels, split, fine, {"bytes": jpeg, "path": None}, *metadata),
+            (user_id, stored_id, labels, split, fine, {"bytes": image, "path": None}, *metadata),
             strict=True,
         ):
             self.columns[name].append(value)
-        self.bytes += len(jpeg)
+        self.bytes += len(image)
 
     def flush(self, writer: pq.ParquetWriter) -> None:
         if self.columns["image_id"]:
@@ -185,7 +199,15 @@ def write_parquet(run: ExportRun, path: Path) -> None:
     coarse_names, fine_names = store.label_names, store.fine_label_names
     columns = store.metadata_columns
     check_column_names(columns)  # before reading the store's ids
-    schema = parquet_schema(_integer_ids(store), store.taxonomy, store.image_size, store.color, columns)
+    schema = parquet_schema(
+        _integer_ids(store),
+        store.taxonomy,
+        store.image_size,
+        store.color,
+        columns,
+        storage=store.storage,
+        bit_depth=store.bit_depth,
+    )
     for split in store.splits:
         rows = _RowBuffer(schema, columns)
         with pq.ParquetWriter(path / f"{split}{SUFFIX}", schema, compression="snappy") as writer:
@@ -195,17 +217,17 @@ def write_parquet(run: ExportRun, path: Path) -> None:
                     user.labels,
                     user.fine_labels,
                     user.metadata_rows(),
-                    user.jpegs(run.options.quality),
+                    user.image_files(run.options.quality),
                     strict=True,
                 )
-                for image_id, labels, fine, metadata, jpeg in images:
+                for image_id, labels, fine, metadata, image in images:
                     rows.add(
                         user.user_id,
                         image_id,
                         [coarse_names[index] for index in labels],
                         split,
                         [fine_names[index] for index in fine],
-                        jpeg,
+                        image,
                         metadata,
                     )
                     if rows.bytes >= ROW_GROUP_BYTES:

@@ -4,8 +4,9 @@
 
     DEST/label_to_index.json           {"labels": {label: index}, "fine_grained_labels": {...}}
     DEST/{partition}/{user}.tfrecords  one tf.train.Example per image:
-        image/encoded_jpeg   bytes (a jpeg store's JPEG as stored; raw pixels encoded at --quality;
-                             RGB always, as ml-flair's reader expects: a gray store is re-encoded)
+        image/encoded_jpeg   bytes (a jpeg store's JPEG as stored; raw pixels and an 8-bit lossless
+                             store's PNGs encoded at --quality; RGB always, as ml-flair's reader
+                             expects: a gray store is re-encoded)
         labels               int64 list of coarse label indices
         fine_grained_labels  int64 list of fine label indices
         metadata/<name>      one feature per metadata column of the store: int -> int64 list,
@@ -22,6 +23,9 @@ folders always exist (ml-flair's loader lists all three). ``.tfrecords`` inside 
 is encoded, because ml-flair's loader cuts file names at its first occurrence. ml-flair's readers
 parse the features they know by name, so the ``metadata/`` features do not disturb them; a reader
 that wants them parses ``metadata/<name>`` as a ``tf.io.VarLenFeature`` of its type.
+
+ml-flair's images are 8-bit JPEGs: a 16-bit store is refused (export it to ``parquet``, ``dirs`` or
+``client-bundles``, which keep its values).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 from fedimage.exports.base import ExportRun
 from fedimage.exports.example_proto import serialize_example
 from fedimage.exports.names import NameTable, safe_name
+from fedimage.exports.reading import check_8_bit
 from fedimage.exports.tfrecord_file import TFRecordWriter
 from fedimage.store.metadata import MetadataColumn, microseconds
 
@@ -47,6 +52,8 @@ LABEL_TO_INDEX = "label_to_index.json"
 USER_IDS = "user_ids.json"
 IMAGE_METADATA = "image_metadata.json"
 ML_FLAIR_PARTITIONS = ("train", "val", "test")
+#: What refuses a 16-bit store (see :func:`fedimage.exports.reading.check_8_bit`).
+EIGHT_BITS_ONLY = "the tfrecords export (ml-flair's 8-bit JPEGs)"
 
 
 def user_file_stem(user_id: str) -> str:
@@ -82,6 +89,7 @@ def metadata_features(
 def write_tfrecords(run: ExportRun, path: Path) -> None:
     """Write one TFRecord file per user under ``path`` (see the module's docstring)."""
     store = run.store
+    check_8_bit(store, EIGHT_BITS_ONLY)
     columns = store.metadata_columns
     mapping = {"labels": store.label_mapping, "fine_grained_labels": store.fine_label_mapping}
     (path / LABEL_TO_INDEX).write_text(json.dumps(mapping, indent=4, ensure_ascii=False) + "\n")

@@ -38,8 +38,8 @@ class ClientData:
     source: Any  # an object with ``arrays(split, client, labels, limit)``
 
     def arrays(self, labels: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images ``[N, S, S, C]`` (C = 3, or 1 for a gray store) and targets ``[N, L]``: the
-        first ``limit`` in store order."""
+        """uint8 images ``[N, S, S, C]`` (C = 3, or 1 for a gray store; uint16 in a 16-bit store) and
+        targets ``[N, L]``: the first ``limit`` in store order."""
         return self.source.arrays(self.split, self.client, labels, limit)
 
 

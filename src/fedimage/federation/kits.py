@@ -268,7 +268,7 @@ class ServerSettings:
     folder: Path  #: the server kit folder
     store: str  #: the store's file name
     server: str  #: "host:port" clients connect to
-    storage: str  #: "jpeg" or "raw"
+    storage: str  #: "jpeg", "raw" or "lossless"
     image_size: int
     label_names: dict[str, list[str]]  #: per label level ("coarse", "fine"), in index order
     clients: dict[str, list[KitClient]]  #: per split, in store order

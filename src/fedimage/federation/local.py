@@ -13,6 +13,7 @@ import numpy as np
 
 from fedimage.extras import require
 from fedimage.federation.protocol import Recipe
+from fedimage.training.transforms import model_images
 
 torch = require("torch")
 
@@ -34,10 +35,11 @@ def local_train(
     """pfl-research's local loop: shuffle once, ``local_epochs`` passes of SGD in batches, grad-norm clip.
 
     Augmentation and the shuffle draw from ``seed`` only (torch's global generator is restored
-    afterwards). Returns the mean training loss and the number of SGD steps.
+    afterwards). Returns the mean training loss and the number of SGD steps. ``images`` are uint8,
+    or a 16-bit store's uint16 (:func:`~fedimage.training.transforms.model_images` scales them).
     """
     order = np.random.default_rng(seed).permutation(len(images))
-    images_t, targets_t = torch.from_numpy(images[order]), torch.from_numpy(targets[order])
+    images_t, targets_t = model_images(images[order]), torch.from_numpy(targets[order])
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr)
     total, steps = 0.0, 0
     with torch.random.fork_rng(devices=[]):
@@ -100,7 +102,7 @@ def predict_logits(model: Any, images: np.ndarray, batch_size: int) -> np.ndarra
     """The model's logits (eval mode) for a client's images, float32 [N, L]."""
     model.eval()
     chunks = [
-        model(torch.from_numpy(images[start : start + batch_size])).float().numpy()
+        model(model_images(images[start : start + batch_size])).float().numpy()
         for start in range(0, len(images), batch_size)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)

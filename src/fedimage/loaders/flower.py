@@ -7,10 +7,14 @@ users in the split, never on file order, and :class:`StorePartitioner` exposes i
 ``node_config["partition-id"] = i``, so node ``i`` trains user ``user_ids[i]``.
 
 Users are read through one open :class:`~fedimage.store.reader.FederatedStore`
-(``load_user``: one HDF5 read per user, JPEG or raw), opened once per process; pickling a
+(``load_user``: one HDF5 read per user, JPEG, PNG or raw), opened once per process; pickling a
 partitioner (to a Ray actor) drops the handle and the other process opens its own.
 Needs the ``torch`` extra; the Flower apps in :mod:`fedimage.federation` need
 ``flower``.
+
+Tensors hold uint8 images, except a 16-bit store's: float32 in [0, 1] (its uint16 values divided by
+65535, :func:`fedimage.training.transforms.model_images`), which fedimage's models take as well.
+``StorePartitioner.load_arrays`` gives the uint16 values themselves.
 
     partitioner = StorePartitioner("store.h5", "train")
     loader = load_client(partitioner, partition_id=3, batch_size=16, seed=0)
@@ -30,6 +34,7 @@ from fedimage.labels import LabelLevel
 from fedimage.privacy.keys import StoreKey
 from fedimage.store.opening import PerProcessStore
 from fedimage.store.reader import FederatedStore
+from fedimage.training.transforms import model_images
 
 torch = require("torch")
 
@@ -44,7 +49,8 @@ class StorePartitioner(PerProcessStore):
 
     ``num_partitions`` and ``load_partition(i)`` as Flower Datasets has them; a partition is
     a ``TensorDataset`` of ``(uint8 image [S, S, C] (C: 3, or 1 gray), float32 multi-hot target [L])``: the
-    user's first ``max_images_per_user`` images in store order (pfl-research's FLAIR rule).
+    user's first ``max_images_per_user`` images in store order (pfl-research's FLAIR rule). A 16-bit
+    store's images are float32 in [0, 1] there (uint16 values / 65535).
     ``store`` is an open :class:`FederatedStore` (left open; the caller owns it) or a path.
     """
 
@@ -109,17 +115,18 @@ class StorePartitioner(PerProcessStore):
             ) from None
 
     def load_arrays(self, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images ``[N, S, S, C]`` (C = 3, or 1 for a gray store) and float32 targets ``[N, L]``
-        of a partition (capped)."""
+        """uint8 images ``[N, S, S, C]`` (C = 3, or 1 for a gray store; uint16 in a 16-bit store) and
+        float32 targets ``[N, L]`` of a partition (capped)."""
         data = self._store_if_needed().load_user(self.split, self.user_id(partition_id))
         keep = slice(0, self.max_images_per_user)
         targets = getattr(data, LabelLevel.parse(self.labels).targets_field)
         return data.images[keep], targets[keep]
 
     def load_partition(self, partition_id: int) -> Any:
-        """A partition as a ``torch.utils.data.TensorDataset`` of uint8 images and float32 targets."""
+        """A partition as a ``torch.utils.data.TensorDataset`` of uint8 images (a 16-bit store's:
+        float32 in [0, 1]) and float32 targets."""
         images, targets = self.load_arrays(partition_id)
-        return torch.utils.data.TensorDataset(torch.from_numpy(images), torch.from_numpy(targets))
+        return torch.utils.data.TensorDataset(model_images(images), torch.from_numpy(targets))
 
 
 def load_client(
@@ -132,7 +139,8 @@ def load_client(
     batch_size: int = 16,
     seed: int | None = 0,
 ) -> Any:
-    """A ``DataLoader`` over one client's images (uint8 NHWC batches, float32 targets).
+    """A ``DataLoader`` over one client's images (uint8 NHWC batches, a 16-bit store's float32 in
+    [0, 1]; float32 targets).
 
     ``seed`` shuffles with its own generator (reproducible); ``None`` keeps store order.
     Pass a :class:`StorePartitioner` to reuse its open store across clients (``split``,
@@ -149,17 +157,13 @@ def load_client(
     )
 
 
-def _uint8_tensor(image: np.ndarray) -> Any:
-    return torch.from_numpy(np.ascontiguousarray(image))
-
-
 def load_central(
     store: FederatedStore | str | Path, split: str, *, labels: str = "coarse", batch_size: int = 512
 ) -> Any:
     """A ``DataLoader`` over every image of a split in store order (the central val/test set).
 
-    Items are uint8 ``[S, S, C]`` images (C: 3, or 1 for a gray store; what fedimage's models take)
-    and float32 targets;
+    Items are uint8 ``[S, S, C]`` images (C: 3, or 1 for a gray store; a 16-bit store's: float32 in
+    [0, 1]; what fedimage's models take) and float32 targets;
     built on :class:`fedimage.loaders.torch_datasets.SplitDataset`, which opens the store once per process.
     """
     from fedimage.loaders.torch_datasets import SplitDataset
@@ -167,7 +171,7 @@ def load_central(
     path = store.path if isinstance(store, FederatedStore) else Path(store)
     key = store.key if isinstance(store, FederatedStore) else None
     partition = store.partition if isinstance(store, FederatedStore) else None
-    dataset = SplitDataset(path, split, labels=labels, transform=_uint8_tensor, key=key, partition=partition)
+    dataset = SplitDataset(path, split, labels=labels, transform=model_images, key=key, partition=partition)
     if len(dataset) == 0:
         raise OptionError(f"split {split!r} of {path.name} has no images")
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)

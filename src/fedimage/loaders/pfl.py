@@ -1,7 +1,8 @@
 """pfl-research adapters: a store split as a pfl ``FederatedDataset``, central datasets, FedAvg's denominator.
 
 Users are read through one open :class:`~fedimage.store.reader.FederatedStore`
-(``load_user``: one HDF5 read per user, JPEG or raw), never by reopening the file.
+(``load_user``: one HDF5 read per user, JPEG, PNG or raw), never by reopening the file. Images are
+uint8 tensors, a 16-bit store's float32 in [0, 1] (:func:`fedimage.training.transforms.model_images`).
 Needs the ``pfl`` extra (``pip install 'fedimage[pfl]'``).
 
     with fedimage.open("store.h5") as store:
@@ -20,6 +21,7 @@ from fedimage.errors import OptionError
 from fedimage.extras import require
 from fedimage.labels import LabelLevel
 from fedimage.store.reader import FederatedStore
+from fedimage.training.transforms import model_images
 
 torch = require("torch")
 _pfl_data = require("pfl.data")
@@ -60,7 +62,8 @@ class StoreFederatedDataset(_pfl_data.FederatedDataset):
     """The users of one store split as a pfl ``FederatedDataset``.
 
     Each sampled user becomes a pfl ``Dataset`` of ``(uint8 images [N, S, S, C] (C: 3, or 1 gray), float32
-    multi-hot targets [N, L])`` torch tensors: the first ``max_images_per_user`` images in
+    multi-hot targets [N, L])`` torch tensors (a 16-bit store's images: float32 in [0, 1]): the first
+    ``max_images_per_user`` images in
     store order (pfl-research's FLAIR rule), shuffled once per draw by a seeded generator.
     Augmentation happens in the model (:class:`~fedimage.training.transforms.ImageTransform`),
     which pfl calls with ``eval=False`` for training. ``user_id_to_weight`` (the capped image
@@ -101,7 +104,7 @@ class StoreFederatedDataset(_pfl_data.FederatedDataset):
         images, targets = data.images[keep], getattr(data, self.target_field)[keep]
         order = self._shuffle_rng.permutation(len(images))
         return _pfl_dataset.Dataset(
-            raw_data=(torch.from_numpy(images[order]), torch.from_numpy(targets[order])),
+            raw_data=(model_images(images[order]), torch.from_numpy(targets[order])),
             user_id=user_id,
             train_kwargs={"eval": False},
             eval_kwargs={"eval": True},
@@ -111,7 +114,8 @@ class StoreFederatedDataset(_pfl_data.FederatedDataset):
 def central_dataset(store: FederatedStore, split: str, labels: str = "coarse") -> Any:
     """Every image of a split pooled into one pfl ``Dataset`` (for pfl's ``CentralEvaluationCallback``).
 
-    Holds the whole split in memory as uint8; :func:`fedimage.training.evaluation.evaluate`
+    Holds the whole split in memory as uint8 (a 16-bit store's as float32 in [0, 1]);
+    :func:`fedimage.training.evaluation.evaluate`
     streams users instead, for splits that do not fit.
     """
     field = _targets(store, labels)
@@ -121,7 +125,7 @@ def central_dataset(store: FederatedStore, split: str, labels: str = "coarse") -
     images = np.concatenate([user.images for user in users])
     targets = np.concatenate([getattr(user, field) for user in users])
     return _pfl_dataset.Dataset(
-        raw_data=(torch.from_numpy(images), torch.from_numpy(targets)),
+        raw_data=(model_images(images), torch.from_numpy(targets)),
         train_kwargs={"eval": False},
         eval_kwargs={"eval": True},
     )

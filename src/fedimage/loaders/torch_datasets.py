@@ -2,6 +2,9 @@
 
 Datasets hold the store's path, not an open file: each DataLoader worker
 opens its own handle on first use, since HDF5 handles must not cross a fork.
+
+A transform gets each image as the store decodes it: uint8 [S, S, C], or uint16 in a 16-bit store.
+The default (:func:`to_tensor`) scales either to float32 [0, 1] by its dtype's maximum (255, 65535).
 """
 
 from __future__ import annotations
@@ -25,8 +28,17 @@ Transform = Callable[[np.ndarray], Any]
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 HWC -> float32 CHW in [0, 1] (the default transform)."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+    """uint8 or uint16 HWC -> float32 CHW in [0, 1], divided by the dtype's maximum (255 or 65535; the
+    default transform). A uint16 image becomes float32 in numpy (torch's uint16 has few operations)."""
+    chw = image.transpose(2, 0, 1)
+    if image.dtype == np.uint8:
+        chw = np.ascontiguousarray(chw)
+        if not chw.flags.writeable:  # a decoded PNG's pixels (torch warns about read-only arrays)
+            chw = chw.copy()
+        return torch.from_numpy(chw).float().div_(255.0)
+    if image.dtype != np.uint16:
+        raise ValueError(f"expected a uint8 or uint16 image, got {image.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32)).div_(float(np.iinfo(np.uint16).max))
 
 
 class _StoreDataset(PerProcessStore, Dataset):

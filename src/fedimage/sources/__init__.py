@@ -118,13 +118,15 @@ def open_source(
     user_tag: str = "PatientID",
     label_tag: str | None = None,
     dicom_frames: str = "first",
+    label_table: str | Path | None = None,
 ) -> Source:
     """Open ``path`` as the given (or detected) kind of source.
 
     With ``source_format="hf"``, ``path`` may also name a Hub dataset (``owner/name``)
     already in the local Hugging Face cache; it is downloaded only with ``allow_download``.
     A ``dicom`` folder (detected when it holds DICOM files) takes users from ``user_tag``,
-    labels from ``label_tag`` and, with ``dicom_frames="all"``, one image per frame.
+    labels from ``label_tag`` (or a CSV ``label_table`` joined on the file path or SOPInstanceUID)
+    and, with ``dicom_frames="all"``, one image per frame.
     """
     path = Path(path)
     if source_format == "hf" and not path.exists() and len(path.parts) == 2:
@@ -146,5 +148,12 @@ def open_source(
     if source_format == "dicom":
         if not path.is_dir():
             raise SourceError(f"`source_format` dicom needs a folder, got file {path}")
-        return DicomFolderSource(path, user_tag=user_tag, label_tag=label_tag, frames=dicom_frames)
+        return DicomFolderSource(
+            path,
+            user_tag=user_tag,
+            label_tag=label_tag,
+            frames=dicom_frames,
+            label_table=Path(label_table) if label_table is not None else None,
+            label_delimiter=label_delimiter,
+        )
     raise SourceError(f"unknown source format {source_format!r}; expected one of {', '.join(SOURCE_FORMATS)}")

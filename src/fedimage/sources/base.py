@@ -51,6 +51,18 @@ class Source(ABC):
         return None
 
     @property
+    def stated_storage(self) -> str | None:
+        """How the images are to be stored (``lossless``) when the source states it (a fedimage
+        export of a lossless store does), else None."""
+        return None
+
+    @property
+    def stated_bit_depth(self) -> int | None:
+        """The images' bits per sample (8 or 16) when the source states it (a fedimage export of a
+        lossless store does), else None."""
+        return None
+
+    @property
     def stated_metadata_columns(self) -> tuple[KeepColumn, ...]:
         """The per-image metadata columns (with types) a source states it carries (a fedimage
         Parquet export does): a conversion keeps them unless told which to keep."""

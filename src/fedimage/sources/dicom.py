@@ -17,12 +17,14 @@ the kept tags that the DICOM confidentiality profile lists (see
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedimage.errors import OptionError
+from fedimage.errors import OptionError, SourceError
 from fedimage.extras import require
 from fedimage.imaging.dicom import header as read_header
 from fedimage.imaging.rejection import ImageRejected
@@ -46,8 +48,16 @@ class DicomFolderSource(FolderSource):
         user_tag: str = "PatientID",
         label_tag: str | None = None,
         frames: str = "first",
+        label_table: Path | None = None,
+        label_delimiter: str = "|",
     ):
         self._pydicom = require("pydicom", "reading DICOM")
+        if label_tag is not None and label_table is not None:
+            raise OptionError("labels come from `label_tag` or from `label_table`, not both")
+        self.label_table = Path(label_table) if label_table is not None else None
+        self._table_labels, self._table_key = (
+            read_label_table(self.label_table, label_delimiter) if self.label_table is not None else ({}, "")
+        )
         for option, keyword in (("user_tag", user_tag), ("label_tag", label_tag)):
             if keyword is not None and not self._is_keyword(keyword):
                 raise OptionError(f"`{option}` {keyword!r} is not a DICOM attribute keyword (e.g. PatientID)")
@@ -105,13 +115,18 @@ class DicomFolderSource(FolderSource):
 
     def _dicom_records(self, columns: tuple[str, ...]) -> Iterator[ImageRecord | Reject]:
         wanted = [self.user_tag, *([self.label_tag] if self.label_tag else []), *columns]
-        wanted += ["NumberOfFrames", "MediaStorageSOPClassUID"]
+        wanted += ["NumberOfFrames", "MediaStorageSOPClassUID", "SOPInstanceUID"]
         directories = 0
+        matched: set[str] = set()
+        table = os.path.realpath(self.label_table) if self.label_table is not None else None
         for parts in sorted([*self._files, *self._problems]):
             relative = "/".join(parts)
             record = ImageRecord(
                 path=str(self.root.joinpath(*parts)), image_id=relative, user_id="", origin=relative
             )
+            if table is not None and os.path.realpath(record.path) == table:
+                self.ignored["label table"] = 1
+                continue
             problem = self._problems.get(parts)
             if problem is not None:
                 yield _reject(record, problem)
@@ -132,6 +147,10 @@ class DicomFolderSource(FolderSource):
                 continue
             user = _text(_value(header, self.user_tag))
             labels = _labels(_value(header, self.label_tag)) if self.label_tag else ()
+            if self.label_table is not None:
+                key = relative if self._table_key == "path" else _text(_value(header, "SOPInstanceUID"))
+                labels = self._table_labels.get(key, ())
+                matched.add(key)
             metadata = tuple(_cell(_value(header, name)) for name in columns)
             frames = _frame_indices(_value(header, "NumberOfFrames"), self.frames)
             for frame in frames:
@@ -145,6 +164,52 @@ class DicomFolderSource(FolderSource):
                 )
         if directories:
             self.ignored["DICOMDIR index"] = directories
+        unmatched = len(set(self._table_labels) - matched)
+        if unmatched:  # rows of the label table that name no file converted: counted, never quoted
+            self.ignored["label table rows matching no DICOM file"] = unmatched
+
+
+#: The key columns a label table may join on: a file's path (relative to the folder) or its SOPInstanceUID.
+LABEL_TABLE_KEYS = {"path": "path", "sopinstanceuid": "sop", "sop_instance_uid": "sop"}
+
+
+def read_label_table(path: Path, delimiter: str = "|") -> tuple[dict[str, tuple[str, ...]], str]:
+    """A CSV of labels per DICOM file: ``{key: labels}`` and what the key is (``path`` or ``sop``).
+
+    The first column is the key, named ``path`` (relative to the DICOM folder) or ``SOPInstanceUID``
+    (``sop_instance_uid``); the labels are in the column named ``labels``, ``label`` or ``finding``,
+    else the second column, ``delimiter``-joined. A key given twice is an error naming its line
+    (never its value: a UID or a path may identify a patient).
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise SourceError(
+            f"cannot read label table {path}: {getattr(error, 'strerror', None) or error}"
+        ) from None
+    if not rows or len(rows[0]) < 2:
+        raise SourceError(f"label table {path} needs a header with a key column and a labels column")
+    header = [name.strip() for name in rows[0]]
+    key_kind = LABEL_TABLE_KEYS.get(header[0].lower())
+    if key_kind is None:
+        raise SourceError(
+            f"label table {path}: its first column must be path or SOPInstanceUID, got {header[0]!r}"
+        )
+    lowered = [name.lower() for name in header]
+    label_column = next(
+        (lowered.index(name) for name in ("labels", "label", "finding") if name in lowered), 1
+    )
+    table: dict[str, tuple[str, ...]] = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or not row[0].strip():
+            continue
+        key = row[0].strip()
+        if key in table:
+            raise SourceError(f"label table {path} line {number} repeats the key of an earlier line")
+        cell = row[label_column] if label_column < len(row) else ""
+        table[key] = tuple(dict.fromkeys(label.strip() for label in cell.split(delimiter) if label.strip()))
+    return table, key_kind
 
 
 def _reject(record: ImageRecord, reason: str) -> Reject:

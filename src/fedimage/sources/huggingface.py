@@ -50,6 +50,16 @@ TAXONOMY_ENTRY = "label_relationship"
 IMAGE_SIZE_ENTRY = "image_size"
 #: ... and under ``color`` its images' colour (``rgb`` or ``gray``), which becomes the source's stated colour.
 COLOR_ENTRY = "color"
+#: ... and, for a lossless store's export (PNG files), under ``storage`` ``lossless`` and under
+#: ``bit_depth`` 8 or 16: the source's stated storage and bit depth.
+STORAGE_ENTRY = "storage"
+BIT_DEPTH_ENTRY = "bit_depth"
+#: The values each stated entry may take (others are ignored).
+_STATED_CHOICES: dict[str, tuple[Any, ...]] = {
+    COLOR_ENTRY: ("rgb", "gray"),
+    STORAGE_ENTRY: ("jpeg", "raw", "lossless"),
+    BIT_DEPTH_ENTRY: (8, 16),
+}
 PARQUET_BATCH_ROWS = 64  # image cells: small batches stream a row group's pages (faster, less memory)
 #: The entry of a fedimage export's ``fedimage`` metadata listing its per-image metadata columns.
 METADATA_ENTRY = "image_metadata"
@@ -148,6 +158,18 @@ class HuggingFaceSource(Source):
         return colors.pop() if len(colors) == 1 else None
 
     @property
+    def stated_storage(self) -> str | None:
+        """The storage (``lossless``) that a fedimage ``parquet`` export of a lossless store states."""
+        storages = self._stated(STORAGE_ENTRY)
+        return storages.pop() if len(storages) == 1 else None
+
+    @property
+    def stated_bit_depth(self) -> int | None:
+        """The bits per sample (8 or 16) that a fedimage ``parquet`` export of a lossless store states."""
+        depths = self._stated(BIT_DEPTH_ENTRY)
+        return depths.pop() if len(depths) == 1 else None
+
+    @property
     def stated_metadata_columns(self) -> tuple[KeepColumn, ...]:
         """The metadata columns a fedimage ``parquet`` export lists (``image_metadata``), when every
         file lists the same ones and the data has them."""
@@ -171,7 +193,10 @@ class HuggingFaceSource(Source):
                 if entry == IMAGE_SIZE_ENTRY and isinstance(value, int) and not isinstance(value, bool):
                     if 8 <= value <= 4096:
                         values.add(value)
-                elif entry == COLOR_ENTRY and value in ("rgb", "gray"):
+                elif any(
+                    type(value) is type(choice) and value == choice
+                    for choice in _STATED_CHOICES.get(entry, ())
+                ):
                     values.add(value)
         return values
 

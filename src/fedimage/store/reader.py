@@ -90,11 +90,10 @@ def decode_png(
     """
     with Image.open(io.BytesIO(bytes(data))) as image:
         if bit_depth == 16:
-            array = np.asarray(image, dtype=np.uint16) if image.mode.startswith("I") else np.asarray(image)
-            array = array.astype(np.uint16, copy=False)
+            array = np.array(image).astype(np.uint16, copy=False)
         else:
             mode = "L" if color == "gray" else "RGB"
-            array = np.asarray(image if image.mode == mode else image.convert(mode))
+            array = np.array(image if image.mode == mode else image.convert(mode))  # writable, as JPEGs
     if array.ndim == 2:
         array = array[:, :, None]
     if out is None:

@@ -10,6 +10,7 @@ from fedimage.extras import require
 from fedimage.labels import LabelLevel
 from fedimage.store.reader import FederatedStore
 from fedimage.training.metrics import multilabel_metrics
+from fedimage.training.transforms import model_images
 
 torch = require("torch")
 
@@ -22,7 +23,9 @@ def target_field(labels: str) -> str:
 def iter_batches(
     store: FederatedStore, split: str, labels: str, batch_size: int, user_ids: list[str] | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(uint8 images, targets)`` batches of up to ``batch_size`` images over the users of a split, in order.
+    """``(images, targets)`` batches of up to ``batch_size`` images over the users of a split, in order
+    (uint8 images, uint16 in a 16-bit store: :func:`~fedimage.training.transforms.model_images` makes
+    them model input).
 
     Small users are packed together so that a split of one-image users still runs full batches.
     """
@@ -55,7 +58,7 @@ def predict(
     all_targets, all_logits = [], []
     try:
         for images, targets in iter_batches(store, split, labels, batch_size):
-            all_logits.append(model(torch.from_numpy(images).to(device)).float().cpu().numpy())
+            all_logits.append(model(model_images(images).to(device)).float().cpu().numpy())
             all_targets.append(targets)
     finally:
         model.train(was_training)

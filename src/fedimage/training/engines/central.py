@@ -13,6 +13,7 @@ from fedimage.training.divergence import check_model
 from fedimage.training.evaluation import iter_batches
 from fedimage.training.options import TrainOptions
 from fedimage.training.tracking import ValidationTracker
+from fedimage.training.transforms import model_images
 
 torch = require("torch")
 F = torch.nn.functional
@@ -53,7 +54,7 @@ def run_central(
         total, count = 0.0, 0
         for images, targets in shuffled_batches(store, config.labels, config.local_batch_size, rng):
             optimizer.zero_grad()
-            loss = model.loss(torch.from_numpy(images).to(device), torch.from_numpy(targets).to(device))
+            loss = model.loss(model_images(images).to(device), torch.from_numpy(targets).to(device))
             loss.backward()
             if config.local_max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.local_max_grad_norm)
