@@ -325,9 +325,12 @@ def read_dicom_frames(
     options: DicomOptions = DEFAULT_OPTIONS,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    render: bool = True,
 ) -> Iterator[DicomImage]:
     """:func:`read_dicom` for several frames of one file, parsed once: ``frames`` (default: those
     ``options.frames`` selects), in order. Rejections are raised as the frames are reached.
+    ``render=False`` skips the 8-bit rendering (``display`` is then empty, with no window or
+    rescale found: a 16-bit store keeps ``stored`` only).
 
         middle = next(read_dicom_frames(data, options=DicomOptions(frames="middle")))
     """
@@ -344,7 +347,23 @@ def read_dicom_frames(
         with quiet_pydicom():  # not held across a yield: it changes process-wide warning and log state
             count = _check(ds, frame, options, max_pixels)
             stored, photometric = _decode(ds, frame)
-            image = _render(ds, stored, photometric, frame, count, options)
+            if render:
+                image = _render(ds, stored, photometric, frame, count, options)
+            else:
+                bits = int(ds.get("BitsStored") or stored.dtype.itemsize * 8)
+                image = DicomImage(
+                    display=np.zeros((0, 0), dtype=np.uint8),
+                    stored=stored,
+                    photometric=photometric,
+                    bits_stored=bits,
+                    rescale_slope=None,
+                    rescale_intercept=None,
+                    window_center=None,
+                    window_width=None,
+                    voi="none",
+                    frame=frame,
+                    frame_count=count,
+                )
         yield image
 
 

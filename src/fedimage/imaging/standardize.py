@@ -49,8 +49,9 @@ COLOUR_IN_16_BITS = fixed_reason(
 )
 DICOM_OVER_16_BITS = fixed_reason("DICOM pixel values do not fit 16 bits")
 IMAGE_OVER_16_BITS = fixed_reason("image values do not fit 16 bits")
-#: zlib level of a lossless store's PNG files (Pillow's default is 6: about as small, much slower).
-PNG_COMPRESS_LEVEL = 3
+#: zlib level of a lossless store's PNG files: on 512x512 16-bit CT, 1 encodes in 23 ms (317 KB), 3 in 30 ms
+#: (306 KB), Pillow's default 6 in 164 ms (297 KB).
+PNG_COMPRESS_LEVEL = 1
 PAD_COLOR = (0, 0, 0)
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 EXIF_TRANSPOSE = {
@@ -216,7 +217,7 @@ def _decode_16_bits(data: bytes, options: ImageOptions, frame: int | None) -> np
     if is_dicom(data):
         dicom = _dicom_options(options)
         frames = None if frame is None else [frame]
-        decoded = next(read_dicom_frames(data, frames, dicom, max_pixels=options.max_pixels))
+        decoded = next(read_dicom_frames(data, frames, dicom, max_pixels=options.max_pixels, render=False))
         values = decoded.stored
         if values.ndim != 2:
             raise ImageRejected(
