@@ -229,3 +229,18 @@ def test_labels_from_a_table_joined_on_the_path_or_the_sop_instance_uid(tmp_path
     assert found == expected
     with pytest.raises(OptionError, match="not both"):
         open_source(root, label_table=table, label_tag="Modality")
+
+
+def test_a_manifest_row_naming_a_multi_frame_file_gives_every_frame(tmp_path):
+    root = tmp_path / "m"
+    write(root / "cine.dcm", multiframe_dicom())
+    write(root / "single.dcm", truncated_dicom(keep=1.0))
+    manifest = root / "m.csv"
+    manifest.write_text("image,user_id\ncine.dcm,p1\nsingle.dcm,p1\n")
+    image = fedimage.ImageOptions(size=32, storage="raw", color="gray", dicom_frames="all")
+    report = convert(manifest, tmp_path / "all.h5", fast_options(image=image))
+    assert report.written == 4 and report.rejected == 0
+    with fedimage.open(tmp_path / "all.h5") as store:
+        ids = sorted(i for split in store.splits for user in store.users(split)
+                     for i in store.load_user(split, user).image_ids)  # fmt: skip
+    assert ids == ["cine.dcm#0", "cine.dcm#1", "cine.dcm#2", "single.dcm"]

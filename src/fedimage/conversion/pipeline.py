@@ -22,6 +22,7 @@ from typing import Any
 from fedimage._version import __version__
 from fedimage.analysis.heterogeneity import split_balance
 from fedimage.conversion.executors import Executor, ShardJob, executor
+from fedimage.conversion.frames import expand_frames
 from fedimage.conversion.metadata import (
     MetadataOptions,
     check_identifiers,
@@ -181,6 +182,8 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
     key = partition_key(options.plan.partition)
     check_identifiers(source, options, key)
     metadata, columns = read_metadata(source, options.metadata, key)
+    if options.image.dicom_frames == "all" and not source.expands_frames:
+        metadata = expand_frames(metadata)  # rows naming multi-frame DICOM files: one per frame
     pseudonymized = None
     if options.pseudonyms is not None:
         image_ids = options.pseudonymize_image_ids or source.identifying_ids  # a DICOM source's paths

@@ -69,6 +69,11 @@ class Source(ABC):
         return ()
 
     @property
+    def expands_frames(self) -> bool:
+        """True when the source gives each frame of a multi-frame DICOM file its own record itself."""
+        return False
+
+    @property
     def identifying_ids(self) -> bool:
         """True when the source's user ids and image ids identify people (DICOM's patient ids and
         paths): a conversion then needs pseudonyms, or an explicit ``allow_identifiers``."""

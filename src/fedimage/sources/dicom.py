@@ -77,6 +77,10 @@ class DicomFolderSource(FolderSource):
         return True
 
     @property
+    def expands_frames(self) -> bool:
+        return True
+
+    @property
     def identifying_ids(self) -> bool:
         """True: user ids (a patient tag) and image ids (file paths) identify patients."""
         return True
