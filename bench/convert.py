@@ -241,7 +241,11 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         own_before.ru_utime + own_before.ru_stime + children_before.ru_utime + children_before.ru_stime
     )
     hwm_main = _status_kib("self", "VmHWM")
+    user = own.ru_utime + children.ru_utime - own_before.ru_utime - children_before.ru_utime
+    system = own.ru_stime + children.ru_stime - own_before.ru_stime - children_before.ru_stime
     return {
+        "cpu_user": user,
+        "cpu_system": system,
         "seconds": seconds,
         "written": written,
         "rejected": rejected,

@@ -19,7 +19,14 @@ as a raw FLAIR folder and as an ``apple/flair``-schema Parquet file. Measured in
   simplejpeg's validating decode at 1/8 scale in the same bare loop. Every stored JPEG is
   decoded once, so a byte copy cannot beat this; it shows what the copy path costs
   beyond the validation (reading files, parsing segments, HDF5);
-* ``fedimage`` from each source with 1 and 2 workers (JPEG storage).
+* ``fedimage`` from each source with 1 and 2 workers, for each ``--storages`` mode (jpeg, raw);
+* with ``--mlflair PATH``: Apple's own ``prepare_dataset.py``, unchanged, from an ml-flair checkout
+  kept outside the project (``git clone https://github.com/apple/ml-flair``), run on the same raw
+  folder in its own process. The issue-17 targets compare fedimage's 2-worker runs with it:
+  jpeg store >= 5x, raw store >= 2x.
+
+Every run reports its CPU seconds split into user and system time (system time is mostly copying
+and writing bytes: a store written twice shows it).
 
 Each conversion runs in a fresh interpreter (``convert.py``'s measured runs). Ratios are
 taken within the run; on a shared 2-core machine absolute figures are noisy.
@@ -31,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +53,9 @@ import numpy as np
 TARGET_OF_CEILING = 0.85
 TARGET_SCALING = 1.8
 TARGET_COPY_VS_BASELINE = 10.0
+#: Issue 17: fedimage with 2 workers against Apple's prepare_dataset.py, per storage mode.
+TARGET_JPEG_VS_MLFLAIR = 5.0
+TARGET_RAW_VS_MLFLAIR = 2.0
 SIZE = convert.IMAGE_SIZE
 
 
@@ -97,6 +108,37 @@ def warm(flair_set: _flair_shaped.FlairSet) -> None:
     flair_set.parquet.read_bytes()
 
 
+def run_mlflair(checkout: Path, flair_root: Path, output: Path, images: int) -> dict[str, Any]:
+    """Apple's ``prepare_dataset.py`` (unchanged) on ``flair_root``: wall time, user and system CPU."""
+    script = checkout / "prepare_dataset.py"
+    if not script.is_file():
+        raise SystemExit(f"--mlflair {checkout}: no prepare_dataset.py there (clone apple/ml-flair)")
+    print("  ml-flair prepare_dataset.py ...", end="", flush=True, file=sys.stderr)
+    command = [sys.executable, str(script), "--dataset_dir", str(flair_root), "--output_file", str(output)]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if status != 0:
+        raise RuntimeError(f"prepare_dataset.py failed ({status}):\n{error[-2000:]}")
+    print(f" {seconds:.1f} s", file=sys.stderr)
+    store_mb = output.stat().st_size / 1e6
+    output.unlink()
+    return {
+        "seconds": seconds,
+        "written": images,
+        "images_per_second": images / seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "cpu_user": usage.ru_utime,
+        "cpu_system": usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "store_mb": store_mb,
+    }
+
+
 def run(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     output = args.workdir / f"out-flairscale-{name}.h5"
     spec = {**spec, "name": name, "output": str(output)}
@@ -128,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating inputs")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fedimage-bench"))
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--storages", default="jpeg,raw", help="comma-separated: jpeg,raw")
+    parser.add_argument(
+        "--mlflair", type=Path, help="an ml-flair checkout (outside the project): run its prepare_dataset.py"
+    )
     args = parser.parse_args(argv)
     sources = [name.strip() for name in args.sources.split(",") if name.strip()]
     if not set(sources) <= {"folder", "parquet"}:
@@ -149,14 +195,28 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = measure_loop(flair_set, ceiling_resize, args.ceiling_images)
     floor = None if resize else measure_loop(flair_set, ceiling_copy, args.ceiling_images)
     results: dict[str, dict[str, Any]] = {}
+    storages = [name.strip() for name in args.storages.split(",") if name.strip()]
+    mlflair = None
+    if args.mlflair is not None:
+        images = len(json.loads(flair_set.metadata.read_text()))
+        mlflair = run_mlflair(args.mlflair, flair_set.root, args.workdir / "out-mlflair.hdf5", images)
     if not args.no_baseline:
         spec = {"tool": "baseline-flair", "manifest": str(flair_set.root), "resize": resize}
         results["baseline (folder)"] = run("baseline", spec, args)
     paths = {"folder": flair_set.root, "parquet": flair_set.parquet}
-    for source in sources:
-        for count in workers:
-            spec = {"tool": "fedimage", "storage": "jpeg", "workers": count, "manifest": str(paths[source])}
-            results[f"fedimage {source} {count}w"] = run(f"{source}-{count}w", spec, args)
+    for storage in storages:
+        for source in sources:
+            for count in workers:
+                spec = {
+                    "tool": "fedimage",
+                    "storage": storage,
+                    "workers": count,
+                    "manifest": str(paths[source]),
+                }
+                suffix = "" if storage == "jpeg" else f" {storage}"
+                results[f"fedimage {source}{suffix} {count}w"] = run(
+                    f"{source}-{storage}-{count}w", spec, args
+                )
 
     base = results.get("baseline (folder)", {}).get("images_per_second")
     top = ceiling["images_per_second"]
@@ -205,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if one and floor is not None:
             share = one["images_per_second"] / floor["images_per_second"]
             print(f"  {source} 1 worker / validate floor     {share:>7.2f}   (information)")
+    if mlflair is not None:
+        print_versus_mlflair(mlflair, results)
     if args.json:
         report = {
             "content": args.content,
@@ -212,9 +274,41 @@ def main(argv: list[str] | None = None) -> int:
             "ceiling": ceiling,
             "floor": floor,
             "runs": results,
+            "mlflair": mlflair,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def print_versus_mlflair(mlflair: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
+    """fedimage's runs against Apple's prepare_dataset.py, with CPU split into user and system time."""
+    base = mlflair["images_per_second"]
+    header = (
+        f"{'run':<30}{'images/s':>10}{'vs prepare':>12}{'seconds':>9}{'user s':>8}"
+        f"{'sys s':>7}{'store MB':>10}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    rows = {"ml-flair prepare_dataset.py": mlflair, **results}
+    for name, result in rows.items():
+        rate = result["images_per_second"]
+        print(
+            f"{name:<30}{rate:>10.0f}{rate / base:>11.2f}x{result['seconds']:>9.1f}"
+            f"{result.get('cpu_user', 0):>8.1f}{result.get('cpu_system', 0):>7.1f}{result['store_mb']:>10.0f}"
+        )
+    print("targets (2 workers vs prepare_dataset.py):")
+    for label, storage, target in (
+        ("jpeg store", "", TARGET_JPEG_VS_MLFLAIR),
+        ("raw store", " raw", TARGET_RAW_VS_MLFLAIR),
+    ):
+        for source in ("folder", "parquet"):
+            result = results.get(f"fedimage {source}{storage} 2w")
+            if result is None:
+                continue
+            value = result["images_per_second"] / base
+            verdict = "PASS" if value >= target else "MISS"
+            print(f"  {label} from {source:<8}{value:>7.2f}x   target >= {target}x {verdict}")
 
 
 if __name__ == "__main__":
