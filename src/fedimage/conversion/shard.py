@@ -176,6 +176,7 @@ def write_shard(
         fine_labels=shard_format.fine_labels,
         cipher=shard_format.cipher,
         seal_metadata=False,
+        durable=False,  # a resume re-verifies a reused shard's checksums: no fsync on the hot path
         metadata_columns=shard_format.metadata_columns,
     ) as writer:
         for user, records in users:

@@ -122,6 +122,7 @@ class StoreWriter:
         seal_metadata: bool = True,
         color: str = "rgb",
         metadata_columns: Sequence[MetadataColumn] = (),
+        durable: bool = True,
     ):
         self.path = Path(path)
         check_output(self.path, overwrite)
@@ -139,6 +140,9 @@ class StoreWriter:
         self.cipher = cipher
         #: The per-image metadata columns (see fedimage.store.metadata) each image's values follow.
         self.metadata_columns = tuple(metadata_columns)
+        #: Whether :meth:`finish` forces the bytes to disk before publishing (a conversion's shards are
+        #: not: a resume re-verifies every reused shard's checksums, so one an OS crash damaged is redone).
+        self.durable = durable
         self._seal_metadata = seal_metadata and cipher is not None
         if cipher is not None:
             self.spill_bytes = sys.maxsize  # a sealed group is one AES-GCM message
@@ -195,9 +199,11 @@ class StoreWriter:
         self._file.flush()
         self._file.close()
         self._file = None
-        fsync_file(self._partial)  # the bytes are on disk before the name that publishes them
+        if self.durable:
+            fsync_file(self._partial)  # the bytes are on disk before the name that publishes them
         os.replace(self._partial, self.path)
-        fsync_file(self.path.parent)
+        if self.durable:
+            fsync_file(self.path.parent)
 
     def abort(self) -> None:
         """Close and delete the partial file."""
