@@ -22,10 +22,9 @@ from fedimage.imaging.exif import EXIF_FIELDS
 from fedimage.imaging.standardize import ImageOptions
 from fedimage.partitioning import PartitionOptions
 from fedimage.privacy.pseudonyms import Pseudonymizer
-from fedimage.records import Reject
 from fedimage.sources import Source
 from fedimage.sources.metadata import KeepColumn, parse_keep_columns, parse_names, table_column, typed_column
-from fedimage.sources.record_table import SourceMetadata, records_of
+from fedimage.sources.record_table import SourceMetadata, reject_cells
 from fedimage.store.metadata import MetadataColumn
 
 
@@ -144,24 +143,7 @@ def read_metadata(
                 row, (key, "has no value: the partition by `partition_key` needs one per image")
             )
     rejects = list(metadata.rejects)
-    if problems:
-        rows = sorted(problems)
-        for row, record in zip(rows, records_of(table.take(pa.array(rows, pa.int64()))), strict=True):
-            column_name, problem = problems[row]
-            rejects.append(
-                Reject(
-                    origin=record.origin,
-                    reason="column {detail} " + problem,
-                    detail=column_name,
-                    image_id=record.image_id or None,
-                    path=record.path or None,
-                    user_id=record.user_id or None,
-                    stage="source",
-                )
-            )
-        keep = np.ones(table.num_rows, dtype=bool)
-        keep[rows] = False
-        table = table.filter(pa.array(keep))
+    table = reject_cells(table, problems, rejects)
     return SourceMetadata(table, rejects), columns
 
 

@@ -68,15 +68,7 @@ def write_dirs(run: ExportRun, path: Path) -> None:
             folder.mkdir(parents=True)
             files = NameTable()
             images = []
-            rows = zip(
-                user.image_ids,
-                user.labels,
-                user.fine_labels,
-                user.metadata_rows(),
-                user.image_files(run.options.quality),
-                strict=True,
-            )
-            for image_id, labels, fine, values, data in rows:
+            for image_id, labels, fine, values, data in user.rows(run.options.quality):
                 file_name = files.assign(image_id) + suffix
                 (folder / file_name).write_bytes(data)
                 image: dict[str, Any] = {

@@ -212,15 +212,7 @@ def write_parquet(run: ExportRun, path: Path) -> None:
         rows = _RowBuffer(schema, columns)
         with pq.ParquetWriter(path / f"{split}{SUFFIX}", schema, compression="snappy") as writer:
             for user in run.users(split):
-                images = zip(
-                    user.image_ids,
-                    user.labels,
-                    user.fine_labels,
-                    user.metadata_rows(),
-                    user.image_files(run.options.quality),
-                    strict=True,
-                )
-                for image_id, labels, fine, metadata, image in images:
+                for image_id, labels, fine, metadata, image in user.rows(run.options.quality):
                     rows.add(
                         user.user_id,
                         image_id,

@@ -91,6 +91,18 @@ class ExportUser:
         columns = list(self.metadata.values())
         return list(zip(*columns, strict=True)) if columns else [()] * len(self)
 
+    def rows(self, quality: int) -> Iterator[tuple[str, list[int], list[int], tuple[Any, ...], bytes]]:
+        """Each image as an export row: its id, coarse and fine labels, metadata values and file
+        (:meth:`image_files`)."""
+        return zip(
+            self.image_ids,
+            self.labels,
+            self.fine_labels,
+            self.metadata_rows(),
+            self.image_files(quality),
+            strict=True,
+        )
+
     def image_files(self, quality: int) -> Iterator[bytes]:
         """Each image as the file an export writes (:func:`image_format`): a lossless store's PNG
         files as stored (8 or 16 bits, the store's colour), else JPEGs as :meth:`jpegs` gives them."""

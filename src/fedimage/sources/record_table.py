@@ -101,11 +101,17 @@ def _with_metadata(
         columns.append(array)
     for name, array in zip(names, columns, strict=True):
         table = table.append_column(table_column(name), array)
-    if not bad:
+    return reject_cells(table, bad, rejects)
+
+
+def reject_cells(table: pa.Table, problems: dict[int, tuple[str, str]], rejects: list[Reject]) -> pa.Table:
+    """``table`` without the rows of ``problems`` (``{row: (column, problem)}``, the problem going on
+    from "column 'x' ..."), each added to ``rejects`` naming its column (never quoting its value)."""
+    if not problems:
         return table
-    rows = sorted(bad)
+    rows = sorted(problems)
     for row, record in zip(rows, records_of(table.take(pa.array(rows, pa.int64()))), strict=True):
-        column, problem = bad[row]
+        column, problem = problems[row]
         rejects.append(
             Reject(
                 origin=record.origin,
