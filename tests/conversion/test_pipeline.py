@@ -198,6 +198,21 @@ class TestDeterminism:
         assert batched  # the large users' shards went out in batches
         assert digest(tmp_path / "whole.h5") == digest(tmp_path / "spread.h5")
 
+    def test_a_raw_store_keeps_large_users_shards_whole(self, user_folder: Path, tmp_path: Path, monkeypatch):
+        # decoded pixels would cross between processes: the shard goes to one worker whole
+        source = open_source(user_folder, layout="user")
+        raw = ImageOptions(size=32, storage="raw")
+        convert(source, tmp_path / "whole.h5", fast_options(image=raw, workers=1))
+        monkeypatch.setattr(shard_writing, "LARGE_USER_IMAGES", 3)
+        batched = []
+        original = shard_writing.image_batches
+        monkeypatch.setattr(
+            shard_writing, "image_batches", lambda *args: batched.append(args[2]) or original(*args)
+        )
+        convert(source, tmp_path / "two.h5", fast_options(image=raw, workers=2))
+        assert batched == []
+        assert digest(tmp_path / "whole.h5") == digest(tmp_path / "two.h5")
+
     def test_raw_mode_is_deterministic_too(self, user_folder: Path, tmp_path: Path):
         options = fast_options(image=ImageOptions(size=32, storage="raw"))
         source = open_source(user_folder, layout="user")

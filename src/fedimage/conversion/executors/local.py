@@ -50,7 +50,11 @@ def run_local(job: ShardJob, pool: WorkerPool) -> Iterator[ShardInfo]:
     """
     plan: ConversionPlan = job.plan
     source, work, pending = job.source, job.work, job.pending
-    large = {spec.index for spec in pending if shard.is_large(plan, spec)}
+    # A large user's images go out in batches so that every worker stays busy, their results coming
+    # back to this process; a raw store's results are decoded pixels (196 KB per 256 px image): sent
+    # between processes they cost more than the balance gains, so its shards stay whole.
+    batched = job.image_options.storage != "raw"
+    large = {spec.index for spec in pending if batched and shard.is_large(plan, spec)}
     sender = None if pool.shares_memory and shard.inherited_source() is source else source
 
     def items() -> Iterator[ShardTask | shard.BatchItem]:
