@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +116,30 @@ def fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
+class _Writeback:
+    """Writes a file's bytes to disk in a background thread while more are added (a durable store is
+    fsynced before it is published: this way that last fsync waits only for the last bytes)."""
+
+    def __init__(self, path: Path):
+        self._descriptor = os.open(path, os.O_RDONLY)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start a background flush unless one is running."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._flush, name="fedimage-writeback", daemon=True)
+            self._thread.start()
+
+    def _flush(self) -> None:
+        with contextlib.suppress(OSError):  # the final fsync reports a real failure
+            os.fdatasync(self._descriptor)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        os.close(self._descriptor)
+
+
 def partial_path_for(path: Path) -> Path:
     """The temporary name a store is written under before its final rename."""
     return path.with_name(path.name + ".partial")
@@ -174,6 +200,7 @@ class StoreWriter:
         except OSError as error:
             raise StoreError(f"cannot create {self._partial}: {error}") from None
         _bound_metadata_cache(self._file)
+        self._writeback = _Writeback(self._partial) if durable else None
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -199,6 +226,8 @@ class StoreWriter:
             self.fine_counter.update(json.loads(meta[schema.FINE_LABEL_COUNTER][()]))
         for split, entries in users.items():
             self.users.setdefault(split, {}).update(entries)
+        if self._writeback is not None:
+            self._writeback.start()  # the shard's bytes go to disk while the next shard is copied
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Write ``/metadata`` (counters, mappings, taxonomy, ``metadata``'s entries) and publish."""
@@ -219,6 +248,7 @@ class StoreWriter:
         self._file.flush()
         self._file.close()
         self._file = None
+        self._stop_writeback()
         if self.durable:
             fsync_file(self._partial)  # the bytes are on disk before the name that publishes them
         os.replace(self._partial, self.path)
@@ -230,7 +260,13 @@ class StoreWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._stop_writeback()
         self._partial.unlink(missing_ok=True)
+
+    def _stop_writeback(self) -> None:
+        if self._writeback is not None:
+            self._writeback.close()
+            self._writeback = None
 
     def _split_group(self, split: str) -> h5py.Group:
         group = self._splits.get(split)
