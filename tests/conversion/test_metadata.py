@@ -472,3 +472,21 @@ def test_h5_layout_is_readable_without_fedimage(manifest, tmp_path):
         assert sites == store.load_metadata("train", user)["site"]
         assert group["meta:year"].dtype == np.int64
         assert os.path.getsize(tmp_path / "o.h5") > 0
+
+
+def test_a_column_overlay_names_each_client_by_the_value_it_holds(tmp_path):
+    # numbers: client order is numeric (9 before 10), and so are the names
+    root = tmp_path / "src"
+    rows = metadata_rows(root, 24)
+    for index, row in enumerate(rows):
+        row["ward"] = index % 12
+    manifest = write_jsonl(root / "m.jsonl", rows)
+    store = tmp_path / "s.h5"
+    convert_with(manifest, store, keep_columns="ward")
+    overlay = tmp_path / "wards.parquet"
+    fedimage.repartition(store, overlay, PartitionOptions("column", key="ward"), SplitRatios.parse("1,0,0"))
+    with fedimage.open(store, partition=overlay) as opened:
+        clients = opened.users("train")
+        assert sorted(clients, key=int) == [str(ward) for ward in range(12)]
+        for client in clients:
+            assert set(opened.load_metadata("train", client)["ward"]) == {int(client)}

@@ -7,7 +7,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fedimage.analysis.repartition import client_names as names_of_clients
 from fedimage.analysis.repartition import read_store_labels, store_partition
 from fedimage.conversion.splits import SplitRatios, assign_splits
 from fedimage.errors import StoreError
@@ -73,8 +72,7 @@ def repartition(
     with FederatedStore(store, key=key) as opened:
         data = read_store_labels(opened, labels, values_of=options.key if options.needs_values else None)
         fingerprint, name = store_fingerprint(opened), opened.path.name
-        clients = store_partition(opened, data, options, skew)
-    names = names_of_clients(clients, data, options)
+        clients, names = store_partition(opened, data, options, skew)
     split_of = assign_splits(names, split, options.seed)
     client_names = [names[client] for client in clients.tolist()]
     splits = [split_of[client] for client in client_names]

@@ -13,6 +13,7 @@ from fedimage.conversion.metadata import partition_values
 from fedimage.errors import OptionError
 from fedimage.labels import LabelLevel
 from fedimage.partitioning.api import partition
+from fedimage.partitioning.by_metadata import column_names
 from fedimage.partitioning.labels import pick_label
 from fedimage.partitioning.options import PartitionOptions
 from fedimage.partitioning.regroup import regroup
@@ -91,24 +92,20 @@ def _metadata_column(store: FederatedStore, name: str) -> MetadataColumn:
 
 def store_partition(
     store: FederatedStore, data: StoreLabels, options: PartitionOptions, skew: str
-) -> np.ndarray:
-    """Each image's client (images in ``data``'s order) under ``options``' scheme."""
+) -> tuple[np.ndarray, list[str]]:
+    """Each image's client (images in ``data``'s order) under ``options``' scheme, and each client's
+    name: its value for a ``column`` partition, else ``client_<i>``."""
     picked = pick_label(data.rows, data.cols, len(data), skew, options.seed) if options.needs_labels else None
     values = None
     if options.needs_values and options.key is not None:
         column = _metadata_column(store, options.key)
         table = pa.table({table_column(column.name): pa.array(data.values or [], column.arrow_type)})
         values = partition_values(table, column.name, options.scheme)
-    return partition(len(data), options, picked, values)
-
-
-def client_names(clients: np.ndarray, data: StoreLabels, options: PartitionOptions) -> list[str]:
-    """The name of each client index: its value for a ``column`` partition, else ``client_<i>``."""
-    if options.scheme == "column" and data.values is not None:
-        values = [str(value.isoformat() if hasattr(value, "isoformat") else value) for value in data.values]
-        return [str(name) for name in np.unique(np.asarray(values, dtype=object).astype(str)).tolist()]
+    clients = partition(len(data), options, picked, values)
+    if options.scheme == "column" and values is not None:
+        return clients, column_names(values)
     width = len(str(max(int(clients.max(initial=0)), 0)))
-    return [f"client_{client:0{width}d}" for client in range(int(clients.max(initial=-1)) + 1)]
+    return clients, [f"client_{client:0{width}d}" for client in range(int(clients.max(initial=-1)) + 1)]
 
 
 def repartition_store(
@@ -126,7 +123,7 @@ def repartition_store(
     """
     with FederatedStore(path) as store:
         data = read_store_labels(store, labels, splits, options.key if options.needs_values else None)
-        clients = store_partition(store, data, options, skew)
+        clients, _ = store_partition(store, data, options, skew)
     return dict(zip(data.image_ids.tolist(), clients.tolist(), strict=True))
 
 

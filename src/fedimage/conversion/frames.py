@@ -15,13 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedimage.errors import MissingExtraError
-from fedimage.imaging.dicom import header, is_dicom
+from fedimage.imaging.dicom import header
 from fedimage.imaging.rejection import ImageRejected
 from fedimage.imaging.standardize import FRAME_SEPARATOR
 from fedimage.sources.record_table import SourceMetadata
-
-#: Bytes read from a file to tell whether it is DICOM and how many frames it holds.
-HEADER_BYTES = 1 << 16
 
 
 def expand_frames(metadata: SourceMetadata) -> SourceMetadata:
@@ -60,10 +57,7 @@ def expand_frames(metadata: SourceMetadata) -> SourceMetadata:
 def _frames_of(path: str) -> int:
     """The frames of a DICOM file (1 for anything else, or a file that cannot be read: the worker
     rejects that with its reason)."""
-    try:
-        with open(path, "rb") as handle:
-            if not is_dicom(handle.read(HEADER_BYTES)):
-                return 1
+    try:  # header() reads the file's start once and rejects what is not DICOM
         return max(1, int(header(path, tags=["NumberOfFrames"]).get("NumberOfFrames") or 1))
     except (OSError, ImageRejected, ValueError, TypeError, MissingExtraError):
         return 1

@@ -30,7 +30,14 @@ from fedimage.conversion.splits import (
 )
 from fedimage.errors import OptionError
 from fedimage.labels import LABEL_JOIN, Taxonomy
-from fedimage.partitioning import SKEW_STRATEGIES, PartitionOptions, partition, pick_label, regroup
+from fedimage.partitioning import (
+    SKEW_STRATEGIES,
+    PartitionOptions,
+    column_names,
+    partition,
+    pick_label,
+    regroup,
+)
 from fedimage.records import ImageRecord, Reject, literal
 from fedimage.sources.metadata import table_column
 from fedimage.sources.record_table import (
@@ -472,8 +479,7 @@ def _clients(
         values = partition_values(keyed, key, partition_options.scheme)[by_id]
     clients = partition(count, partition_options, skew, values)[position]
     if partition_options.scheme == "column" and values is not None:
-        names = np.unique(values.astype(str) if values.dtype == object else values)
-        return pa.array([str(name) for name in names.tolist()], pa.string()).take(pa.array(clients))
+        return pa.array(column_names(values), pa.string()).take(pa.array(clients))
     return _client_names(clients, "client")
 
 

@@ -19,7 +19,7 @@ A store's images under another scheme: :mod:`fedimage.analysis.repartition` and,
 from __future__ import annotations
 
 from fedimage.partitioning.api import partition, partition_images
-from fedimage.partitioning.by_metadata import column_partition, continuous_partition
+from fedimage.partitioning.by_metadata import column_names, column_partition, continuous_partition
 from fedimage.partitioning.dirichlet import dirichlet_partition
 from fedimage.partitioning.iid import iid_partition
 from fedimage.partitioning.labels import NO_LABEL, SKEW_STRATEGIES, label_pairs, pick_label, skew_labels
@@ -44,6 +44,7 @@ __all__ = [
     "SKEW_STRATEGIES",
     "UNKEYED_SCHEMES",
     "PartitionOptions",
+    "column_names",
     "column_partition",
     "continuous_partition",
     "dirichlet_partition",

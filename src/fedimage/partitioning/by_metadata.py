@@ -47,7 +47,7 @@ def column_partition(keys: np.ndarray, min_per_client: int = 1) -> np.ndarray:
                 f"`partition_key` has no value for {len(missing)} images (the first: image {missing[0]} "
                 "in id order); the column partition needs one value per image"
             )
-    values, clients = np.unique(keys.astype(str) if keys.dtype == object else keys, return_inverse=True)
+    values, clients = _distinct(keys)
     sizes = np.bincount(clients, minlength=len(values))
     small = np.flatnonzero(sizes < min_per_client)
     if len(small):
@@ -57,6 +57,19 @@ def column_partition(keys: np.ndarray, min_per_client: int = 1) -> np.ndarray:
             f"`min_per_client` {min_per_client} ({len(small)} values are that small)"
         )
     return clients.astype(CLIENT_DTYPE)
+
+
+def column_names(keys: np.ndarray) -> list[str]:
+    """The value each client of :func:`column_partition` holds, in client order, as text.
+
+    column_names(np.array([10, 9, 10]))   # ['9', '10'] (numbers in numeric order)
+    """
+    return [str(value) for value in _distinct(np.asarray(keys))[0].tolist()]
+
+
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct keys (text compared as text, numbers as numbers) and each key's index."""
+    return np.unique(keys.astype(str) if keys.dtype == object else keys, return_inverse=True)
 
 
 def continuous_partition(
@@ -111,4 +124,4 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-__all__ = ["column_partition", "continuous_partition"]
+__all__ = ["column_names", "column_partition", "continuous_partition"]

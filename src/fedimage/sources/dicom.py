@@ -69,13 +69,6 @@ class DicomFolderSource(FolderSource):
     def _is_keyword(self, keyword: str) -> bool:
         return self._pydicom.datadict.tag_for_keyword(keyword) is not None
 
-    def _detect_layout(self) -> str:
-        return "user"
-
-    @property
-    def has_users(self) -> bool:
-        return True
-
     @property
     def expands_frames(self) -> bool:
         return True
