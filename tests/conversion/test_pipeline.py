@@ -300,9 +300,10 @@ class TestAtomicWriting:
     def test_large_users_spill_to_chunked_datasets_with_same_content(
         self, user_folder: Path, tmp_path: Path, monkeypatch
     ):
-        options = fast_options(image=ImageOptions(size=32, storage="raw"))
+        # (a raw store's pixels are written straight from shared memory: jpeg bytes are what users spill)
+        options = fast_options(image=ImageOptions(size=32, storage="jpeg"))
         convert(open_source(user_folder, layout="user"), tmp_path / "memory.h5", options)
-        monkeypatch.setattr(writer_module, "DEFAULT_SPILL_BYTES", 5000)
+        monkeypatch.setattr(writer_module, "DEFAULT_SPILL_BYTES", 2000)
         convert(open_source(user_folder, layout="user"), tmp_path / "spilled.h5", options)
         with fedimage.open(tmp_path / "memory.h5") as a, fedimage.open(tmp_path / "spilled.h5") as b:
             assert a.manifest["users"] == b.manifest["users"]  # same checksums
@@ -317,10 +318,10 @@ class TestAtomicWriting:
                 f"{split}/{user}"
                 for split in ("train", "val", "test")
                 for user in spilled.get(split, {})
-                if spilled[split][user]["images"].chunks is not None
+                if spilled[split][user]["jpeg"].chunks is not None
             ]
             assert chunked, "the test must make at least one user spill"
-            assert all(memory[name]["images"].chunks is None for name in chunked)
+            assert all(memory[name]["jpeg"].chunks is None for name in chunked)
 
 
 def test_quality_and_size_options_reach_the_store(user_folder: Path, tmp_path: Path):

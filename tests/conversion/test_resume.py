@@ -104,7 +104,7 @@ def test_killed_run_resumes_to_identical_bytes(folder: Path, tmp_path: Path, kil
     assert fedimage.verify_store(output).ok
 
 
-def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch) -> None:
+def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch, options=None) -> None:
     """Convert ``folder`` to ``output`` until Ctrl-C arrives as the fourth user group is written."""
     from fedimage.store import writer as writer_module
 
@@ -120,7 +120,7 @@ def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch) -> None:
     with monkeypatch.context() as patch:
         patch.setattr(writer_module.UserGroupWriter, "close", interrupt_on_fourth_user)
         with pytest.raises(KeyboardInterrupt):
-            convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
+            convert(open_source(folder, layout="user"), output, options or fast_options(overwrite=False))
 
 
 def test_resume_reuses_finished_shards_in_process(folder: Path, tmp_path: Path, monkeypatch):
@@ -193,3 +193,85 @@ def test_resume_redoes_a_finished_shard_damaged_since(folder: Path, tmp_path: Pa
     assert report.shards_reused == len(finished) - 1  # the damaged one was made again
     assert fedimage.verify_store(output).ok
     assert output.read_bytes() == reference.read_bytes()
+
+
+RAW = ("--storage", "raw")
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        ("fedimage.store.writer.UserGroupWriter:close", 1),  # in a worker, inside the first shard
+        ("fedimage.store.writer.StoreWriter:_write_pixels", 2),  # writing the second shard's pixels
+        ("fedimage.conversion.pixels.PixelJournal:record", 3),  # after two shards' pixels were journaled
+    ],
+)
+def test_killed_raw_run_resumes_from_its_partial_store(folder: Path, tmp_path: Path, kill_at):
+    """A raw store's pixels are written once, into the store: a resume takes them from the killed
+    run's partial store (shards hold no pixels)."""
+    reference = tmp_path / "reference.h5"
+    assert run_cli(convert_args(folder, reference, *RAW)).returncode == 0
+    output = tmp_path / "out.h5"
+    killed = run_cli(convert_args(folder, output, *RAW), kill_at=kill_at)
+    assert killed.returncode == -9
+    assert (tmp_path / "out.h5.partial").exists()  # its pixels, for the resume
+
+    resumed = run_cli(convert_args(folder, output, *RAW, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("shards of the interrupted run reused" in resumed.stdout) == (kill_at[1] > 1)
+    assert output.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.h5.work").exists() and not (tmp_path / "out.h5.partial").exists()
+    assert fedimage.verify_store(output).ok
+
+
+def raw_options(**overrides):
+    return fast_options(image=ImageOptions(size=32, storage="raw"), **overrides)
+
+
+def test_an_interrupted_raw_run_keeps_its_pixels_in_the_work_folder(folder: Path, tmp_path: Path, monkeypatch):
+    reference = tmp_path / "reference.h5"
+    convert(open_source(folder, layout="user"), reference, raw_options())
+    output = tmp_path / "out.h5"
+    interrupt_at_fourth_user(folder, output, monkeypatch, raw_options(overwrite=False))
+    assert not list(tmp_path.glob("*.partial"))
+    assert list((tmp_path / "out.h5.work").glob("pixels-*.h5"))
+    assert not list((tmp_path / "out.h5.work").glob("shard-*.h5")) or all(
+        "images" not in group
+        for shard in (tmp_path / "out.h5.work").glob("shard-*.h5")
+        for group in _user_groups(shard)
+    )  # shards carry no pixels
+
+    report = convert(open_source(folder, layout="user"), output, raw_options(resume=True))
+    assert report.shards_reused > 0
+    assert output.read_bytes() == reference.read_bytes()
+
+
+def test_raw_resume_redoes_a_shard_whose_pixels_were_damaged(folder: Path, tmp_path: Path, monkeypatch):
+    from fedimage.conversion.pixels import PixelJournal
+
+    reference = tmp_path / "reference.h5"
+    convert(open_source(folder, layout="user"), reference, raw_options())
+    output = tmp_path / "out.h5"
+    interrupt_at_fourth_user(folder, output, monkeypatch, raw_options(overwrite=False))
+    journal = PixelJournal(tmp_path / "out.h5.work")
+    found = journal.find(0)
+    assert found is not None
+    pixels, runs = found
+    data = bytearray(pixels.read_bytes())
+    data[runs[0].offset + 10] ^= 0xFF
+    pixels.write_bytes(bytes(data))
+    journaled = sum(journal.find(index) is not None for index in range(5))
+
+    report = convert(open_source(folder, layout="user"), output, raw_options(resume=True))
+    assert report.shards_reused == journaled - 1  # shard 0 was made again
+    assert output.read_bytes() == reference.read_bytes()
+    assert fedimage.verify_store(output).ok
+
+
+def _user_groups(shard: Path) -> list:
+    import h5py
+
+    with h5py.File(shard, "r") as file:
+        return [
+            set(file[split][user]) for split in file if split != "metadata" for user in file[split]
+        ]

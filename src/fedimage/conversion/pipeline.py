@@ -33,6 +33,7 @@ from fedimage.conversion.metadata import (
     read_metadata,
 )
 from fedimage.conversion.options import ConvertOptions, ConvertReport
+from fedimage.conversion.pixels import PixelJournal, read_runs
 from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
@@ -46,7 +47,7 @@ from fedimage.records import Reject, write_rejects
 from fedimage.sources import Source, open_source
 from fedimage.sources.metadata import table_column
 from fedimage.store import schema
-from fedimage.store.writer import StoreWriter, check_output
+from fedimage.store.writer import StoreWriter, check_output, partial_path_for
 
 
 @dataclass
@@ -216,6 +217,7 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
     if options.encrypt_key is not None:  # keys derived from the key and the run: same inputs, same bytes
         cipher = new_store_cipher(options.encrypt_key, json.dumps(settings, sort_keys=True).encode("utf-8"))
         settings["encryption"] = cipher.header
+    runner = executor(options.executor)
     shard_format = ShardFormat(
         storage=options.image.storage,
         image_size=options.image.side,
@@ -225,18 +227,51 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
         run_key=hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest(),
         cipher=cipher,
         metadata_columns=stored_columns,
+        pixels_in_store=options.image.storage == "raw" and cipher is None and runner.writes_pixels_once(),
     )
     work = WorkDir(output)
     resuming = work.prepare(settings, resume=options.resume, overwrite=options.overwrite)
     specs = shard_specs([user.size for user in plan.users])
     reused: dict[int, ShardInfo] = {}
-    for spec in specs if resuming else ():
-        info = work.finished(spec, shard_key(plan, spec, shard_format.run_key))
-        if info is not None:
-            reused[spec.index] = info
+    if resuming:
+        reused = _reusable_shards(work, specs, plan, shard_format)
     return PreparedRun(
         source, output, options, taxonomy, plan, pseudonymized, shard_format, work, specs, reused, notes
     )
+
+
+def _reusable_shards(
+    work: WorkDir, specs: list[ShardSpec], plan: ConversionPlan, shard_format: ShardFormat
+) -> dict[int, ShardInfo]:
+    """The finished shards of an interrupted run that this run takes over (checked; a damaged one is
+    made again). Shards without pixels need theirs intact in that run's partial store."""
+    journal = None
+    pixel_shape = None
+    if shard_format.pixels_in_store:
+        journal = PixelJournal(work.path)
+        journal.adopt(partial_path_for(work.output))  # the killed run's partial store: its pixels
+        pixel_shape = (shard_format.image_size, shard_format.image_size, shard_format.channels)
+    reused: dict[int, ShardInfo] = {}
+    for spec in specs:
+        info = work.finished(spec, shard_key(plan, spec, shard_format.run_key), pixel_shape)
+        if info is not None and journal is not None and not _pixels_intact(journal, spec, info):
+            work.shard_path(spec).unlink()  # its pixels are gone: made again
+            info = None
+        if info is not None:
+            reused[spec.index] = info
+    return reused
+
+
+def _pixels_intact(journal: PixelJournal, spec: ShardSpec, info: ShardInfo) -> bool:
+    """True when an interrupted run's partial store still holds the shard's pixels, bytes checked."""
+    found = journal.find(spec.index)
+    if found is None:
+        return False
+    path, runs = found
+    if [(run.split, run.user_id, run.count, run.sha256) for run in runs] != info.pixels:
+        return False
+    scratch = bytearray(max((run.nbytes for run in runs), default=0))
+    return all(read_runs(path, [run], memoryview(scratch)) == run.nbytes for run in runs)
 
 
 def resolve_image_options(
@@ -304,6 +339,8 @@ def write_store(run: PreparedRun) -> tuple[list[Reject], dict[str, dict[str, int
 
 
 def _store_writer(run: PreparedRun) -> StoreWriter:
+    # A store written once from shared memory keeps its partial file if interrupted: resume reads it.
+    keep_partial = PixelJournal(run.work.path).adopt if run.shard_format.pixels_in_store else None
     return StoreWriter(
         run.output,
         storage=run.options.image.storage,
@@ -314,6 +351,7 @@ def _store_writer(run: PreparedRun) -> StoreWriter:
         overwrite=run.options.overwrite,
         cipher=run.shard_format.cipher,
         metadata_columns=run.shard_format.metadata_columns,
+        keep_partial=keep_partial,
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from fedimage.conversion.pixels import SlotWriter, lent_slot
 from fedimage.conversion.plan import ConversionPlan, UserPlan
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
 from fedimage.errors import FedimageError
@@ -64,6 +65,8 @@ class ShardTask:
     payloads: list[bytes | str | None] | None  # None: the worker reads them from the inherited source
     image_options: ImageOptions
     shard_format: ShardFormat
+    #: The shared buffer slot its pixels go to (a raw store written once, see fedimage.conversion.pixels).
+    pixel_slot: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,17 @@ class ShardFormat:
     cipher: Sealing | None = None  # an encrypted store's: user groups are sealed in the shards
     #: The per-image metadata columns: the kept source columns (each record's ``metadata``), then EXIF fields.
     metadata_columns: tuple[MetadataColumn, ...] = ()
+    #: A raw store whose pixels the main process writes once from shared memory: shards hold none.
+    pixels_in_store: bool = False
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes of one image's raw pixels."""
+        return self.image_size * self.image_size * self.channels
 
     @property
     def worker_fields(self) -> tuple[str, ...]:
@@ -163,8 +177,12 @@ def write_shard(
     results: Iterator[Result],
     shard_format: ShardFormat,
     progress: tqdm | None = None,
+    pixels: SlotWriter | None = None,
 ) -> ShardInfo:
-    """Write one shard from its users' records and their standardized images (in the same order)."""
+    """Write one shard from its users' records and their standardized images (in the same order).
+
+    With ``pixels`` (a raw store written once), accepted images' pixels go there, not into the shard.
+    """
     rejects: list[Reject] = []
     digest = RowsDigest(shard_format.run_key)
     with StoreWriter(
@@ -178,6 +196,7 @@ def write_shard(
         seal_metadata=False,
         durable=False,  # a resume re-verifies a reused shard's checksums: no fsync on the hot path
         metadata_columns=shard_format.metadata_columns,
+        pixels_elsewhere=pixels is not None,
     ) as writer:
         for user, records in users:
             digest.update(records)
@@ -192,6 +211,8 @@ def write_shard(
                         "to see which (then `resume` to keep the work done)"
                     ) from None
                 if ok:
+                    if pixels is not None:
+                        pixels.add(payload)  # type: ignore[arg-type]
                     metadata = (*record.metadata, *fields)
                     group.add(payload, record.image_id, record.labels, record.fine_labels, metadata)  # type: ignore[arg-type]
                 else:
@@ -199,7 +220,7 @@ def write_shard(
                 if progress is not None:
                     progress.update()
             group.close()
-        info = ShardInfo(spec.index, digest.hexdigest(), writer.users, rejects)
+        info = ShardInfo(spec.index, digest.hexdigest(), writer.users, rejects, writer.pixel_users)
         writer.finish({schema.SHARD_INFO: info.to_json()})
     return info
 
@@ -256,6 +277,7 @@ def shard_task(
     path: Path,
     image_options: ImageOptions,
     shard_format: ShardFormat,
+    pixel_slot: int | None = None,
 ) -> ShardTask:
     """A shard's work, with the payloads read from ``source`` (file paths, or bytes for tables).
 
@@ -265,16 +287,17 @@ def shard_task(
     payloads = None
     if source is not None:
         payloads = source.read_images([record for _, records in users for record in records])
-    return ShardTask(str(path), spec, users, payloads, image_options, shard_format)
+    return ShardTask(str(path), spec, users, payloads, image_options, shard_format, pixel_slot)
 
 
 def convert_shard(task: ShardTask) -> ShardInfo:
-    """Worker: standardize a shard's images and write the shard file."""
+    """Worker: standardize a shard's images and write the shard file (its pixels into its slot, if any)."""
     payloads = task.payloads if task.payloads is not None else _inherited_payloads(task.users)
     inputs = image_inputs(payloads)
     fields = task.shard_format.worker_fields
     results = (standardize_one(path, data, task.image_options, fields) for path, data in inputs)
-    return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
+    pixels = None if task.pixel_slot is None else SlotWriter(lent_slot(task.pixel_slot))
+    return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format, pixels=pixels)
 
 
 def _inherited_payloads(users: ShardUsers) -> Iterator[bytes | str | None]:

@@ -18,16 +18,17 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from fedimage.errors import StoreError
 from fedimage.records import Reject
 from fedimage.store import schema
-from fedimage.store.checksum import checksum_of_group
+from fedimage.store.checksum import checksum_of_group, digest_line
 
 SHARD_IMAGES = 4096
 MIN_SHARD_IMAGES = 256
@@ -88,17 +89,24 @@ class ShardInfo:
     key: str
     users: dict[str, dict[str, dict[str, Any]]]
     rejects: list[Reject]
+    #: A shard without pixels (a raw store written once): (split, user id, images, SHA-256 of the
+    #: pixels) of each user, in the order of their pixels in the shard's buffer.
+    pixels: list[tuple[str, str, int, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         rejects = [reject.to_json() for reject in self.rejects]
-        return {"index": self.index, "key": self.key, "users": self.users, "rejects": rejects}
+        data = {"index": self.index, "key": self.key, "users": self.users, "rejects": rejects}
+        if self.pixels:
+            data["pixels"] = [list(entry) for entry in self.pixels]
+        return data
 
     @classmethod
     def read(cls, path: Path) -> ShardInfo:
         with h5py.File(path, "r") as file:
             data = json.loads(file[schema.METADATA][schema.SHARD_INFO][()])
         rejects = [Reject(**row) for row in data["rejects"]]
-        return cls(data["index"], data["key"], data["users"], rejects)
+        pixels = [(str(s), str(u), int(n), str(h)) for s, u, n, h in data.get("pixels", [])]
+        return cls(data["index"], data["key"], data["users"], rejects, pixels)
 
 
 class WorkDir:
@@ -137,8 +145,14 @@ class WorkDir:
         run_file.write_text(json.dumps(run, indent=1, sort_keys=True))
         return False
 
-    def finished(self, spec: ShardSpec, key: str) -> ShardInfo | None:
-        """The shard's info when a previous run finished it with the same key, else None."""
+    def finished(
+        self, spec: ShardSpec, key: str, pixel_shape: tuple[int, ...] | None = None
+    ) -> ShardInfo | None:
+        """The shard's info when a previous run finished it with the same key, else None.
+
+        ``pixel_shape``: one image's (size, size, channels) when shards hold no pixels (their
+        users' checksums then count the pixels' recorded digests).
+        """
         path = self.shard_path(spec)
         if not path.exists():
             return None
@@ -152,7 +166,7 @@ class WorkDir:
                 f"cannot resume {self.output.name}: {spec.name} was made from other rows "
                 "(the source changed since the interrupted run); pass `overwrite` to start over"
             )
-        if not _groups_match(path, info):
+        if not _groups_match(path, info, pixel_shape):
             path.unlink()  # damaged since it was finished: made again
             return None
         return info
@@ -165,12 +179,23 @@ class WorkDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _groups_match(path: Path, info: ShardInfo) -> bool:
-    """True when every user group of a finished shard still has the checksum it was written with."""
+def _groups_match(path: Path, info: ShardInfo, pixel_shape: tuple[int, ...] | None) -> bool:
+    """True when every user group of a finished shard still has the checksum it was written with
+    (a shard without pixels: with its users' recorded pixel digests in place of ``images``)."""
+    pixel_lines: dict[tuple[str, str], list[str]] = {}
+    if info.pixels:
+        if pixel_shape is None:
+            return False
+        for split, user_id, count, sha256 in info.pixels:
+            line = digest_line(schema.IMAGES, np.dtype(np.uint8), (count, *pixel_shape), sha256)
+            pixel_lines[split, user_id] = [line]
     try:
         with h5py.File(path, "r") as shard:
             return all(
-                checksum_of_group(shard[split][schema.user_key(user_id)]) == entry["sha256"]
+                checksum_of_group(
+                    shard[split][schema.user_key(user_id)], pixel_lines.get((split, user_id), ())
+                )
+                == entry["sha256"]
                 for split, users in info.users.items()
                 for user_id, entry in users.items()
             )

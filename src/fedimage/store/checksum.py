@@ -20,9 +20,17 @@ class DatasetDigest:
     def update(self, array: np.ndarray) -> None:
         self._hash.update(np.ascontiguousarray(array).data)
 
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
     def line(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> str:
-        dims = "x".join(str(size) for size in shape)
-        return f"{name}:{np.dtype(dtype).str}:{dims}:{self._hash.hexdigest()}\n"
+        return digest_line(name, dtype, shape, self._hash.hexdigest())
+
+
+def digest_line(name: str, dtype: np.dtype, shape: tuple[int, ...], hexdigest: str) -> str:
+    """A dataset's line of its group's checksum: name, dtype, shape and the SHA-256 of its bytes."""
+    dims = "x".join(str(size) for size in shape)
+    return f"{name}:{np.dtype(dtype).str}:{dims}:{hexdigest}\n"
 
 
 def group_checksum(lines: Iterable[str]) -> str:
@@ -39,9 +47,10 @@ def array_line(name: str, array: np.ndarray) -> str:
     return digest.line(name, array.dtype, array.shape)
 
 
-def checksum_of_group(group: h5py.Group) -> str:
-    """Recompute a stored group's checksum, reading large datasets in blocks."""
-    lines = []
+def checksum_of_group(group: h5py.Group, extra_lines: Iterable[str] = ()) -> str:
+    """Recompute a stored group's checksum, reading large datasets in blocks (``extra_lines``: the
+    lines of datasets kept elsewhere)."""
+    lines = list(extra_lines)
     for name, dataset in group.items():
         digest = DatasetDigest()
         if dataset.shape == ():

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +74,8 @@ def _file_type(dtype: np.dtype) -> h5py.h5t.TypeID:
     return kind
 
 
-def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> None:
-    """``group[name] = array`` through h5py's low-level API: same file, half the time.
+def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.h5d.DatasetID:
+    """``group[name] = array`` through h5py's low-level API: same file, half the time; returns the dataset.
 
     A store has eight or nine small datasets per user, so per-dataset overhead
     decides how fast users with few images are written.
@@ -90,7 +90,8 @@ def write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> None:
         dcpl=_dataset_creation_properties(),
     )
     if array.size:
-        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, array)
+        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, array, mtype=_file_type(array.dtype))
+    return dataset
 
 
 def _bound_metadata_cache(file: h5py.File) -> None:
@@ -169,6 +170,8 @@ class StoreWriter:
         color: str = "rgb",
         metadata_columns: Sequence[MetadataColumn] = (),
         durable: bool = True,
+        pixels_elsewhere: bool = False,
+        keep_partial: Callable[[Path], None] | None = None,
     ):
         self.path = Path(path)
         check_output(self.path, overwrite)
@@ -189,6 +192,13 @@ class StoreWriter:
         #: Whether :meth:`finish` forces the bytes to disk before publishing (a conversion's shards are
         #: not: a resume re-verifies every reused shard's checksums, so one an OS crash damaged is redone).
         self.durable = durable
+        #: A raw shard whose pixels go to the store another way (:mod:`fedimage.conversion.pixels`):
+        #: its groups get every dataset but ``images``, whose checksum line they still count.
+        self.pixels_elsewhere = pixels_elsewhere
+        #: (split, user id, images, SHA-256 of the pixels) of each group written, in order (pixels_elsewhere).
+        self.pixel_users: list[tuple[str, str, int, str]] = []
+        #: Called with the closed partial file on :meth:`abort` instead of deleting it (a resume reads it).
+        self._keep_partial = keep_partial
         self._seal_metadata = seal_metadata and cipher is not None
         if cipher is not None:
             self.spill_bytes = sys.maxsize  # a sealed group is one AES-GCM message
@@ -213,21 +223,55 @@ class StoreWriter:
         """A writer for one user group (created when its first image arrives)."""
         return UserGroupWriter(self, split, user_id)
 
-    def add_shard(self, path: Path, link_as: str | None = None) -> None:
-        """Take over a finished shard's user groups: copied, or as external links to ``link_as``."""
+    def add_shard(
+        self, path: Path, link_as: str | None = None, pixels: memoryview | None = None
+    ) -> list[tuple[str, str, int, int, int, str]]:
+        """Take over a finished shard's user groups: copied, or as external links to ``link_as``.
+
+        A shard written without pixels (``pixels_elsewhere``) takes them from ``pixels``, its users'
+        images one after the other; returns where each user's pixels went in this file:
+        (split, user id, images, offset, bytes, SHA-256), in the shard's order.
+        """
+        placed = []
         with h5py.File(path, "r") as shard:
             meta = shard[schema.METADATA]
-            users = json.loads(meta[schema.SHARD_INFO][()])["users"]
+            info = json.loads(meta[schema.SHARD_INFO][()])
+            users = info["users"]
             if link_as is None:
                 copy_user_groups(shard, self._file, users)
             else:
                 link_user_groups(link_as, self._file, users)
+            if pixels is not None:
+                placed = self._write_pixels(info.get("pixels", []), pixels)
             self.coarse_counter.update(json.loads(meta[schema.LABEL_COUNTER][()]))
             self.fine_counter.update(json.loads(meta[schema.FINE_LABEL_COUNTER][()]))
         for split, entries in users.items():
             self.users.setdefault(split, {}).update(entries)
         if self._writeback is not None:
             self._writeback.start()  # the shard's bytes go to disk while the next shard is copied
+        return placed
+
+    def _write_pixels(
+        self, users: list[list[Any]], pixels: memoryview
+    ) -> list[tuple[str, str, int, int, int, str]]:
+        """Write each listed user's ``images`` dataset from ``pixels`` (once, straight from the buffer)."""
+        image_bytes = self.image_size * self.image_size * self.channels
+        placed = []
+        start = 0
+        flat = np.frombuffer(pixels, dtype=np.uint8)
+        for split, user_id, count, sha256 in users:
+            nbytes = count * image_bytes
+            if start + nbytes > flat.size:
+                raise StoreError(f"the pixels of user {user_id!r} are missing from their shard's buffer")
+            images = flat[start : start + nbytes].reshape(
+                count, self.image_size, self.image_size, self.channels
+            )
+            group = self._split_group(split)[schema.user_key(user_id)]
+            dataset = write_dataset(group, self.images_name, images)
+            placed.append((split, user_id, count, dataset.get_offset(), nbytes, sha256))
+            start += nbytes
+        self._file.flush()  # the pixels are in the file (not in HDF5's buffers) before a journal names them
+        return placed
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Write ``/metadata`` (counters, mappings, taxonomy, ``metadata``'s entries) and publish."""
@@ -256,12 +300,16 @@ class StoreWriter:
             fsync_file(self.path.parent)
 
     def abort(self) -> None:
-        """Close and delete the partial file."""
+        """Close and delete the partial file (or hand it to ``keep_partial``)."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError, RuntimeError):  # a full disk fails the last flush: discarded anyway
+                self._file.close()
             self._file = None
         self._stop_writeback()
-        self._partial.unlink(missing_ok=True)
+        if self._keep_partial is not None and self._partial.exists():
+            self._keep_partial(self._partial)
+        else:
+            self._partial.unlink(missing_ok=True)
 
     def _stop_writeback(self) -> None:
         if self._writeback is not None:
@@ -322,6 +370,8 @@ class UserGroupWriter:
         self._fine.append(fine)
         self._offsets.append(self._offsets[-1] + len(payload))
         self._images_digest.update(np.frombuffer(payload, dtype=np.uint8))
+        if self.store.pixels_elsewhere:
+            return
         self._buffer += payload
         self._buffered_images += 1
         if len(self._buffer) > self.store.spill_bytes:
@@ -379,7 +429,10 @@ class UserGroupWriter:
             return count
         group = self._ensure_group()
         lines = []
-        if self._spilled is not None:
+        if store.pixels_elsewhere:  # the pixels' checksum line without the pixels
+            images_shape = (count, store.image_size, store.image_size, store.channels)
+            store.pixel_users.append((self.split, self.user_id, count, self._images_digest.hexdigest()))
+        elif self._spilled is not None:
             if self._buffered_images:
                 self._spill()
             images_shape = self._spilled.shape

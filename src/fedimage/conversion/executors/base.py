@@ -44,6 +44,11 @@ class Executor(Protocol):
     #: paths of rejected images in the clear, so encryption and pseudonyms are refused.
     keeps_shards: ClassVar[bool]
 
+    @staticmethod
+    def writes_pixels_once() -> bool:
+        """True when a raw store's pixels skip the shard files (written once, by the store writer)."""
+        ...
+
     def running(self, job: ShardJob) -> AbstractContextManager[Iterator[ShardInfo]]: ...
 
     def add_shard(self, writer: StoreWriter, job: ShardJob, spec: ShardSpec) -> None: ...

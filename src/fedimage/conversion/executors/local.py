@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from typing import ClassVar
 
 from tqdm import tqdm
@@ -11,31 +12,91 @@ from tqdm import tqdm
 from fedimage.conversion import shard
 from fedimage.conversion.executors.base import ShardJob
 from fedimage.conversion.executors.pool import WorkerPool, default_workers
+from fedimage.conversion.pixels import PixelBuffers, PixelJournal, lend_buffers, read_runs
 from fedimage.conversion.plan import ConversionPlan
 from fedimage.conversion.shard import Result, ShardTask
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
+from fedimage.errors import StoreError
 from fedimage.store.writer import StoreWriter
 
 
 class LocalExecutor:
-    """Shards written by ``workers`` processes here (all cores by default); the store copies them in."""
+    """Shards written by ``workers`` processes here (all cores by default); the store copies them in.
+
+    A raw store's pixels skip the shards: workers decode them into shared memory and the store
+    writer writes them from there, once (see :mod:`fedimage.conversion.pixels`).
+    """
 
     keeps_shards: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._buffers: PixelBuffers | None = None
+        self._journal: PixelJournal | None = None
+        self._slots: dict[int, int] = {}  # shard index -> its pixel slot
+        self._sent = 0  # shards given a slot so far
+
+    @staticmethod
+    def writes_pixels_once() -> bool:
+        """True when workers can share memory with this process (they fork): a raw store's pixels
+        then go from the workers to the store without shard files."""
+        return "fork" in multiprocessing.get_all_start_methods()
 
     @contextmanager
     def running(self, job: ShardJob) -> Iterator[Iterator[ShardInfo]]:
         workers = job.workers or default_workers()
-        with (
-            shard.source_for_workers(job.source),
-            WorkerPool(workers, shard.SHARDS_IN_FLIGHT_PER_WORKER) as pool,
-        ):
-            yield run_local(job, pool)
+        with ExitStack() as stack:
+            if job.shard_format.pixels_in_store:
+                largest = max((spec.stop_image - spec.first_image for spec in job.pending), default=0)
+                slots = workers * shard.SHARDS_IN_FLIGHT_PER_WORKER
+                self._buffers = PixelBuffers(slots, largest * job.shard_format.image_bytes)
+                stack.callback(self._buffers.close)
+                self._journal = PixelJournal(job.work.path)
+                self._journal.start()
+                stack.callback(self._journal.close)
+            stack.enter_context(lend_buffers(self._buffers))  # before the workers fork
+            stack.enter_context(shard.source_for_workers(job.source))
+            pool = stack.enter_context(WorkerPool(workers, shard.SHARDS_IN_FLIGHT_PER_WORKER))
+            yield run_local(job, pool, self._pixel_slot)
+
+    def _pixel_slot(self, spec: ShardSpec) -> int | None:
+        """The buffer slot of the next shard sent out (slots are reused in turn, one per shard in flight)."""
+        if self._buffers is None:
+            return None
+        slot = self._slots[spec.index] = self._sent % self._buffers.slots
+        self._sent += 1
+        return slot
 
     def add_shard(self, writer: StoreWriter, job: ShardJob, spec: ShardSpec) -> None:
-        writer.add_shard(job.work.shard_path(spec))
+        path = job.work.shard_path(spec)
+        if self._buffers is None or self._journal is None:
+            writer.add_shard(path)
+            return
+        slot = self._slots.pop(spec.index, None)
+        if slot is None:  # a shard of an interrupted run: its pixels are in that run's partial store
+            pixels = recovered_pixels(self._journal, spec)
+            placed = writer.add_shard(path, pixels=memoryview(pixels))
+        else:
+            used = sum(count for _, _, count, _ in ShardInfo.read(path).pixels) * job.shard_format.image_bytes
+            placed = writer.add_shard(path, pixels=self._buffers.slot(slot)[:used])
+            self._buffers.release(slot, used)
+        self._journal.record(spec.index, placed)
 
     def finish(self, job: ShardJob, specs: Sequence[ShardSpec], overwrite: bool) -> None:
         """Nothing to do: the shards were copied into the store."""
+
+
+def recovered_pixels(journal: PixelJournal, spec: ShardSpec) -> bytearray:
+    """A finished shard's pixels from the partial store of the run that made it, checked."""
+    found = journal.find(spec.index)
+    if found is not None:
+        path, runs = found
+        pixels = bytearray(sum(run.nbytes for run in runs))
+        if read_runs(path, runs, memoryview(pixels)) == len(pixels):
+            return pixels
+    raise StoreError(
+        f"the pixels of {spec.name} in the interrupted run's partial store changed while resuming;"
+        " convert again with `overwrite`"
+    )
 
 
 def _work_item(item: ShardTask | shard.BatchItem) -> ShardInfo | list[Result]:
@@ -43,10 +104,11 @@ def _work_item(item: ShardTask | shard.BatchItem) -> ShardInfo | list[Result]:
     return shard.convert_shard(item) if isinstance(item, ShardTask) else shard.standardize_batch(item)
 
 
-def run_local(job: ShardJob, pool: WorkerPool) -> Iterator[ShardInfo]:
+def run_local(job: ShardJob, pool: WorkerPool, pixel_slot=lambda spec: None) -> Iterator[ShardInfo]:
     """Write the pending shards with the ``pool``'s processes; yields their infos in ``pending`` order.
 
     The pool must be entered before any HDF5 file is opened (see :class:`WorkerPool`).
+    ``pixel_slot(spec)``: the shared buffer slot a raw shard's pixels go to (None: into the shard).
     """
     plan: ConversionPlan = job.plan
     source, work, pending = job.source, job.work, job.pending
@@ -61,7 +123,13 @@ def run_local(job: ShardJob, pool: WorkerPool) -> Iterator[ShardInfo]:
         for spec in pending:
             if spec.index not in large:
                 yield shard.shard_task(
-                    plan, sender, spec, work.shard_path(spec), job.image_options, job.shard_format
+                    plan,
+                    sender,
+                    spec,
+                    work.shard_path(spec),
+                    job.image_options,
+                    job.shard_format,
+                    pixel_slot(spec),
                 )
                 continue
             yield from shard.image_batches(

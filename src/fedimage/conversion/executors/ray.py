@@ -37,6 +37,11 @@ class RayExecutor:
 
     keeps_shards: ClassVar[bool] = True
 
+    @staticmethod
+    def writes_pixels_once() -> bool:
+        """False: a linked store's pixels stay in the shard files its workers wrote (written once too)."""
+        return False
+
     @contextmanager
     def running(self, job: ShardJob) -> Iterator[Iterator[ShardInfo]]:
         destination = shards_dir_for(job.work.output)
