@@ -228,7 +228,9 @@ def raw_options(**overrides):
     return fast_options(image=ImageOptions(size=32, storage="raw"), **overrides)
 
 
-def test_an_interrupted_raw_run_keeps_its_pixels_in_the_work_folder(folder: Path, tmp_path: Path, monkeypatch):
+def test_an_interrupted_raw_run_keeps_its_pixels_in_the_work_folder(
+    folder: Path, tmp_path: Path, monkeypatch
+):
     reference = tmp_path / "reference.h5"
     convert(open_source(folder, layout="user"), reference, raw_options())
     output = tmp_path / "out.h5"
@@ -272,6 +274,34 @@ def _user_groups(shard: Path) -> list:
     import h5py
 
     with h5py.File(shard, "r") as file:
-        return [
-            set(file[split][user]) for split in file if split != "metadata" for user in file[split]
-        ]
+        return [set(file[split][user]) for split in file if split != "metadata" for user in file[split]]
+
+
+def test_a_shard_too_large_for_shared_memory_keeps_its_pixels(folder: Path, tmp_path: Path, monkeypatch):
+    """A raw shard over MAX_SLOT_BYTES (one enormous user) writes its pixels into its shard file
+    and the store copies them: same bytes as shards that go through shared memory, and resumable."""
+    from fedimage.conversion import pixels
+
+    reference = tmp_path / "reference.h5"
+    convert(open_source(folder, layout="user"), reference, raw_options(workers=2))
+    image_bytes = 32 * 32 * 3
+    monkeypatch.setattr(pixels, "MAX_SLOT_BYTES", 3 * image_bytes)  # shards of 4 images and more: in files
+    from fedimage.conversion.executors import local
+
+    monkeypatch.setattr(local, "MAX_SLOT_BYTES", 3 * image_bytes)
+    output = tmp_path / "out.h5"
+    interrupt_at_fourth_user(folder, output, monkeypatch, raw_options(overwrite=False, workers=1))
+    kinds = {
+        "images" in group
+        for shard in (tmp_path / "out.h5.work").glob("shard-*.h5")
+        for group in _user_groups(shard)
+    }
+    assert kinds == {True, False}  # finished shards of both kinds
+    report = convert(open_source(folder, layout="user"), output, raw_options(resume=True, workers=2))
+    assert report.shards_reused > 0
+    with fedimage.open(output) as resumed, fedimage.open(reference) as whole:
+        assert resumed.manifest["users"] == whole.manifest["users"]  # same checksums
+        for split in whole.splits:
+            for user in whole.users(split):
+                assert (resumed.load_user(split, user).images == whole.load_user(split, user).images).all()
+    assert fedimage.verify_store(output).ok

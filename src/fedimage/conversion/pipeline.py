@@ -33,7 +33,7 @@ from fedimage.conversion.metadata import (
     read_metadata,
 )
 from fedimage.conversion.options import ConvertOptions, ConvertReport
-from fedimage.conversion.pixels import PixelJournal, read_runs
+from fedimage.conversion.pixels import PIXEL_SHARD_BYTES, PixelJournal, read_runs
 from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
@@ -231,7 +231,9 @@ def prepare(source: Source, output: Path, options: ConvertOptions, taxonomy: Tax
     )
     work = WorkDir(output)
     resuming = work.prepare(settings, resume=options.resume, overwrite=options.overwrite)
-    specs = shard_specs([user.size for user in plan.users])
+    # pixels in shared memory: shards small enough that the slots of those in flight stay modest
+    most = PIXEL_SHARD_BYTES // shard_format.image_bytes if shard_format.pixels_in_store else None
+    specs = shard_specs([user.size for user in plan.users], most=most)
     reused: dict[int, ShardInfo] = {}
     if resuming:
         reused = _reusable_shards(work, specs, plan, shard_format)
@@ -264,6 +266,8 @@ def _reusable_shards(
 
 def _pixels_intact(journal: PixelJournal, spec: ShardSpec, info: ShardInfo) -> bool:
     """True when an interrupted run's partial store still holds the shard's pixels, bytes checked."""
+    if not info.pixels:  # pixels in the shard itself (a user too large for shared memory), or none
+        return True
     found = journal.find(spec.index)
     if found is None:
         return False
@@ -352,6 +356,10 @@ def _store_writer(run: PreparedRun) -> StoreWriter:
         cipher=run.shard_format.cipher,
         metadata_columns=run.shard_format.metadata_columns,
         keep_partial=keep_partial,
+        # a raw store's size is known ahead: its pixels' disk is reserved (the metadata is small)
+        reserve_bytes=run.plan.planned_images * run.shard_format.image_bytes
+        if run.options.image.storage == "raw"
+        else 0,
     )
 
 

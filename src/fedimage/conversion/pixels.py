@@ -7,6 +7,10 @@ one slot per shard in flight. A worker decodes a shard's images into its slot an
 file without pixels (ids, labels, metadata, and each user's pixel checksum); the main process
 writes the pixels straight from the slot into the store, so they reach the file once.
 
+Shards aim at :data:`PIXEL_SHARD_BYTES` of pixels, so the slots stay small; a shard above
+:data:`MAX_SLOT_BYTES` (one user with thousands of large images) keeps its pixels in its shard
+file, as other stores do, and the store writer copies them.
+
 Resume still works: after each shard the store writer appends the file offsets of that shard's
 pixels in the store being written to a journal (:class:`PixelJournal`). A run interrupted at
 any point (Ctrl-C, ``kill -9``) leaves its partial store; ``resume`` moves it into the work
@@ -28,6 +32,11 @@ from typing import Any
 
 #: Slot bytes kept mapped after a larger shard was written (the rest is given back to the system).
 KEPT_SLOT_BYTES = 64 << 20
+#: Pixels per shard the conversion aims at (whole users: a larger user makes a larger shard).
+PIXEL_SHARD_BYTES = 128 << 20
+#: A shard with more pixels than this (one enormous user) keeps them in its shard file instead: memory
+#: stays bounded, and that shard's pixels are written twice.
+MAX_SLOT_BYTES = 1 << 30
 JOURNAL_PREFIX = "pixels-"
 
 
@@ -86,18 +95,32 @@ class PixelBuffers:
 
 
 class SlotWriter:
-    """Fills one slot with a shard's accepted images, in order."""
+    """Fills one slot with a shard's accepted images (``image_bytes`` each), in order."""
 
-    def __init__(self, slot: memoryview):
+    def __init__(self, slot: memoryview, image_bytes: int):
         self._slot = slot
+        self._image_bytes = image_bytes
+        self._offered: memoryview | None = None
         self.used = 0
 
-    def add(self, payload: bytes) -> None:
-        end = self.used + len(payload)
+    def next_image(self) -> memoryview:
+        """Where the next accepted image goes: a decoder may write it there (see :meth:`add`)."""
+        end = self.used + self._image_bytes
         if end > len(self._slot):
             raise ValueError(f"a shard's pixels outgrew their buffer ({len(self._slot)} bytes)")
-        self._slot[self.used : end] = payload
-        self.used = end
+        self._offered = self._slot[self.used : end]
+        return self._offered
+
+    def add(self, payload: bytes | memoryview) -> None:
+        """Accept the next image: its pixels, or the view :meth:`next_image` gave, already filled."""
+        if len(payload) != self._image_bytes:
+            raise ValueError(
+                f"an image of {len(payload)} bytes in a store of {self._image_bytes}-byte images"
+            )
+        if payload is not self._offered:
+            self.next_image()[:] = payload
+        self._offered = None
+        self.used += self._image_bytes
 
 
 _lent: PixelBuffers | None = None  # the buffers of the running conversion, in this process and its workers

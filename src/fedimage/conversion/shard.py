@@ -124,12 +124,17 @@ def shard_key(plan: ConversionPlan, spec: ShardSpec, run_key: str) -> str:
 
 
 def standardize_one(
-    path: str, data: bytes | None, options: ImageOptions, fields: tuple[str, ...] = ()
+    path: str,
+    data: bytes | None,
+    options: ImageOptions,
+    fields: tuple[str, ...] = (),
+    into: memoryview | None = None,
 ) -> Result:
     """Standardize one image, and read ``fields`` from its file (:func:`read_fields`); a failure
-    becomes (False, reason, ...), never an exception."""
+    becomes (False, reason, ...), never an exception. ``into``: room for its raw pixels (see
+    :func:`~fedimage.imaging.standardize.standardize_file`)."""
     values = read_fields(data if data is not None else path, fields, options) if fields else ()
-    ok, payload = _standardized(path, data, options)
+    ok, payload = _standardized(path, data, options, into)
     return ok, payload, values
 
 
@@ -146,12 +151,14 @@ def read_fields(image: str | bytes, fields: tuple[str, ...], options: ImageOptio
     return tuple(values[name] for name in fields)
 
 
-def _standardized(path: str, data: bytes | None, options: ImageOptions) -> tuple[bool, bytes | str]:
+def _standardized(
+    path: str, data: bytes | None, options: ImageOptions, into: memoryview | None = None
+) -> tuple[bool, bytes | memoryview | str]:
     try:
         if data is not None:
-            return True, standardize_bytes(data, options)
+            return True, standardize_bytes(data, options, into=into)
         if path:
-            return True, standardize_file(path, options)
+            return True, standardize_file(path, options, into)
         return False, "the row holds neither image bytes nor an image path"
     except ImageRejected as rejection:
         return False, str(rejection)
@@ -295,8 +302,13 @@ def convert_shard(task: ShardTask) -> ShardInfo:
     payloads = task.payloads if task.payloads is not None else _inherited_payloads(task.users)
     inputs = image_inputs(payloads)
     fields = task.shard_format.worker_fields
-    results = (standardize_one(path, data, task.image_options, fields) for path, data in inputs)
-    pixels = None if task.pixel_slot is None else SlotWriter(lent_slot(task.pixel_slot))
+    if task.pixel_slot is None:
+        results = (standardize_one(path, data, task.image_options, fields) for path, data in inputs)
+        return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
+    pixels = SlotWriter(lent_slot(task.pixel_slot), task.shard_format.image_bytes)
+    results = (  # decoded straight into the slot's next image where possible
+        standardize_one(path, data, task.image_options, fields, pixels.next_image()) for path, data in inputs
+    )
     return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format, pixels=pixels)
 
 

@@ -51,14 +51,19 @@ class ShardSpec:
         return f"shard-{self.index:05d}.h5"
 
 
-def shard_target(total_images: int) -> int:
-    """Images per shard for a run of ``total_images``: a function of the plan only, so resume finds them."""
-    return min(SHARD_IMAGES, max(MIN_SHARD_IMAGES, -(-total_images // SHARDS_PER_RUN)))
+def shard_target(total_images: int, most: int | None = None) -> int:
+    """Images per shard for a run of ``total_images`` (at most ``most``): a function of the plan and
+    options only, so resume finds them."""
+    target = min(SHARD_IMAGES, max(MIN_SHARD_IMAGES, -(-total_images // SHARDS_PER_RUN)))
+    return target if most is None else max(1, min(target, most))
 
 
-def shard_specs(user_sizes: Sequence[int], target_images: int | None = None) -> list[ShardSpec]:
-    """Cut users (in store order) into runs of at least ``target_images`` images (the last may be smaller)."""
-    target_images = shard_target(sum(user_sizes)) if target_images is None else target_images
+def shard_specs(
+    user_sizes: Sequence[int], target_images: int | None = None, most: int | None = None
+) -> list[ShardSpec]:
+    """Cut users (in store order) into runs of at least ``target_images`` images (the last may be
+    smaller); by default :func:`shard_target`'s, at most ``most``."""
+    target_images = shard_target(sum(user_sizes), most) if target_images is None else target_images
     specs: list[ShardSpec] = []
     first_user = first_image = image = 0
     for user, size in enumerate(user_sizes):

@@ -149,11 +149,13 @@ class ImageOptions:
         return "GRAY" if self.color == "gray" else "RGB"
 
 
-def standardize_file(path: str, options: ImageOptions) -> bytes:
+def standardize_file(path: str, options: ImageOptions, into: memoryview | None = None) -> bytes | memoryview:
     """Read ``path`` and return the stored form: JPEG bytes or raw pixel bytes (RGB or gray).
 
     A path ending in :data:`FRAME_SEPARATOR` and a number names that frame of a multi-frame
     DICOM file. Raises :class:`ImageRejected` with a human-readable reason for any bad input.
+    ``into``: room for one image's raw pixels; a JPEG that needs no pixel change is decoded
+    straight into it, and ``into`` is returned (any other image's bytes are returned as usual).
     """
     frame = None
     if FRAME_SEPARATOR in path:
@@ -168,10 +170,12 @@ def standardize_file(path: str, options: ImageOptions) -> bytes:
         raise ImageRejected("path is a directory, not an image file") from None
     except OSError as error:
         raise ImageRejected(f"cannot read file: {error.strerror or error}") from None
-    return standardize_bytes(data, options, frame)
+    return standardize_bytes(data, options, frame, into)
 
 
-def standardize_bytes(data: bytes, options: ImageOptions, frame: int | None = None) -> bytes:
+def standardize_bytes(
+    data: bytes, options: ImageOptions, frame: int | None = None, into: memoryview | None = None
+) -> bytes | memoryview:
     """Standardize an encoded image held in memory (see :func:`standardize_file`); ``frame``: the
     frame of a multi-frame DICOM file (None: the one ``options.dicom_frames`` picks)."""
     if not data:
@@ -182,7 +186,7 @@ def standardize_bytes(data: bytes, options: ImageOptions, frame: int | None = No
         return _stored(_decode_dicom(data, options, frame), options)
     info = _jpeg_header(data)
     if info is not None and options.storage != "lossless":
-        ready = _jpeg_at_target_size(data, info, options)
+        ready = _jpeg_at_target_size(data, info, options, into)
         if ready is not None:
             return ready
     image = _decode_jpeg(data, info, options) if info is not None else None
@@ -284,7 +288,9 @@ def _jpeg_header(data: bytes) -> JpegInfo | None:
         return None  # the general path produces the precise error
 
 
-def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> bytes | None:
+def _jpeg_at_target_size(
+    data: bytes, info: JpegInfo, options: ImageOptions, into: memoryview | None = None
+) -> bytes | memoryview | None:
     """The stored form of a JPEG that needs no pixel change (FLAIR's own images), else None.
 
     jpeg storage copies a baseline 3-component (YCbCr) stream without its metadata
@@ -305,6 +311,9 @@ def _jpeg_at_target_size(data: bytes, info: JpegInfo, options: ImageOptions) -> 
         return None
     try:
         if options.storage == "raw":
+            if into is not None:  # decoded in place: no copy of the pixels
+                simplejpeg.decode_jpeg(data, colorspace=options.decode_colorspace, buffer=into)
+                return into
             return simplejpeg.decode_jpeg(data, colorspace=options.decode_colorspace).tobytes()
         if not (info.is_baseline and info.components == options.channels):  # YCbCr (rgb) or gray
             return None

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from fedimage.conversion import shard
 from fedimage.conversion.executors.base import ShardJob
 from fedimage.conversion.executors.pool import WorkerPool, default_workers
-from fedimage.conversion.pixels import PixelBuffers, PixelJournal, lend_buffers, read_runs
+from fedimage.conversion.pixels import MAX_SLOT_BYTES, PixelBuffers, PixelJournal, lend_buffers, read_runs
 from fedimage.conversion.plan import ConversionPlan
 from fedimage.conversion.shard import Result, ShardTask
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
@@ -34,6 +34,7 @@ class LocalExecutor:
         self._journal: PixelJournal | None = None
         self._slots: dict[int, int] = {}  # shard index -> its pixel slot
         self._sent = 0  # shards given a slot so far
+        self._image_bytes = 0
 
     @staticmethod
     def writes_pixels_once() -> bool:
@@ -46,9 +47,11 @@ class LocalExecutor:
         workers = job.workers or default_workers()
         with ExitStack() as stack:
             if job.shard_format.pixels_in_store:
-                largest = max((spec.stop_image - spec.first_image for spec in job.pending), default=0)
+                self._image_bytes = job.shard_format.image_bytes
+                sizes = [self._pixel_bytes(job, spec) for spec in job.pending]
+                largest = max((size for size in sizes if size <= MAX_SLOT_BYTES), default=0)
                 slots = workers * shard.SHARDS_IN_FLIGHT_PER_WORKER
-                self._buffers = PixelBuffers(slots, largest * job.shard_format.image_bytes)
+                self._buffers = PixelBuffers(slots, largest)
                 stack.callback(self._buffers.close)
                 self._journal = PixelJournal(job.work.path)
                 self._journal.start()
@@ -58,9 +61,15 @@ class LocalExecutor:
             pool = stack.enter_context(WorkerPool(workers, shard.SHARDS_IN_FLIGHT_PER_WORKER))
             yield run_local(job, pool, self._pixel_slot)
 
+    @staticmethod
+    def _pixel_bytes(job: ShardJob, spec: ShardSpec) -> int:
+        return (spec.stop_image - spec.first_image) * job.shard_format.image_bytes
+
     def _pixel_slot(self, spec: ShardSpec) -> int | None:
-        """The buffer slot of the next shard sent out (slots are reused in turn, one per shard in flight)."""
-        if self._buffers is None:
+        """The buffer slot of the next shard sent out (slots are reused in turn, one per shard in flight);
+        None for a shard too large for one (its pixels stay in its file)."""
+        size = (spec.stop_image - spec.first_image) * self._image_bytes
+        if self._buffers is None or size > self._buffers.capacity:
             return None
         slot = self._slots[spec.index] = self._sent % self._buffers.slots
         self._sent += 1
@@ -72,11 +81,15 @@ class LocalExecutor:
             writer.add_shard(path)
             return
         slot = self._slots.pop(spec.index, None)
+        info = ShardInfo.read(path)
+        if not info.pixels:  # its pixels are in the shard file (a very large user), or it has none
+            writer.add_shard(path)
+            return
         if slot is None:  # a shard of an interrupted run: its pixels are in that run's partial store
             pixels = recovered_pixels(self._journal, spec)
             placed = writer.add_shard(path, pixels=memoryview(pixels))
         else:
-            used = sum(count for _, _, count, _ in ShardInfo.read(path).pixels) * job.shard_format.image_bytes
+            used = sum(count for _, _, count, _ in info.pixels) * job.shard_format.image_bytes
             placed = writer.add_shard(path, pixels=self._buffers.slot(slot)[:used])
             self._buffers.release(slot, used)
         self._journal.record(spec.index, placed)
