@@ -26,7 +26,10 @@ as a raw FLAIR folder and as an ``apple/flair``-schema Parquet file. Measured in
   jpeg store >= 5x, raw store >= 2x.
 
 Every run reports its CPU seconds split into user and system time (system time is mostly copying
-and writing bytes: a store written twice shows it).
+and writing bytes: a store written twice shows it). Then, for 256 px inputs, where the time goes
+(``_time_split.py``): each part of the work (reading, JPEG parsing, decoding, checksums, the HDF5
+store written once) timed alone on one core, their sum beside a 2-worker conversion's CPU seconds;
+the difference is orchestration (shard files, copies, processes, planning).
 
 Each conversion runs in a fresh interpreter (``convert.py``'s measured runs). Ratios are
 taken within the run; on a shared 2-core machine absolute figures are noisy.
@@ -47,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _flair_shaped  # bench/ helper modules, not part of the package
+import _time_split
 import convert
 import numpy as np
 
@@ -174,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mlflair", type=Path, help="an ml-flair checkout (outside the project): run its prepare_dataset.py"
     )
+    parser.add_argument(
+        "--no-split",
+        action="store_true",
+        help="skip timing each part of the work alone (where the time goes)",
+    )
     args = parser.parse_args(argv)
     sources = [name.strip() for name in args.sources.split(",") if name.strip()]
     if not set(sources) <= {"folder", "parquet"}:
@@ -267,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {source} 1 worker / validate floor     {share:>7.2f}   (information)")
     if mlflair is not None:
         print_versus_mlflair(mlflair, results)
+    split = {}
+    if not args.no_split and not resize:
+        split = {storage: _time_split.time_split(flair_set.root, storage, SIZE) for storage in storages}
+        print_time_split(split, results, sources)
     if args.json:
         report = {
             "content": args.content,
@@ -275,9 +288,35 @@ def main(argv: list[str] | None = None) -> int:
             "floor": floor,
             "runs": results,
             "mlflair": mlflair,
+            "time_split": split,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def print_time_split(
+    split: dict[str, dict[str, float]], results: dict[str, dict[str, Any]], sources: list[str]
+) -> None:
+    """Each part of the work timed alone (CPU s for the whole set), beside the 2-worker runs' CPU s."""
+    print()
+    print("where the time goes (CPU s for the whole set, each part alone on one core; see _time_split.py):")
+    for storage, parts in split.items():
+        suffix = "" if storage == "jpeg" else f" {storage}"
+        runs = [results.get(f"fedimage {source}{suffix} 2w") for source in sources]
+        measured = [run["cpu_seconds"] for run in runs if run]
+        total = sum(parts.values())
+        print(f"  {storage} store:")
+        for name, seconds in parts.items():
+            print(f"    {name:<28}{seconds:>7.2f}")
+        print(
+            f"    {'sum of the parts':<28}{total:>7.2f}   (2 cores: {total / 2:.2f} s of wall time at best)"
+        )
+        if measured:
+            cpu = min(measured)
+            print(
+                f"    {'a 2-worker conversion':<28}{cpu:>7.2f}   orchestration (shards, copies, processes): "
+                f"{cpu - total:.2f}"
+            )
 
 
 def print_versus_mlflair(mlflair: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,125 @@
+"""Where a conversion's CPU time goes: each part of the work timed alone, on one core, in bare loops.
+
+Used by ``flair_scale.py``: every figure is the CPU seconds of one part of converting the
+whole set, measured on this machine in the same run as the conversions (a sample of images,
+scaled to the set), so the parts can be set beside a conversion's measured CPU seconds:
+
+* ``read``: opening and reading every image file;
+* ``jpeg header + strip``: parsing the JPEG segments and dropping the metadata (jpeg store);
+* ``validating decode``: libjpeg-turbo's decode at 1/8 scale (jpeg store: every stored JPEG);
+* ``full decode``: decoding to RGB pixels (raw store; what prepare_dataset.py's Pillow does);
+* ``checksums``: SHA-256 of what is stored (the JPEG bytes, or the pixels);
+* ``HDF5 store, written once``: the whole store (every user's nine datasets, the images
+  included) written once by fedimage's writer from payloads in memory: HDF5, the writer's
+  bookkeeping and, for a raw store, putting the pixels into the page cache.
+
+What a conversion spends beyond their sum is orchestration: shard files, the copy of each shard's
+small datasets into the store, worker processes, planning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import simplejpeg
+
+SAMPLE = 4000
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(loop: Any, items: list[Any], scale: float) -> float:
+    started = _cpu()
+    loop(items)
+    return (_cpu() - started) * scale
+
+
+def time_split(root: Path, storage: str, size: int = 256) -> dict[str, float]:
+    """CPU seconds of each part of converting the FLAIR-shaped set at ``root`` into a ``storage`` store."""
+    from fedimage.imaging.jpeg_segments import read_jpeg_info, strip_metadata
+
+    rows = json.loads((root / "labels_and_metadata.json").read_text())
+    paths = [str(root / "small_images" / f"{row['image_id']}.jpg") for row in rows]
+    sample = paths[:: max(1, len(paths) // SAMPLE)][:SAMPLE]
+    scale = len(paths) / len(sample)
+
+    def read(items: list[str]) -> None:
+        for path in items:
+            with open(path, "rb") as handle:
+                handle.read()
+
+    datas = [Path(path).read_bytes() for path in sample]
+    parts: dict[str, float] = {"read": _timed(read, sample, scale)}
+    if storage == "jpeg":
+        parts["jpeg header + strip"] = _timed(
+            lambda items: [(read_jpeg_info(data), strip_metadata(data)) for data in items], datas, scale
+        )
+        parts["validating decode"] = _timed(
+            lambda items: [
+                simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=1, min_width=1, min_factor=8)
+                for data in items
+            ],
+            datas,
+            scale,
+        )
+        parts["checksums"] = _timed(
+            lambda items: [hashlib.sha256(data).digest() for data in items], datas, scale
+        )
+    else:
+        parts["full decode"] = _timed(
+            lambda items: [simplejpeg.decode_jpeg(data, colorspace="RGB") for data in items], datas, scale
+        )
+        pixels = bytes(size * size * 3)
+        parts["checksums"] = _timed(
+            lambda items: [hashlib.sha256(pixels).digest() for _ in items], datas, scale
+        )
+    parts["HDF5 store, written once"] = _write_once(rows, storage, size, datas)
+    return parts
+
+
+def _write_once(rows: list[dict[str, Any]], storage: str, size: int, datas: list[bytes]) -> float:
+    """CPU seconds of writing the whole store once from payloads in memory (sample JPEGs reused)."""
+    from fedimage.store.writer import StoreWriter
+
+    users: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        users[row["partition"], row["user_id"]].append(row)
+    coarse = sorted({label for row in rows for label in row["labels"]})
+    fine = sorted({label for row in rows for label in row["fine_grained_labels"]})
+    pixels = bytes(size * size * 3)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
+        path = Path(folder) / "once.h5"
+        started = _cpu()
+        reserve = len(rows) * len(pixels) if storage == "raw" else 0  # as a conversion does
+        with StoreWriter(
+            path,
+            storage=storage,
+            image_size=size,
+            coarse_labels=coarse,
+            fine_labels=fine,
+            durable=False,
+            reserve_bytes=reserve,
+        ) as writer:
+            index = 0
+            for (split, user_id), user_rows in users.items():
+                group = writer.user(split, user_id)
+                for row in user_rows:
+                    payload = pixels if storage == "raw" else datas[index % len(datas)]
+                    index += 1
+                    group.add(
+                        payload, row["image_id"], tuple(row["labels"]), tuple(row["fine_grained_labels"])
+                    )
+                group.close()
+            writer.finish({})
+        seconds = _cpu() - started
+    return seconds
