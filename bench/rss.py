@@ -30,9 +30,9 @@ import _flair_shaped  # bench/ helper module
 CHILD = """
 import json, sys, time
 from fedimage import ConvertOptions, ImageOptions, convert, open_source
-source, output, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+source, output, workers, storage = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 started = time.perf_counter()
-options = ConvertOptions(image=ImageOptions(), workers=workers, overwrite=True, quiet=True)
+options = ConvertOptions(image=ImageOptions(storage=storage), workers=workers, overwrite=True, quiet=True)
 report = convert(open_source(source), output, options)
 seconds = time.perf_counter() - started
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -40,9 +40,9 @@ print(json.dumps({"written": report.written, "seconds": seconds, "vmhwm_mb": hwm
 """
 
 
-def measure(source: Path, output: Path, workers: int) -> dict[str, float]:
+def measure(source: Path, output: Path, workers: int, storage: str = "jpeg") -> dict[str, float]:
     """Convert ``source`` in a fresh interpreter; its result plus ``ru_maxrss`` from ``wait4``."""
-    command = [sys.executable, "-c", CHILD, str(source), str(output), str(workers)]
+    command = [sys.executable, "-c", CHILD, str(source), str(output), str(workers), storage]
     with tempfile.TemporaryFile(mode="w+") as errors:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
         out = child.stdout.read() if child.stdout else ""  # EOF when the child exits
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("folder", "parquet"), default="folder")
     parser.add_argument("--content", choices=("flair256", "photos"), default="flair256")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--storage", choices=("jpeg", "raw"), default="jpeg")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each size; the median run is shown")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes generating inputs")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"{args.content} from the {args.source}, {args.workers} worker(s)")
+    print(f"{args.content} from the {args.source}, {args.workers} worker(s), {args.storage} store")
     print(f"{'images':>8}{'users':>8}{'max user':>10}{'seconds':>9}{'ru_maxrss MB':>14}{'VmHWM MB':>10}")
     for size in sizes:
         flair_set = _flair_shaped.ensure_flair_set(args.workdir, args.content, size, args.seed, args.jobs)
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         del rows
         source = flair_set.root if args.source == "folder" else flair_set.parquet
         output = args.workdir / f"out-rss-{size}.h5"
-        runs = [measure(source, output, args.workers) for _ in range(args.repeat)]
+        runs = [measure(source, output, args.workers, args.storage) for _ in range(args.repeat)]
         peaks = sorted(run["ru_maxrss_mb"] for run in runs)
         result = sorted(runs, key=lambda run: run["ru_maxrss_mb"])[len(runs) // 2]  # the median run
         print(

@@ -33,7 +33,7 @@ from typing import Any
 #: Slot bytes kept mapped after a larger shard was written (the rest is given back to the system).
 KEPT_SLOT_BYTES = 64 << 20
 #: Pixels per shard the conversion aims at (whole users: a larger user makes a larger shard).
-PIXEL_SHARD_BYTES = 128 << 20
+PIXEL_SHARD_BYTES = 64 << 20
 #: A shard with more pixels than this (one enormous user) keeps them in its shard file instead: memory
 #: stays bounded, and that shard's pixels are written twice.
 MAX_SLOT_BYTES = 1 << 30
