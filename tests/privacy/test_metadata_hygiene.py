@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 import fedimage
 from fedimage import ImageOptions, convert, open_source
 from fedimage.exports import ExportOptions, export
-from fedimage.imaging.jpeg_segments import DECODING_SEGMENTS, SOS, _segments, strip_metadata
+from fedimage.imaging.jpeg_segments import DECODING_SEGMENTS, SOS, _segments, read_jpeg_info, strip_metadata
 
 SIZE = 64
 # Every planted value carries "Canary", so one byte search finds any of them in any file.
@@ -144,6 +144,7 @@ class TestStore:
         source = (planted / "anna" / "copied.jpg").read_bytes()
         output = convert_planted(planted, tmp_path / "store.h5")
         stripped = strip_metadata(source)
+        assert strip_metadata(source, read_jpeg_info(source)) == stripped  # the header's segments reused
         assert stripped in stored_jpegs(output)  # copied byte for byte (no re-encoding), metadata gone
         assert (simplejpeg.decode_jpeg(stripped) == simplejpeg.decode_jpeg(source)).all()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SOI = b"\xff\xd8"
 EOI = b"\xff\xd9"
@@ -51,6 +51,8 @@ class JpegInfo:
     component_ids: tuple[int, ...]
     adobe_transform: int | None
     exif_orientation: int | None
+    #: (marker, start, end) of each segment up to the first scan: :func:`strip_metadata` reuses them.
+    segments: tuple[tuple[int, int, int], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_baseline(self) -> bool:
@@ -125,7 +127,8 @@ def read_jpeg_info(data: bytes) -> JpegInfo:
     frame = None
     adobe_transform = None
     orientation = None
-    for marker, start, end in _segments(data):
+    segments = tuple(_segments(data))
+    for marker, start, end in segments:
         payload = data[start + 4 : end]
         if marker in SOF_MARKERS:
             if len(payload) < 6:
@@ -149,20 +152,22 @@ def read_jpeg_info(data: bytes) -> JpegInfo:
         component_ids=ids,
         adobe_transform=adobe_transform,
         exif_orientation=orientation,
+        segments=segments,
     )
 
 
-def strip_metadata(data: bytes) -> bytes:
+def strip_metadata(data: bytes, info: JpegInfo | None = None) -> bytes:
     """The same compressed image with only decoding segments and a plain JFIF header.
 
     Drops APPn (EXIF, XMP, ICC, Adobe, thumbnails) and COM segments wherever they are, before
     the first scan or between scans, and everything after the image's end-of-image marker
     (a second image appended by cameras, MPO frames, trailers). The entropy-coded data is
     copied unchanged. Only valid for streams where :attr:`JpegInfo.decodes_as_ycbcr_or_gray` holds.
+    ``info``: the stream's :func:`read_jpeg_info`, whose segments are then not parsed again.
     """
     parts = [SOI, JFIF_APP0]
     scan_start = None
-    for marker, start, end in _segments(data):
+    for marker, start, end in info.segments if info is not None and info.segments else _segments(data):
         if marker == SOS:
             scan_start = start
         elif marker in DECODING_SEGMENTS:

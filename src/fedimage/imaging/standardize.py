@@ -317,7 +317,7 @@ def _jpeg_at_target_size(
             return simplejpeg.decode_jpeg(data, colorspace=options.decode_colorspace).tobytes()
         if not (info.is_baseline and info.components == options.channels):  # YCbCr (rgb) or gray
             return None
-        stripped = strip_metadata(data)
+        stripped = strip_metadata(data, info)
         simplejpeg.decode_jpeg(stripped, colorspace="GRAY", min_height=1, min_width=1, min_factor=8)
     except JpegFormatError:
         return None
