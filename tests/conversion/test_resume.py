@@ -104,8 +104,8 @@ def test_killed_run_resumes_to_identical_bytes(folder: Path, tmp_path: Path, kil
     assert fedimage.verify_store(output).ok
 
 
-def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch, options=None) -> None:
-    """Convert ``folder`` to ``output`` until Ctrl-C arrives as the fourth user group is written."""
+def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch, options=None, at: int = 4) -> None:
+    """Convert ``folder`` to ``output`` until Ctrl-C comes as the ``at``-th (fourth) user group is written."""
     from fedimage.store import writer as writer_module
 
     original = writer_module.UserGroupWriter.close
@@ -113,7 +113,7 @@ def interrupt_at_fourth_user(folder: Path, output: Path, monkeypatch, options=No
 
     def interrupt_on_fourth_user(self):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return original(self)
 
@@ -305,3 +305,22 @@ def test_a_shard_too_large_for_shared_memory_keeps_its_pixels(folder: Path, tmp_
             for user in whole.users(split):
                 assert (resumed.load_user(split, user).images == whole.load_user(split, user).images).all()
     assert fedimage.verify_store(output).ok
+
+
+def test_a_resumed_raw_run_interrupted_again_still_resumes_to_the_same_bytes(
+    folder: Path, tmp_path: Path, monkeypatch
+):
+    """Two interruptions: the third run takes each shard's pixels from the newest partial store that
+    holds them (the second run's for those it copied, the first run's for the others)."""
+    reference = tmp_path / "reference.h5"
+    convert(open_source(folder, layout="user"), reference, raw_options())
+    output = tmp_path / "out.h5"
+    interrupt_at_fourth_user(folder, output, monkeypatch, raw_options(overwrite=False))
+    interrupt_at_fourth_user(folder, output, monkeypatch, raw_options(overwrite=False, resume=True), at=1)
+    work = tmp_path / "out.h5.work"
+    assert sorted(path.name for path in work.glob("pixels-*.h5")) == ["pixels-000.h5", "pixels-001.h5"]
+
+    report = convert(open_source(folder, layout="user"), output, raw_options(resume=True))
+    assert report.shards_reused > 0
+    assert output.read_bytes() == reference.read_bytes()
+    assert not work.exists()
