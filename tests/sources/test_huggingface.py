@@ -94,7 +94,7 @@ def test_workers_read_their_own_images_and_the_store_does_not_change(
 
     def spy(plan, source, *args):
         task = original(plan, source, *args)
-        sent.append(task.payloads)
+        sent.append((task.payloads, task.users))
         return task
 
     monkeypatch.setattr(shard_writing, "shard_task", spy)
@@ -103,7 +103,8 @@ def test_workers_read_their_own_images_and_the_store_does_not_change(
         with open_source(path) as source:
             stores[workers] = tmp_path / f"w{workers}.h5"
             convert(source, stores[workers], fast_options(workers=workers))
-    assert len(sent) > 4 and all(payloads is None for payloads in sent)  # rows sent, never image bytes
+    # neither image bytes nor rows sent: forked workers read both from the source and plan they inherit
+    assert len(sent) > 4 and all(payloads is None and users is None for payloads, users in sent)
     assert stores[1].read_bytes() == stores[2].read_bytes()
 
 

@@ -61,7 +61,7 @@ class ShardTask:
 
     path: str
     spec: ShardSpec
-    users: ShardUsers
+    users: ShardUsers | None  # None: the worker takes them from the inherited plan
     payloads: list[bytes | str | None] | None  # None: the worker reads them from the inherited source
     image_options: ImageOptions
     shard_format: ShardFormat
@@ -254,22 +254,24 @@ def shard_users(plan: ConversionPlan, spec: ShardSpec) -> ShardUsers:
 
 
 _inherited_source: Source | None = None  # the conversion's source, in this process and forked workers
+_inherited_plan: ConversionPlan | None = None  # and its plan
 
 
 @contextmanager
-def source_for_workers(source: Source) -> Iterator[None]:
-    """Let workers forked inside this block read their shards' images from ``source`` themselves.
+def source_for_workers(source: Source, plan: ConversionPlan | None = None) -> Iterator[None]:
+    """Let workers forked inside this block read their shards' images from ``source`` themselves
+    (and their shards' rows from ``plan``).
 
-    The main process then sends rows, never image bytes: memory does not grow with
-    the bytes of the shards in flight.
+    The main process then sends rows (with ``plan``: only which shard), never image bytes: memory
+    does not grow with the bytes of the shards in flight.
     """
-    global _inherited_source
+    global _inherited_source, _inherited_plan
     source.prepare_reading()
-    _inherited_source = source
+    _inherited_source, _inherited_plan = source, plan
     try:
         yield
     finally:
-        _inherited_source = None
+        _inherited_source = _inherited_plan = None
 
 
 def inherited_source() -> Source | None:
@@ -288,8 +290,11 @@ def shard_task(
 ) -> ShardTask:
     """A shard's work, with the payloads read from ``source`` (file paths, or bytes for tables).
 
-    Without a source, the worker reads them from the source it inherited (:func:`source_for_workers`).
+    Without a source, the worker reads them from the source it inherited (:func:`source_for_workers`),
+    and the shard's rows from the plan it inherited, when that is ``plan``.
     """
+    if source is None and plan is _inherited_plan:
+        return ShardTask(str(path), spec, None, None, image_options, shard_format, pixel_slot)
     users = shard_users(plan, spec)
     payloads = None
     if source is not None:
@@ -299,17 +304,22 @@ def shard_task(
 
 def convert_shard(task: ShardTask) -> ShardInfo:
     """Worker: standardize a shard's images and write the shard file (its pixels into its slot, if any)."""
-    payloads = task.payloads if task.payloads is not None else _inherited_payloads(task.users)
+    users = task.users
+    if users is None:
+        if _inherited_plan is None:
+            raise FedimageError("a shard task without rows needs the source_for_workers() block")
+        users = shard_users(_inherited_plan, task.spec)
+    payloads = task.payloads if task.payloads is not None else _inherited_payloads(users)
     inputs = image_inputs(payloads)
     fields = task.shard_format.worker_fields
     if task.pixel_slot is None:
         results = (standardize_one(path, data, task.image_options, fields) for path, data in inputs)
-        return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format)
+        return write_shard(Path(task.path), task.spec, users, results, task.shard_format)
     pixels = SlotWriter(lent_slot(task.pixel_slot), task.shard_format.image_bytes)
     results = (  # decoded straight into the slot's next image where possible
         standardize_one(path, data, task.image_options, fields, pixels.next_image()) for path, data in inputs
     )
-    return write_shard(Path(task.path), task.spec, task.users, results, task.shard_format, pixels=pixels)
+    return write_shard(Path(task.path), task.spec, users, results, task.shard_format, pixels=pixels)
 
 
 def _inherited_payloads(users: ShardUsers) -> Iterator[bytes | str | None]:

@@ -57,7 +57,7 @@ class LocalExecutor:
                 self._journal.start()
                 stack.callback(self._journal.close)
             stack.enter_context(lend_buffers(self._buffers))  # before the workers fork
-            stack.enter_context(shard.source_for_workers(job.source))
+            stack.enter_context(shard.source_for_workers(job.source, job.plan))
             pool = stack.enter_context(WorkerPool(workers, shard.SHARDS_IN_FLIGHT_PER_WORKER))
             yield run_local(job, pool, self._pixel_slot)
 
