@@ -48,7 +48,7 @@ class LocalExecutor:
         with ExitStack() as stack:
             if job.shard_format.pixels_in_store:
                 self._image_bytes = job.shard_format.image_bytes
-                sizes = [self._pixel_bytes(job, spec) for spec in job.pending]
+                sizes = [self._pixel_bytes(spec) for spec in job.pending]
                 largest = max((size for size in sizes if size <= MAX_SLOT_BYTES), default=0)
                 slots = workers * shard.SHARDS_IN_FLIGHT_PER_WORKER
                 self._buffers = PixelBuffers(slots, largest)
@@ -61,15 +61,14 @@ class LocalExecutor:
             pool = stack.enter_context(WorkerPool(workers, shard.SHARDS_IN_FLIGHT_PER_WORKER))
             yield run_local(job, pool, self._pixel_slot)
 
-    @staticmethod
-    def _pixel_bytes(job: ShardJob, spec: ShardSpec) -> int:
-        return (spec.stop_image - spec.first_image) * job.shard_format.image_bytes
+    def _pixel_bytes(self, spec: ShardSpec) -> int:
+        """The most pixel bytes a shard can hold (all its images accepted)."""
+        return (spec.stop_image - spec.first_image) * self._image_bytes
 
     def _pixel_slot(self, spec: ShardSpec) -> int | None:
         """The buffer slot of the next shard sent out (slots are reused in turn, one per shard in flight);
         None for a shard too large for one (its pixels stay in its file)."""
-        size = (spec.stop_image - spec.first_image) * self._image_bytes
-        if self._buffers is None or size > self._buffers.capacity:
+        if self._buffers is None or self._pixel_bytes(spec) > self._buffers.capacity:
             return None
         slot = self._slots[spec.index] = self._sent % self._buffers.slots
         self._sent += 1
