@@ -33,7 +33,7 @@ from fedimage.conversion.metadata import (
     read_metadata,
 )
 from fedimage.conversion.options import ConvertOptions, ConvertReport
-from fedimage.conversion.pixels import PIXEL_SHARD_BYTES, PixelJournal, read_runs
+from fedimage.conversion.pixels import PIXEL_SHARD_BYTES, PixelJournal
 from fedimage.conversion.plan import ConversionPlan, make_plan
 from fedimage.conversion.shard import ShardFormat, shard_key
 from fedimage.conversion.workdir import ShardInfo, ShardSpec, WorkDir, shard_specs
@@ -256,26 +256,17 @@ def _reusable_shards(
     reused: dict[int, ShardInfo] = {}
     for spec in specs:
         info = work.finished(spec, shard_key(plan, spec, shard_format.run_key), pixel_shape)
-        if info is not None and journal is not None and not _pixels_intact(journal, spec, info):
-            work.shard_path(spec).unlink()  # its pixels are gone: made again
+        if (
+            info is not None
+            and journal is not None
+            and info.pixels
+            and not journal.holds(spec.index, info.pixels)
+        ):
+            work.shard_path(spec).unlink()  # its pixels are gone: made again (none: in the shard itself)
             info = None
         if info is not None:
             reused[spec.index] = info
     return reused
-
-
-def _pixels_intact(journal: PixelJournal, spec: ShardSpec, info: ShardInfo) -> bool:
-    """True when an interrupted run's partial store still holds the shard's pixels, bytes checked."""
-    if not info.pixels:  # pixels in the shard itself (a user too large for shared memory), or none
-        return True
-    found = journal.find(spec.index)
-    if found is None:
-        return False
-    path, runs = found
-    if [(run.split, run.user_id, run.count, run.sha256) for run in runs] != info.pixels:
-        return False
-    scratch = bytearray(max((run.nbytes for run in runs), default=0))
-    return all(read_runs(path, [run], memoryview(scratch)) == run.nbytes for run in runs)
 
 
 def resolve_image_options(

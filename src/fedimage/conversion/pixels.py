@@ -52,9 +52,6 @@ class PixelRun:
     #: SHA-256 of the bytes (the images line of the user group's checksum).
     sha256: str
 
-    def to_json(self) -> list[Any]:
-        return [self.split, self.user_id, self.count, self.offset, self.nbytes, self.sha256]
-
     @classmethod
     def from_json(cls, row: Sequence[Any]) -> PixelRun:
         split, user_id, count, offset, nbytes, sha256 = row
@@ -188,10 +185,10 @@ class PixelJournal:
         journal, _ = self._paths((generations[-1] + 1) if generations else 0)
         self._handle = open(journal, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
-    def record(self, shard: int, runs: Sequence[PixelRun | Sequence[Any]]) -> None:
-        """Append where the pixels of shard number ``shard`` lie (their bytes are in the file already)."""
-        rows = [run.to_json() if isinstance(run, PixelRun) else list(run) for run in runs]
-        line = json.dumps({"shard": shard, "runs": rows})
+    def record(self, shard: int, runs: Sequence[Sequence[Any]]) -> None:
+        """Append where the pixels of shard number ``shard`` lie (their bytes are in the file already):
+        (split, user id, images, offset, bytes, SHA-256) of each user, in the shard's order."""
+        line = json.dumps({"shard": shard, "runs": [list(run) for run in runs]})
         self._handle.write(line + "\n")
         self._handle.flush()
 
@@ -214,6 +211,28 @@ class PixelJournal:
                 if entry.get("shard") == shard:
                     return pixels, [PixelRun.from_json(row) for row in entry["runs"]]
         return None
+
+    def holds(self, shard: int, users: Sequence[tuple[str, str, int, str]]) -> bool:
+        """True when a journaled partial store holds shard ``shard``'s pixels for ``users`` ((split,
+        user id, images, SHA-256) each, as its shard recorded them), every byte checked."""
+        found = self.find(shard)
+        if found is None:
+            return False
+        path, runs = found
+        if [(run.split, run.user_id, run.count, run.sha256) for run in runs] != list(users):
+            return False
+        scratch = bytearray(max((run.nbytes for run in runs), default=0))  # one user's bytes at a time
+        return all(read_runs(path, [run], memoryview(scratch)) == run.nbytes for run in runs)
+
+    def recover(self, shard: int) -> bytearray | None:
+        """Shard ``shard``'s pixels from the journaled partial store that holds them, checked; None
+        when they are missing or changed."""
+        found = self.find(shard)
+        if found is None:
+            return None
+        path, runs = found
+        pixels = bytearray(sum(run.nbytes for run in runs))
+        return pixels if read_runs(path, runs, memoryview(pixels)) == len(pixels) else None
 
 
 def read_runs(path: Path, runs: Sequence[PixelRun], slot: memoryview) -> int | None:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from fedimage.conversion import shard
 from fedimage.conversion.executors.base import ShardJob
 from fedimage.conversion.executors.pool import WorkerPool, default_workers
-from fedimage.conversion.pixels import MAX_SLOT_BYTES, PixelBuffers, PixelJournal, lend_buffers, read_runs
+from fedimage.conversion.pixels import MAX_SLOT_BYTES, PixelBuffers, PixelJournal, lend_buffers
 from fedimage.conversion.plan import ConversionPlan
 from fedimage.conversion.shard import Result, ShardTask
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
@@ -85,7 +85,12 @@ class LocalExecutor:
             writer.add_shard(path)
             return
         if slot is None:  # a shard of an interrupted run: its pixels are in that run's partial store
-            pixels = recovered_pixels(self._journal, spec)
+            pixels = self._journal.recover(spec.index)
+            if pixels is None:
+                raise StoreError(
+                    f"the pixels of {spec.name} in the interrupted run's partial store changed while"
+                    " resuming; convert again with `overwrite`"
+                )
             placed = writer.add_shard(path, pixels=memoryview(pixels))
         else:
             used = sum(count for _, _, count, _ in info.pixels) * job.shard_format.image_bytes
@@ -95,20 +100,6 @@ class LocalExecutor:
 
     def finish(self, job: ShardJob, specs: Sequence[ShardSpec], overwrite: bool) -> None:
         """Nothing to do: the shards were copied into the store."""
-
-
-def recovered_pixels(journal: PixelJournal, spec: ShardSpec) -> bytearray:
-    """A finished shard's pixels from the partial store of the run that made it, checked."""
-    found = journal.find(spec.index)
-    if found is not None:
-        path, runs = found
-        pixels = bytearray(sum(run.nbytes for run in runs))
-        if read_runs(path, runs, memoryview(pixels)) == len(pixels):
-            return pixels
-    raise StoreError(
-        f"the pixels of {spec.name} in the interrupted run's partial store changed while resuming;"
-        " convert again with `overwrite`"
-    )
 
 
 def _work_item(item: ShardTask | shard.BatchItem) -> ShardInfo | list[Result]:
