@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import fedimage
 from fedimage import ImageOptions, convert, open_source
 from fedimage.conversion import workdir as shards
 from fedimage.errors import StoreError
+from fedimage.store import writer as writer_module
 
 SHARD_IMAGES = 3  # 15 images of 5 users -> 4 shards
 
@@ -202,7 +205,7 @@ RAW = ("--storage", "raw")
     "kill_at",
     [
         ("fedimage.store.writer.UserGroupWriter:close", 1),  # in a worker, inside the first shard
-        ("fedimage.store.writer.StoreWriter:_write_pixels", 2),  # writing the second shard's pixels
+        ("fedimage.store.writer.PixelWrites:_write", 2),  # writing the second shard's pixels
         ("fedimage.conversion.pixels.PixelJournal:record", 3),  # after two shards' pixels were journaled
     ],
 )
@@ -324,3 +327,41 @@ def test_a_resumed_raw_run_interrupted_again_still_resumes_to_the_same_bytes(
     assert report.shards_reused > 0
     assert output.read_bytes() == reference.read_bytes()
     assert not work.exists()
+
+
+def test_raw_pixels_are_written_in_the_background_only_into_reserved_disk(
+    folder: Path, tmp_path: Path, monkeypatch
+):
+    """The same bytes either way: a background thread when the store's disk was reserved, else
+    in line (a full disk must fail where HDF5 can still close what it made)."""
+    threads = []
+    original = writer_module.PixelWrites._write
+
+    def recording(self, pieces, then):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return original(self, pieces, then)
+
+    monkeypatch.setattr(writer_module.PixelWrites, "_write", recording)
+    background = tmp_path / "background.h5"
+    convert(open_source(folder, layout="user"), background, raw_options(workers=2))
+    assert threads and not any(threads)
+
+    threads.clear()
+    monkeypatch.setattr(writer_module, "reserve_space", lambda path, nbytes: False)
+    in_line = tmp_path / "in_line.h5"
+    convert(open_source(folder, layout="user"), in_line, raw_options(workers=2))
+    assert threads and all(threads)
+    assert in_line.read_bytes() == background.read_bytes()
+    assert fedimage.verify_store(in_line).ok
+
+
+def test_a_failing_pixel_write_is_one_line_and_publishes_nothing(folder: Path, tmp_path: Path, monkeypatch):
+    def failing(descriptor, data, offset):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writer_module.os, "pwrite", failing)
+    output = tmp_path / "out.h5"
+    message = r"^cannot write pixels into .*out\.h5\.partial: Input/output error$"
+    with pytest.raises(StoreError, match=message):
+        convert(open_source(folder, layout="user"), output, raw_options(workers=2))
+    assert not output.exists()

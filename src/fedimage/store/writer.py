@@ -11,6 +11,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,27 @@ def write_dataset(
     return dataset
 
 
+def allocate_dataset(group: h5py.Group, name: str, shape: tuple[int, ...]) -> int:
+    """Make a contiguous uint8 dataset of ``shape`` whose room is allocated now and never filled by
+    HDF5; returns the file offset of its bytes, for :class:`PixelWrites`."""
+    key = ("dcpl-allocated", os.getpid())
+    properties = _CREATION.get(key)
+    if properties is None:
+        properties = _CREATION[key] = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        properties.set_obj_track_times(False)
+        properties.set_layout(h5py.h5d.CONTIGUOUS)
+        properties.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        properties.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    dataset = h5py.h5d.create(
+        group.id,
+        name.encode("utf-8"),
+        _file_type(np.dtype(np.uint8)),
+        h5py.h5s.create_simple(shape),
+        dcpl=properties,
+    )
+    return dataset.get_offset()
+
+
 def _write_blob(group: h5py.Group, name: str, array: np.ndarray) -> None:
     """A sealed blob: contiguous, like images (its bytes at one place in the file)."""
     write_dataset(group, name, array, compact_small=False)
@@ -136,6 +158,10 @@ def fsync_file(path: Path) -> None:
 
 
 FALLOC_FL_KEEP_SIZE = 1  # from <linux/falloc.h>
+
+
+#: Disk reserved beyond a raw store's pixels for its HDF5 metadata (with 1% of the pixels' size).
+RESERVE_MARGIN_BYTES = 16 << 20
 
 
 def reserve_space(path: Path, nbytes: int) -> bool:
@@ -190,6 +216,57 @@ class _Writeback:
         if self._thread is not None:
             self._thread.join()
         os.close(self._descriptor)
+
+
+#: Where one user's pixels went in a store: (split, user id, images, offset, bytes, SHA-256).
+PixelRunRow = tuple[str, str, int, int, int, str]
+
+
+class PixelWrites:
+    """Writes byte runs into a file at given offsets from one background thread, in order.
+
+    A raw store's pixels are most of its bytes; the kernel's copy of them into the file runs on
+    this thread (``pwrite`` lets go of the GIL) while the writer's thread takes in the next shard.
+    """
+
+    def __init__(self, path: Path, background: bool = True):
+        self._path = path
+        self._descriptor = os.open(path, os.O_WRONLY)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fedimage-pixels") if background else None
+        self._futures: list[Future[None]] = []
+
+    def submit(self, pieces: list[tuple[int, memoryview]], then: Callable[[], None]) -> Future[None]:
+        """Write each (offset, bytes) of ``pieces``, then call ``then`` (on the writing thread; here,
+        before returning, unless ``background``)."""
+        if self._pool is None:
+            self._write(pieces, then)
+            future: Future[None] = Future()
+            future.set_result(None)
+            return future
+        future = self._pool.submit(self._write, pieces, then)
+        self._futures = [*(kept for kept in self._futures if not kept.done() or kept.exception()), future]
+        return future
+
+    def _write(self, pieces: list[tuple[int, memoryview]], then: Callable[[], None]) -> None:
+        for offset, data in pieces:
+            while data:
+                try:
+                    written = os.pwrite(self._descriptor, data, offset)
+                except OSError as error:
+                    reason = error.strerror or error
+                    raise StoreError(f"cannot write pixels into {self._path}: {reason}") from error
+                data, offset = data[written:], offset + written
+        then()
+
+    def close(self) -> None:
+        """Wait for every write, then close the file; raises what made one fail."""
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        finally:
+            os.close(self._descriptor)
+        for future in self._futures:
+            future.result()
 
 
 def partial_path_for(path: Path) -> Path:
@@ -262,9 +339,11 @@ class StoreWriter:
         except OSError as error:
             raise StoreError(f"cannot create {self._partial}: {error}") from None
         _bound_metadata_cache(self._file)
-        #: Whether disk was reserved ahead (``reserve_bytes``: about what the file will hold).
-        self._reserved = reserve_space(self._partial, reserve_bytes)
+        #: Whether disk was reserved ahead (``reserve_bytes``: about what the pixels will take).
+        margin = reserve_bytes // 100 + RESERVE_MARGIN_BYTES if reserve_bytes > 0 else 0
+        self._reserved = reserve_space(self._partial, reserve_bytes + margin)
         self._writeback = _Writeback(self._partial) if durable else None
+        self._pixel_writes: PixelWrites | None = None
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -278,15 +357,21 @@ class StoreWriter:
         return UserGroupWriter(self, split, user_id)
 
     def add_shard(
-        self, path: Path, link_as: str | None = None, pixels: memoryview | None = None
-    ) -> list[tuple[str, str, int, int, int, str]]:
+        self,
+        path: Path,
+        link_as: str | None = None,
+        pixels: memoryview | None = None,
+        on_written: Callable[[list[PixelRunRow]], None] | None = None,
+    ) -> Future[None] | None:
         """Take over a finished shard's user groups: copied, or as external links to ``link_as``.
 
         A shard written without pixels (``pixels_elsewhere``) takes them from ``pixels``, its users'
-        images one after the other; returns where each user's pixels went in this file:
+        images one after the other. They are written in the background: ``pixels`` must stay
+        unchanged until the returned future is done. Once the bytes are in the file, and before
+        the next shard's are written, ``on_written`` gets where each user's pixels went:
         (split, user id, images, offset, bytes, SHA-256), in the shard's order.
         """
-        placed = []
+        placed = None
         with h5py.File(path, "r") as shard:
             meta = shard[schema.METADATA]
             info = json.loads(meta[schema.SHARD_INFO][()])
@@ -296,7 +381,7 @@ class StoreWriter:
             else:
                 link_user_groups(link_as, self._file, users)
             if pixels is not None:
-                placed = self._write_pixels(info.get("pixels", []), pixels)
+                placed = self._write_pixels(info.get("pixels", []), pixels, on_written)
             self.coarse_counter.update(json.loads(meta[schema.LABEL_COUNTER][()]))
             self.fine_counter.update(json.loads(meta[schema.FINE_LABEL_COUNTER][()]))
         for split, entries in users.items():
@@ -306,26 +391,35 @@ class StoreWriter:
         return placed
 
     def _write_pixels(
-        self, users: list[list[Any]], pixels: memoryview
-    ) -> list[tuple[str, str, int, int, int, str]]:
-        """Write each listed user's ``images`` dataset from ``pixels`` (once, straight from the buffer)."""
+        self,
+        users: list[list[Any]],
+        pixels: memoryview,
+        on_written: Callable[[list[PixelRunRow]], None] | None,
+    ) -> Future[None]:
+        """Make each listed user's ``images`` dataset and write its bytes from ``pixels``, once.
+
+        The datasets' room is allocated here; the bytes go in from :class:`PixelWrites`'s thread
+        (the kernel's copy into the file runs while this thread takes in the next shard).
+        """
         image_bytes = self.image_size * self.image_size * self.channels
-        placed = []
+        placed: list[PixelRunRow] = []
+        pieces = []
         start = 0
-        flat = np.frombuffer(pixels, dtype=np.uint8)
         for split, user_id, count, sha256 in users:
             nbytes = count * image_bytes
-            if start + nbytes > flat.size:
+            if start + nbytes > len(pixels):
                 raise StoreError(f"the pixels of user {user_id!r} are missing from their shard's buffer")
-            images = flat[start : start + nbytes].reshape(
-                count, self.image_size, self.image_size, self.channels
-            )
             group = self._split_group(split)[schema.user_key(user_id)]
-            dataset = write_dataset(group, self.images_name, images, compact_small=False)
-            placed.append((split, user_id, count, dataset.get_offset(), nbytes, sha256))
+            shape = (count, self.image_size, self.image_size, self.channels)
+            offset = allocate_dataset(group, self.images_name, shape)
+            placed.append((split, user_id, count, offset, nbytes, sha256))
+            pieces.append((offset, pixels[start : start + nbytes]))
             start += nbytes
-        self._file.flush()  # the pixels are in the file (not in HDF5's buffers) before a journal names them
-        return placed
+        if self._pixel_writes is None:
+            # In the background only into reserved disk: a write that fails for lack of space leaves
+            # HDF5 unable to close the datasets it is making meanwhile (and later files crash on them).
+            self._pixel_writes = PixelWrites(self._partial, background=self._reserved)
+        return self._pixel_writes.submit(pieces, lambda: on_written(placed) if on_written else None)
 
     def finish(self, metadata: dict[str, Any]) -> None:
         """Write ``/metadata`` (counters, mappings, taxonomy, ``metadata``'s entries) and publish."""
@@ -343,6 +437,7 @@ class StoreWriter:
             write_dataset(meta, sealing.SEALED, sealed, compact_small=False)
         for name, text in texts.items():
             meta[name] = text
+        self._stop_pixel_writes()
         self._file.flush()
         self._file.close()
         self._file = None
@@ -357,6 +452,8 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Close and delete the partial file (or hand it to ``keep_partial``)."""
+        with contextlib.suppress(OSError):  # a full disk: discarded anyway
+            self._stop_pixel_writes()
         if self._file is not None:
             with contextlib.suppress(
                 OSError, RuntimeError
@@ -370,6 +467,12 @@ class StoreWriter:
             self._keep_partial(self._partial)
         else:
             self._partial.unlink(missing_ok=True)
+
+    def _stop_pixel_writes(self) -> None:
+        """Wait for the pixel writes under way (raising the first that failed)."""
+        if self._pixel_writes is not None:
+            writes, self._pixel_writes = self._pixel_writes, None
+            writes.close()
 
     def _stop_writeback(self) -> None:
         if self._writeback is not None:

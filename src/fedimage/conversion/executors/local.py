@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import ExitStack, closing, contextmanager
+from functools import partial
 from typing import ClassVar
 
 from tqdm import tqdm
@@ -17,7 +19,7 @@ from fedimage.conversion.plan import ConversionPlan
 from fedimage.conversion.shard import Result, ShardTask
 from fedimage.conversion.workdir import ShardInfo, ShardSpec
 from fedimage.errors import StoreError
-from fedimage.store.writer import StoreWriter
+from fedimage.store.writer import PixelRunRow, StoreWriter
 
 
 class LocalExecutor:
@@ -33,6 +35,7 @@ class LocalExecutor:
         self._buffers: PixelBuffers | None = None
         self._journal: PixelJournal | None = None
         self._slots: dict[int, int] = {}  # shard index -> its pixel slot
+        self._writing: dict[int, Future[None]] = {}  # slot -> the write of the pixels it holds
         self._sent = 0  # shards given a slot so far
         self._image_bytes = 0
 
@@ -72,6 +75,9 @@ class LocalExecutor:
             return None
         slot = self._slots[spec.index] = self._sent % self._buffers.slots
         self._sent += 1
+        writing = self._writing.pop(slot, None)
+        if writing is not None:  # its previous shard's pixels are in the store before new ones go in
+            writing.result()
         return slot
 
     def add_shard(self, writer: StoreWriter, job: ShardJob, spec: ShardSpec) -> None:
@@ -80,23 +86,30 @@ class LocalExecutor:
             writer.add_shard(path)
             return
         slot = self._slots.pop(spec.index, None)
+        journal = self._journal
         info = ShardInfo.read(path)
         if not info.pixels:  # its pixels are in the shard file (a very large user), or it has none
             writer.add_shard(path)
             return
         if slot is None:  # a shard of an interrupted run: its pixels are in that run's partial store
-            pixels = self._journal.recover(spec.index)
+            pixels = journal.recover(spec.index)
             if pixels is None:
                 raise StoreError(
                     f"the pixels of {spec.name} in the interrupted run's partial store changed while"
                     " resuming; convert again with `overwrite`"
                 )
-            placed = writer.add_shard(path, pixels=memoryview(pixels))
+            writer.add_shard(path, pixels=memoryview(pixels), on_written=partial(journal.record, spec.index))
         else:
             used = sum(count for _, _, count, _ in info.pixels) * job.shard_format.image_bytes
-            placed = writer.add_shard(path, pixels=self._buffers.slot(slot)[:used])
-            self._buffers.release(slot, used)
-        self._journal.record(spec.index, placed)
+            buffers = self._buffers
+
+            def written(placed: list[PixelRunRow]) -> None:  # on the store writer's pixel thread
+                journal.record(spec.index, placed)
+                buffers.release(slot, used)
+
+            write = writer.add_shard(path, pixels=buffers.slot(slot)[:used], on_written=written)
+            if write is not None:
+                self._writing[slot] = write
 
     def finish(self, job: ShardJob, specs: Sequence[ShardSpec], overwrite: bool) -> None:
         """Nothing to do: the shards were copied into the store."""
