@@ -7,7 +7,8 @@ scaled to the set), so the parts can be set beside a conversion's measured CPU s
 * ``read``: opening and reading every image file;
 * ``jpeg header + strip``: parsing the JPEG segments and dropping the metadata (jpeg store);
 * ``validating decode``: libjpeg-turbo's decode at 1/8 scale (jpeg store: every stored JPEG);
-* ``full decode``: decoding to RGB pixels (raw store; what prepare_dataset.py's Pillow does);
+* ``full decode``: decoding to RGB pixels into one reused buffer, as a conversion decodes into its
+  shared memory (raw store; what prepare_dataset.py's Pillow does, into new arrays);
 * ``checksums``: SHA-256 of what is stored (the JPEG bytes, or the pixels);
 * ``HDF5 store, written once``: the whole store (every user's nine datasets, the images
   included) written once by fedimage's writer from payloads in memory: HDF5, the writer's
@@ -16,6 +17,12 @@ scaled to the set), so the parts can be set beside a conversion's measured CPU s
 
 What a conversion spends beyond their sum is orchestration: shard files, the copy of each shard's
 small datasets into the store, worker processes, planning.
+
+Two more figures bound what any conversion could reach: :func:`serial_start`, the wall seconds
+before a worker can start (a fresh interpreter's start-up and imports, then planning), and for a
+jpeg store ``HDF5, fewest datasets`` (:func:`write_fewest`): the store written with only the five
+datasets per user a jpeg store cannot do without (JPEG bytes, offsets, ids, both label lists: no
+pfl-research sparse labels), the least HDF5 work FLAIR's one-group-per-user layout allows.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ import hashlib
 import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -77,8 +87,11 @@ def time_split(root: Path, storage: str, size: int = 256) -> dict[str, float]:
             lambda items: [hashlib.sha256(data).digest() for data in items], datas, scale
         )
     else:
+        into = bytearray(size * size * 3)
         parts["full decode"] = _timed(
-            lambda items: [simplejpeg.decode_jpeg(data, colorspace="RGB") for data in items], datas, scale
+            lambda items: [simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=into) for data in items],
+            datas,
+            scale,
         )
         pixels = bytes(size * size * 3)
         parts["checksums"] = _timed(
@@ -124,3 +137,57 @@ def _write_once(rows: list[dict[str, Any]], storage: str, size: int, datas: list
             writer.finish({})
         seconds = _cpu() - started
     return seconds
+
+
+def serial_start(root: Path) -> dict[str, float]:
+    """Wall seconds before any worker can start converting ``root``: a fresh interpreter that imports
+    what ``fedimage convert`` needs, then planning (reading the metadata, splitting, sharding)."""
+    from fedimage import ConvertOptions, ImageOptions, open_source
+    from fedimage.conversion.pipeline import prepare
+
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "import fedimage.cli.convert, fedimage.conversion.pipeline, h5py, simplejpeg"],
+        check=True,
+    )
+    imports = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
+        options = ConvertOptions(image=ImageOptions(size=256), workers=2, quiet=True)
+        started = time.perf_counter()
+        run = prepare(open_source(root), Path(folder) / "plan.h5", options, None)
+        planning = time.perf_counter() - started
+        run.work.remove()
+    return {"start-up and imports": imports, "planning": planning}
+
+
+def write_fewest(root: Path, sample: int = SAMPLE) -> float:
+    """CPU seconds of writing a jpeg store's users with the five datasets each it cannot do without
+    (see the module's doc), through fedimage's dataset writer; JPEGs of a sample reused."""
+    import h5py
+    import numpy as np
+
+    from fedimage.store.writer import write_dataset
+
+    rows = json.loads((root / "labels_and_metadata.json").read_text())
+    paths = [root / "small_images" / f"{row['image_id']}.jpg" for row in rows]
+    datas = [path.read_bytes() for path in paths[:: max(1, len(paths) // sample)][:sample]]
+    users: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        users[row["partition"], row["user_id"]].append(row)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
+        started = _cpu()
+        with h5py.File(Path(folder) / "fewest.h5", "w", track_order=False) as file:
+            splits: dict[str, h5py.Group] = {}
+            index = 0
+            for (split, user_id), user_rows in users.items():
+                parent = splits.get(split) or splits.setdefault(split, file.create_group(split))
+                group = h5py.Group(h5py.h5g.create(parent.id, user_id.encode()))
+                payloads = [datas[(index + i) % len(datas)] for i in range(len(user_rows))]
+                index += len(user_rows)
+                offsets = np.cumsum([0, *map(len, payloads)], dtype=np.int64)
+                write_dataset(group, "jpeg", np.frombuffer(b"".join(payloads), np.uint8), compact_small=False)
+                write_dataset(group, "jpeg_offsets", offsets)
+                write_dataset(group, "image_ids", np.array([row["image_id"].encode() for row in user_rows]))
+                for name, key in (("labels", "labels"), ("fine_grained_labels", "fine_grained_labels")):
+                    write_dataset(group, name, np.array(["|".join(row[key]).encode() for row in user_rows]))
+        return _cpu() - started

@@ -22,8 +22,9 @@ as a raw FLAIR folder and as an ``apple/flair``-schema Parquet file. Measured in
 * ``fedimage`` from each source with 1 and 2 workers, for each ``--storages`` mode (jpeg, raw);
 * with ``--mlflair PATH``: Apple's own ``prepare_dataset.py``, unchanged, from an ml-flair checkout
   kept outside the project (``git clone https://github.com/apple/ml-flair``), run on the same raw
-  folder in its own process. The issue-17 targets compare fedimage's 2-worker runs with it:
-  jpeg store >= 5x, raw store >= 2x.
+  folder, head to head with ``fedimage convert --workers 2``: each a whole command-line process
+  (start-up and imports counted for both), in ``--repeat`` alternating rounds, medians. The
+  issue-17 targets compare them: jpeg store >= 5x, raw store >= 2x.
 
 Every run reports its CPU seconds split into user and system time (system time is mostly copying
 and writing bytes: a store written twice shows it). Then, for 256 px inputs, where the time goes
@@ -43,6 +44,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -112,25 +114,21 @@ def warm(flair_set: _flair_shaped.FlairSet) -> None:
     flair_set.parquet.read_bytes()
 
 
-def run_mlflair(checkout: Path, flair_root: Path, output: Path, images: int) -> dict[str, Any]:
-    """Apple's ``prepare_dataset.py`` (unchanged) on ``flair_root``: wall time, user and system CPU."""
-    script = checkout / "prepare_dataset.py"
-    if not script.is_file():
-        raise SystemExit(f"--mlflair {checkout}: no prepare_dataset.py there (clone apple/ml-flair)")
-    print("  ml-flair prepare_dataset.py ...", end="", flush=True, file=sys.stderr)
-    command = [sys.executable, str(script), "--dataset_dir", str(flair_root), "--output_file", str(output)]
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if status != 0:
-        raise RuntimeError(f"prepare_dataset.py failed ({status}):\n{error[-2000:]}")
-    print(f" {seconds:.1f} s", file=sys.stderr)
+def run_process(command: list[str], output: Path, images: int) -> dict[str, Any]:
+    """Run ``command`` as its own process and measure all of it, start-up included: wall time, user
+    and system CPU (its children's too), peak RSS; ``output`` (the store it writes) is sized and removed."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        if status != 0:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(command[:3])} failed ({status}):\n{message}")
     store_mb = output.stat().st_size / 1e6
     output.unlink()
+    Path(str(output).removesuffix(".h5") + ".rejects.jsonl").unlink(missing_ok=True)
     return {
         "seconds": seconds,
         "written": images,
@@ -141,6 +139,48 @@ def run_mlflair(checkout: Path, flair_root: Path, output: Path, images: int) -> 
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "store_mb": store_mb,
     }
+
+
+def head_to_head(
+    checkout: Path,
+    flair_set: Any,
+    storages: list[str],
+    sources: list[str],
+    repeat: int,
+    workdir: Path,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Apple's ``prepare_dataset.py`` (unchanged) against ``fedimage convert`` with 2 workers, each run
+    as a whole command-line process (interpreter start-up and imports included for both), in
+    alternating rounds; returns the medians: (prepare_dataset.py, {"fedimage SOURCE[ raw] 2w": ...})."""
+    script = checkout / "prepare_dataset.py"
+    if not script.is_file():
+        raise SystemExit(f"--mlflair {checkout}: no prepare_dataset.py there (clone apple/ml-flair)")
+    images = len(json.loads(flair_set.metadata.read_text()))
+    paths = {"folder": flair_set.root, "parquet": flair_set.parquet}
+    output = workdir / "out-head-to-head.h5"
+    commands = {"ml-flair prepare_dataset.py": [
+        sys.executable, str(script), "--dataset_dir", str(flair_set.root), "--output_file", str(output)
+    ]}  # fmt: skip
+    for storage in storages:
+        for source in sources:
+            suffix = "" if storage == "jpeg" else f" {storage}"
+            commands[f"fedimage {source}{suffix} 2w"] = [
+                sys.executable, "-m", "fedimage", "convert", str(paths[source]), "-o", str(output),
+                "--storage", storage, "--size", str(SIZE), "--workers", "2", "--quiet", "--overwrite",
+            ]  # fmt: skip
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
+    for round_number in range(repeat):
+        print(f"  head to head, round {round_number + 1}/{repeat}:", end="", flush=True, file=sys.stderr)
+        for name, command in commands.items():
+            rounds[name].append(run_process(command, output, images))
+            print(f" {rounds[name][-1]['seconds']:.1f}", end="", flush=True, file=sys.stderr)
+        print(file=sys.stderr)
+    medians = {}
+    for name, runs in rounds.items():
+        runs.sort(key=lambda run: run["seconds"])
+        medians[name] = {**runs[len(runs) // 2], "all_seconds": [run["seconds"] for run in runs]}
+    baseline = medians.pop("ml-flair prepare_dataset.py")
+    return baseline, medians
 
 
 def run(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -205,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     floor = None if resize else measure_loop(flair_set, ceiling_copy, args.ceiling_images)
     results: dict[str, dict[str, Any]] = {}
     storages = [name.strip() for name in args.storages.split(",") if name.strip()]
-    mlflair = None
+    mlflair, versus_mlflair = None, {}
     if args.mlflair is not None:
-        images = len(json.loads(flair_set.metadata.read_text()))
-        mlflair = run_mlflair(args.mlflair, flair_set.root, args.workdir / "out-mlflair.hdf5", images)
+        mlflair, versus_mlflair = head_to_head(
+            args.mlflair, flair_set, storages, sources, args.repeat, args.workdir
+        )
     if not args.no_baseline:
         spec = {"tool": "baseline-flair", "manifest": str(flair_set.root), "resize": resize}
         results["baseline (folder)"] = run("baseline", spec, args)
@@ -275,11 +316,15 @@ def main(argv: list[str] | None = None) -> int:
             share = one["images_per_second"] / floor["images_per_second"]
             print(f"  {source} 1 worker / validate floor     {share:>7.2f}   (information)")
     if mlflair is not None:
-        print_versus_mlflair(mlflair, results)
-    split = {}
+        print_versus_mlflair(mlflair, versus_mlflair)
+    split: dict[str, dict[str, float]] = {}
+    bounds: dict[str, float] = {}
     if not args.no_split and not resize:
         split = {storage: _time_split.time_split(flair_set.root, storage, SIZE) for storage in storages}
-        print_time_split(split, results, sources)
+        bounds = _time_split.serial_start(flair_set.root)
+        if "jpeg" in storages:
+            bounds["HDF5, fewest datasets"] = _time_split.write_fewest(flair_set.root)
+        print_time_split(split, bounds, {**results, **versus_mlflair}, sources, mlflair)
     if args.json:
         report = {
             "content": args.content,
@@ -288,18 +333,26 @@ def main(argv: list[str] | None = None) -> int:
             "floor": floor,
             "runs": results,
             "mlflair": mlflair,
+            "versus_mlflair": versus_mlflair,
             "time_split": split,
+            "bounds": bounds,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
 def print_time_split(
-    split: dict[str, dict[str, float]], results: dict[str, dict[str, Any]], sources: list[str]
+    split: dict[str, dict[str, float]],
+    bounds: dict[str, float],
+    results: dict[str, dict[str, Any]],
+    sources: list[str],
+    mlflair: dict[str, Any] | None,
 ) -> None:
-    """Each part of the work timed alone (CPU s for the whole set), beside the 2-worker runs' CPU s."""
+    """Each part of the work timed alone (CPU s for the whole set), beside the 2-worker runs' CPU s, and
+    the best wall time any 2-worker conversion could reach: the serial start, then the parts on 2 cores."""
     print()
     print("where the time goes (CPU s for the whole set, each part alone on one core; see _time_split.py):")
+    serial = bounds.get("start-up and imports", 0.0) + bounds.get("planning", 0.0)
     for storage, parts in split.items():
         suffix = "" if storage == "jpeg" else f" {storage}"
         runs = [results.get(f"fedimage {source}{suffix} 2w") for source in sources]
@@ -317,6 +370,21 @@ def print_time_split(
                 f"    {'a 2-worker conversion':<28}{cpu:>7.2f}   orchestration (shards, copies, processes): "
                 f"{cpu - total:.2f}"
             )
+        if not bounds:
+            continue
+        best = {"as stored now": serial + total / 2}
+        fewest = bounds.get("HDF5, fewest datasets")
+        if storage == "jpeg" and fewest is not None:
+            best["fewest datasets"] = serial + (total - parts["HDF5 store, written once"] + fewest) / 2
+            print(f"    {'HDF5, fewest datasets':<28}{fewest:>7.2f}   (5 per user instead of 9)")
+        print(
+            f"    best possible wall time: serial start {serial:.2f} s (start-up and imports "
+            f"{bounds['start-up and imports']:.2f}, planning {bounds['planning']:.2f}),"
+            " then the parts on 2 cores"
+        )
+        for label, seconds in best.items():
+            versus = f" = {mlflair['seconds'] / seconds:.2f}x prepare_dataset.py" if mlflair else ""
+            print(f"      {label:<24}{seconds:>7.2f} s{versus}")
 
 
 def print_versus_mlflair(mlflair: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
