@@ -73,7 +73,7 @@ def time_split(root: Path, storage: str, size: int = 256) -> dict[str, float]:
     parts: dict[str, float] = {"read": _timed(read, sample, scale)}
     if storage == "jpeg":
         parts["jpeg header + strip"] = _timed(
-            lambda items: [(read_jpeg_info(data), strip_metadata(data)) for data in items], datas, scale
+            lambda items: [strip_metadata(data, read_jpeg_info(data)) for data in items], datas, scale
         )
         parts["validating decode"] = _timed(
             lambda items: [
