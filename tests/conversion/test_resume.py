@@ -355,7 +355,10 @@ def test_raw_pixels_are_written_in_the_background_only_into_reserved_disk(
     assert fedimage.verify_store(in_line).ok
 
 
-def test_a_failing_pixel_write_is_one_line_and_publishes_nothing(folder: Path, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])  # 1: found when its slot is reused; 2: when the store closes
+def test_a_failing_pixel_write_is_one_line_and_publishes_nothing(
+    folder: Path, tmp_path: Path, monkeypatch, workers: int
+):
     def failing(descriptor, data, offset):
         raise OSError(errno.EIO, "Input/output error")
 
@@ -363,5 +366,5 @@ def test_a_failing_pixel_write_is_one_line_and_publishes_nothing(folder: Path, t
     output = tmp_path / "out.h5"
     message = r"^cannot write pixels into .*out\.h5\.partial: Input/output error$"
     with pytest.raises(StoreError, match=message):
-        convert(open_source(folder, layout="user"), output, raw_options(workers=2))
-    assert not output.exists()
+        convert(open_source(folder, layout="user"), output, raw_options(workers=workers))
+    assert not output.exists() and not (tmp_path / "out.h5.partial").exists()

@@ -452,7 +452,7 @@ class StoreWriter:
 
     def abort(self) -> None:
         """Close and delete the partial file (or hand it to ``keep_partial``)."""
-        with contextlib.suppress(OSError):  # a full disk: discarded anyway
+        with contextlib.suppress(OSError, StoreError):  # a failed pixel write: reported already
             self._stop_pixel_writes()
         if self._file is not None:
             with contextlib.suppress(
