@@ -98,7 +98,10 @@ class LocalExecutor:
                     f"the pixels of {spec.name} in the interrupted run's partial store changed while"
                     " resuming; convert again with `overwrite`"
                 )
-            writer.add_shard(path, pixels=memoryview(pixels), on_written=partial(journal.record, spec.index))
+            recovered = memoryview(pixels)
+            write = writer.add_shard(path, pixels=recovered, on_written=partial(journal.record, spec.index))
+            if write is not None:  # one recovered shard's pixels in memory at a time
+                write.result()
         else:
             used = sum(count for _, _, count, _ in info.pixels) * job.shard_format.image_bytes
             buffers = self._buffers
