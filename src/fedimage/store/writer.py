@@ -366,10 +366,10 @@ class StoreWriter:
         """Take over a finished shard's user groups: copied, or as external links to ``link_as``.
 
         A shard written without pixels (``pixels_elsewhere``) takes them from ``pixels``, its users'
-        images one after the other. They are written in the background: ``pixels`` must stay
-        unchanged until the returned future is done. Once the bytes are in the file, and before
-        the next shard's are written, ``on_written`` gets where each user's pixels went:
-        (split, user id, images, offset, bytes, SHA-256), in the shard's order.
+        images one after the other. Into reserved disk they are written in the background:
+        ``pixels`` must stay unchanged until the returned future is done. Once the bytes are in the
+        file, and before the next shard's are written, ``on_written`` gets where each user's pixels
+        went: (split, user id, images, offset, bytes, SHA-256), in the shard's order.
         """
         placed = None
         with h5py.File(path, "r") as shard:
