@@ -371,7 +371,7 @@ class StoreWriter:
         file, and before the next shard's are written, ``on_written`` gets where each user's pixels
         went: (split, user id, images, offset, bytes, SHA-256), in the shard's order.
         """
-        placed = None
+        write = None
         with h5py.File(path, "r") as shard:
             meta = shard[schema.METADATA]
             info = json.loads(meta[schema.SHARD_INFO][()])
@@ -381,14 +381,14 @@ class StoreWriter:
             else:
                 link_user_groups(link_as, self._file, users)
             if pixels is not None:
-                placed = self._write_pixels(info.get("pixels", []), pixels, on_written)
+                write = self._write_pixels(info.get("pixels", []), pixels, on_written)
             self.coarse_counter.update(json.loads(meta[schema.LABEL_COUNTER][()]))
             self.fine_counter.update(json.loads(meta[schema.FINE_LABEL_COUNTER][()]))
         for split, entries in users.items():
             self.users.setdefault(split, {}).update(entries)
         if self._writeback is not None:
             self._writeback.start()  # the shard's bytes go to disk while the next shard is copied
-        return placed
+        return write
 
     def _write_pixels(
         self,

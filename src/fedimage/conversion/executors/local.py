@@ -98,8 +98,8 @@ class LocalExecutor:
                     f"the pixels of {spec.name} in the interrupted run's partial store changed while"
                     " resuming; convert again with `overwrite`"
                 )
-            recovered = memoryview(pixels)
-            write = writer.add_shard(path, pixels=recovered, on_written=partial(journal.record, spec.index))
+            record = partial(journal.record, spec.index)
+            write = writer.add_shard(path, pixels=memoryview(pixels), on_written=record)
             if write is not None:  # one recovered shard's pixels in memory at a time
                 write.result()
         else:
