@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -198,7 +199,10 @@ def test_resume_redoes_a_finished_shard_damaged_since(folder: Path, tmp_path: Pa
     assert output.read_bytes() == reference.read_bytes()
 
 
-RAW = ("--storage", "raw")
+#: Raw stores of 64 px RGB images: 3 pages each, so users' pixels are written past the page cache
+#: (``O_DIRECT``) as FLAIR's 256 px are.
+RAW_SIZE = 64
+RAW = ("--storage", "raw", "--size", str(RAW_SIZE))
 
 
 @pytest.mark.parametrize(
@@ -227,8 +231,8 @@ def test_killed_raw_run_resumes_from_its_partial_store(folder: Path, tmp_path: P
     assert fedimage.verify_store(output).ok
 
 
-def raw_options(**overrides):
-    return fast_options(image=ImageOptions(size=32, storage="raw"), **overrides)
+def raw_options(size: int = RAW_SIZE, **overrides):
+    return fast_options(image=ImageOptions(size=size, storage="raw"), **overrides)
 
 
 def test_an_interrupted_raw_run_keeps_its_pixels_in_the_work_folder(
@@ -287,7 +291,7 @@ def test_a_shard_too_large_for_shared_memory_keeps_its_pixels(folder: Path, tmp_
 
     reference = tmp_path / "reference.h5"
     convert(open_source(folder, layout="user"), reference, raw_options(workers=2))
-    image_bytes = 32 * 32 * 3
+    image_bytes = RAW_SIZE * RAW_SIZE * 3
     monkeypatch.setattr(pixels, "MAX_SLOT_BYTES", 3 * image_bytes)  # shards of 4 images and more: in files
     from fedimage.conversion.executors import local
 
@@ -329,11 +333,13 @@ def test_a_resumed_raw_run_interrupted_again_still_resumes_to_the_same_bytes(
     assert not work.exists()
 
 
+@pytest.mark.parametrize("size", [32, RAW_SIZE])  # 32 px: 3 KB images, not whole pages
 def test_raw_pixels_are_written_in_the_background_only_into_reserved_disk(
-    folder: Path, tmp_path: Path, monkeypatch
+    folder: Path, tmp_path: Path, monkeypatch, size: int
 ):
     """The same bytes either way: a background thread when the store's disk was reserved, else
-    in line (a full disk must fail where HDF5 can still close what it made)."""
+    in line (a full disk must fail where HDF5 can still close what it made); past the page cache
+    where the file system allows and the images are whole pages, else through it."""
     threads = []
     original = writer_module.PixelWrites._write
 
@@ -343,16 +349,59 @@ def test_raw_pixels_are_written_in_the_background_only_into_reserved_disk(
 
     monkeypatch.setattr(writer_module.PixelWrites, "_write", recording)
     background = tmp_path / "background.h5"
-    convert(open_source(folder, layout="user"), background, raw_options(workers=2))
+    convert(open_source(folder, layout="user"), background, raw_options(size, workers=2))
     assert threads and not any(threads)
 
     threads.clear()
     monkeypatch.setattr(writer_module, "reserve_space", lambda path, nbytes: False)
     in_line = tmp_path / "in_line.h5"
-    convert(open_source(folder, layout="user"), in_line, raw_options(workers=2))
+    convert(open_source(folder, layout="user"), in_line, raw_options(size, workers=2))
     assert threads and all(threads)
     assert in_line.read_bytes() == background.read_bytes()
     assert fedimage.verify_store(in_line).ok
+
+
+def pixel_offsets(store: Path) -> list[int]:
+    import h5py
+
+    with h5py.File(store, "r") as file:
+        return [
+            file[split][user]["images"].id.get_offset()
+            for split in file
+            if split != "metadata"
+            for user in file[split]
+        ]
+
+
+@pytest.mark.parametrize("size", [32, RAW_SIZE])
+def test_raw_pixels_start_on_page_boundaries_when_images_are_whole_pages(
+    folder: Path, tmp_path: Path, monkeypatch, size: int
+):
+    """Where each image is a whole number of pages, each user's pixels start on a page boundary and
+    go to the disk directly (``O_DIRECT``, where the file system has it); else they are packed."""
+    direct_bytes = []
+    original = writer_module.PixelWrites._write_all
+
+    def recording(self, descriptor, offset, data):
+        if descriptor == self._direct:
+            direct_bytes.append(len(data))
+        return original(self, descriptor, offset, data)
+
+    monkeypatch.setattr(writer_module.PixelWrites, "_write_all", recording)
+    output = tmp_path / "out.h5"
+    report = convert(open_source(folder, layout="user"), output, raw_options(size, workers=2))
+    offsets = pixel_offsets(output)
+    assert len(offsets) == sum(report.splits[split]["users"] for split in report.splits)
+    image_bytes = size * size * 3
+    aligned = image_bytes % writer_module.DIRECT_ALIGNMENT == 0
+    assert all(offset % writer_module.DIRECT_ALIGNMENT == 0 for offset in offsets) == aligned
+    probe = writer_module._open_direct(output)
+    if probe is not None:
+        os.close(probe)
+    if aligned and probe is not None:
+        assert sum(direct_bytes) == report.written * image_bytes  # every pixel past the page cache
+    else:
+        assert not direct_bytes
 
 
 @pytest.mark.parametrize("workers", [1, 2])  # 1: found when its slot is reused; 2: when the store closes

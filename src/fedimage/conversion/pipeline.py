@@ -47,7 +47,7 @@ from fedimage.records import Reject, write_rejects
 from fedimage.sources import Source, open_source
 from fedimage.sources.metadata import table_column
 from fedimage.store import schema
-from fedimage.store.writer import StoreWriter, check_output, partial_path_for
+from fedimage.store.writer import DIRECT_ALIGNMENT, StoreWriter, check_output, partial_path_for
 
 
 @dataclass
@@ -347,8 +347,10 @@ def _store_writer(run: PreparedRun) -> StoreWriter:
         cipher=run.shard_format.cipher,
         metadata_columns=run.shard_format.metadata_columns,
         keep_partial=keep_partial,
-        # a raw store's size is known ahead: its pixels' disk is reserved (the metadata is small)
+        # a raw store's size is known ahead: its pixels' disk is reserved, with room for each user's
+        # pixels to start on a page boundary (the metadata is small)
         reserve_bytes=run.plan.planned_images * run.shard_format.image_bytes
+        + len(run.plan.users) * DIRECT_ALIGNMENT
         if run.options.image.storage == "raw"
         else 0,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import sys
@@ -225,13 +226,18 @@ PixelRunRow = tuple[str, str, int, int, int, str]
 class PixelWrites:
     """Writes byte runs into a file at given offsets from one background thread, in order.
 
-    A raw store's pixels are most of its bytes; the kernel's copy of them into the file runs on
-    this thread (``pwrite`` lets go of the GIL) while the writer's thread takes in the next shard.
+    A raw store's pixels are most of its bytes; they are written on this thread (``pwrite`` lets go
+    of the GIL) while the writer's thread takes in the next shard. With ``direct``, runs whose
+    memory, offset and length are multiples of :data:`DIRECT_ALIGNMENT` go to the disk without
+    the page cache (``O_DIRECT``): the kernel's copy of every pixel into cached pages was a fifth
+    of a raw conversion's CPU time (see docs/performance.md). Other runs, and every run where the
+    file system refuses ``O_DIRECT``, are written through the page cache.
     """
 
-    def __init__(self, path: Path, background: bool = True):
+    def __init__(self, path: Path, background: bool = True, direct: bool = False):
         self._path = path
         self._descriptor = os.open(path, os.O_WRONLY)
+        self._direct = _open_direct(path) if direct else None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fedimage-pixels") if background else None
         self._futures: list[Future[None]] = []
 
@@ -249,14 +255,26 @@ class PixelWrites:
 
     def _write(self, pieces: list[tuple[int, memoryview]], then: Callable[[], None]) -> None:
         for offset, data in pieces:
-            while data:
+            if self._direct is not None and _aligned(offset, data):
                 try:
-                    written = os.pwrite(self._descriptor, data, offset)
-                except OSError as error:
-                    reason = error.strerror or error
-                    raise StoreError(f"cannot write pixels into {self._path}: {reason}") from error
-                data, offset = data[written:], offset + written
+                    self._write_all(self._direct, offset, data)
+                    continue
+                except StoreError as error:
+                    if not isinstance(error.__cause__, OSError) or error.__cause__.errno != errno.EINVAL:
+                        raise
+                    os.close(self._direct)  # O_DIRECT refused after all: the page cache from now on
+                    self._direct = None
+            self._write_all(self._descriptor, offset, data)
         then()
+
+    def _write_all(self, descriptor: int, offset: int, data: memoryview) -> None:
+        while data:
+            try:
+                written = os.pwrite(descriptor, data, offset)
+            except OSError as error:
+                reason = error.strerror or error
+                raise StoreError(f"cannot write pixels into {self._path}: {reason}") from error
+            data, offset = data[written:], offset + written
 
     def close(self) -> None:
         """Wait for every write, then close the file; raises what made one fail."""
@@ -265,8 +283,32 @@ class PixelWrites:
                 self._pool.shutdown(wait=True)
         finally:
             os.close(self._descriptor)
+            if self._direct is not None:
+                os.close(self._direct)
         for future in self._futures:
             future.result()
+
+
+#: What ``O_DIRECT`` writes need to be multiples of (memory address, file offset, length): the page
+#: size, which covers every disk's logical block size.
+DIRECT_ALIGNMENT = 4096
+
+
+def _open_direct(path: Path) -> int | None:
+    """``path`` opened for writes that bypass the page cache, or None where that is not possible."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | flag)
+    except OSError:  # a file system without O_DIRECT (tmpfs on older kernels): the page cache
+        return None
+
+
+def _aligned(offset: int, data: memoryview) -> bool:
+    if offset % DIRECT_ALIGNMENT or len(data) % DIRECT_ALIGNMENT:
+        return False
+    return np.frombuffer(data, dtype=np.uint8).ctypes.data % DIRECT_ALIGNMENT == 0
 
 
 def partial_path_for(path: Path) -> Path:
@@ -334,8 +376,15 @@ class StoreWriter:
         self.users: dict[str, dict[str, dict[str, Any]]] = {}
         self._splits: dict[str, h5py.Group] = {}
         self._partial = partial_path_for(self.path)
+        image_bytes = image_size * image_size * self.channels
+        # A raw store of page-sized images, written into reserved disk: every object of one image or
+        # more (each user's pixels) starts on a page boundary, so PixelWrites can write it directly.
+        self._aligned = reserve_bytes > 0 and storage == "raw" and image_bytes % DIRECT_ALIGNMENT == 0
+        alignment = {"alignment_threshold": image_bytes, "alignment_interval": DIRECT_ALIGNMENT}
         try:
-            self._file = h5py.File(self._partial, "w", track_order=False)
+            self._file = h5py.File(
+                self._partial, "w", track_order=False, **(alignment if self._aligned else {})
+            )
         except OSError as error:
             raise StoreError(f"cannot create {self._partial}: {error}") from None
         _bound_metadata_cache(self._file)
@@ -418,7 +467,9 @@ class StoreWriter:
         if self._pixel_writes is None:
             # In the background only into reserved disk: a write that fails for lack of space leaves
             # HDF5 unable to close the datasets it is making meanwhile (and later files crash on them).
-            self._pixel_writes = PixelWrites(self._partial, background=self._reserved)
+            self._pixel_writes = PixelWrites(
+                self._partial, background=self._reserved, direct=self._reserved and self._aligned
+            )
         return self._pixel_writes.submit(pieces, lambda: on_written(placed) if on_written else None)
 
     def finish(self, metadata: dict[str, Any]) -> None:
