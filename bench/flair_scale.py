@@ -23,8 +23,11 @@ as a raw FLAIR folder and as an ``apple/flair``-schema Parquet file. Measured in
 * with ``--mlflair PATH``: Apple's own ``prepare_dataset.py``, unchanged, from an ml-flair checkout
   kept outside the project (``git clone https://github.com/apple/ml-flair``), run on the same raw
   folder, head to head with ``fedimage convert --workers 2``: each a whole command-line process
-  (start-up and imports counted for both), in ``--repeat`` alternating rounds, medians. The
-  issue-17 targets compare them: jpeg store >= 5x, raw store >= 2x.
+  (start-up and imports counted for both), in ``--repeat`` alternating rounds, medians. Each run
+  starts alike: 4 GB written and deleted through the page cache (``warm_free_memory``: on this
+  VM a writer's system time depends on how recently memory was freed), then its input read
+  (``warm``: this VM pages out what nobody read for a minute). The issue-17 targets compare
+  them: jpeg store >= 5x, raw store >= 2x.
 
 Every run reports its CPU seconds split into user and system time (system time is mostly copying
 and writing bytes: a store written twice shows it). Then, for 256 px inputs, where the time goes
@@ -107,11 +110,18 @@ def measure_loop(flair_set: _flair_shaped.FlairSet, loop: Any, sample: int) -> d
     return {"images": len(datas), "seconds": wall, "cpu_seconds": cpu, "images_per_second": len(datas) / wall}
 
 
-def warm(flair_set: _flair_shaped.FlairSet) -> None:
-    """Read every input once so no run pays for cold disk reads."""
-    for path in (flair_set.root / "small_images").iterdir():
-        path.read_bytes()
-    flair_set.parquet.read_bytes()
+def warm(flair_set: _flair_shaped.FlairSet, sources: tuple[str, ...] = ("folder", "parquet")) -> None:
+    """Read every input of ``sources`` once so no run pays for cold disk reads.
+
+    Right before each run, not only once: this VM pages out page-cache pages nobody read for a
+    minute (a DAMON ``pageout`` scheme), so a set read in an earlier round may be back on disk.
+    """
+    if "folder" in sources:
+        flair_set.metadata.read_bytes()
+        for path in (flair_set.root / "small_images").iterdir():
+            path.read_bytes()
+    if "parquet" in sources:
+        flair_set.parquet.read_bytes()
 
 
 def run_process(command: list[str], output: Path, images: int) -> dict[str, Any]:
@@ -141,6 +151,30 @@ def run_process(command: list[str], output: Path, images: int) -> dict[str, Any]
     }
 
 
+#: Bytes written and deleted before each head-to-head run (see :func:`warm_free_memory`).
+WARM_BYTES = 4 << 30
+
+
+def warm_free_memory(workdir: Path, nbytes: int = WARM_BYTES) -> None:
+    """Write ``nbytes`` through the page cache into a file and delete it, so that the next run finds
+    free memory as it is right after another conversion.
+
+    On this VM, memory the kernel freed a while ago costs the next writer through the page cache
+    several times the system time (the host hands it back page by page): ``dd`` of 4 GB took 9.7-9.9 s
+    of system time after a minute idle, 0.9-2.4 s right after another 4 GB was written and deleted.
+    Without this step each run's speed would depend on the run before it: a raw store written past
+    the page cache leaves the next run's memory cold. Every run of
+    both tools gets the warm state, which favours the tools that write through the page cache
+    (``prepare_dataset.py``, jpeg stores).
+    """
+    path = workdir / "warm-free-memory.bin"
+    block = b"\1" * (16 << 20)
+    with open(path, "wb") as handle:
+        for _ in range(max(1, nbytes // len(block))):
+            handle.write(block)
+    path.unlink()
+
+
 def head_to_head(
     checkout: Path,
     flair_set: _flair_shaped.FlairSet,
@@ -158,20 +192,23 @@ def head_to_head(
     images = len(json.loads(flair_set.metadata.read_text()))
     paths = {"folder": flair_set.root, "parquet": flair_set.parquet}
     output = workdir / "out-head-to-head.h5"
-    commands = {"ml-flair prepare_dataset.py": [
+    commands = {"ml-flair prepare_dataset.py": ("folder", [
         sys.executable, str(script), "--dataset_dir", str(flair_set.root), "--output_file", str(output)
-    ]}  # fmt: skip
+    ])}  # fmt: skip
     for storage in storages:
         for source in sources:
             suffix = "" if storage == "jpeg" else f" {storage}"
-            commands[f"fedimage {source}{suffix} 2w"] = [
+            commands[f"fedimage {source}{suffix} 2w"] = (source, [
                 sys.executable, "-m", "fedimage", "convert", str(paths[source]), "-o", str(output),
                 "--storage", storage, "--size", str(SIZE), "--workers", "2", "--quiet", "--overwrite",
-            ]  # fmt: skip
+            ])  # fmt: skip
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
     for round_number in range(repeat):
         print(f"  head to head, round {round_number + 1}/{repeat}:", end="", flush=True, file=sys.stderr)
-        for name, command in commands.items():
+        for name, (source, command) in commands.items():
+            # every run of either tool starts alike: warm free memory, its input in the page cache
+            warm_free_memory(workdir)
+            warm(flair_set, (source,))
             rounds[name].append(run_process(command, output, images))
             print(f" {rounds[name][-1]['seconds']:.1f}", end="", flush=True, file=sys.stderr)
         print(file=sys.stderr)
@@ -183,11 +220,18 @@ def head_to_head(
     return baseline, medians
 
 
-def run(name: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def run(
+    name: str, spec: dict[str, Any], args: argparse.Namespace, flair_set: _flair_shaped.FlairSet, source: str
+) -> dict[str, Any]:
     output = args.workdir / f"out-flairscale-{name}.h5"
     spec = {**spec, "name": name, "output": str(output)}
     print(f"  {name} ...", end="", flush=True, file=sys.stderr)
-    attempts = sorted((convert.spawn_run(spec) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+    attempts = []
+    for _ in range(args.repeat):
+        warm_free_memory(args.workdir)  # as in the head to head: every run starts alike
+        warm(flair_set, (source,))
+        attempts.append(convert.spawn_run(spec))
+    attempts.sort(key=lambda r: r["seconds"])
     result = attempts[len(attempts) // 2]
     result["all_seconds"] = [attempt["seconds"] for attempt in attempts]
     result["images_per_second"] = result["written"] / result["seconds"]
@@ -252,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.no_baseline:
         spec = {"tool": "baseline-flair", "manifest": str(flair_set.root), "resize": resize}
-        results["baseline (folder)"] = run("baseline", spec, args)
+        results["baseline (folder)"] = run("baseline", spec, args, flair_set, "folder")
     paths = {"folder": flair_set.root, "parquet": flair_set.parquet}
     for storage in storages:
         for source in sources:
@@ -265,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 suffix = "" if storage == "jpeg" else f" {storage}"
                 results[f"fedimage {source}{suffix} {count}w"] = run(
-                    f"{source}-{storage}-{count}w", spec, args
+                    f"{source}-{storage}-{count}w", spec, args, flair_set, source
                 )
 
     base = results.get("baseline (folder)", {}).get("images_per_second")
