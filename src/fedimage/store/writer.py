@@ -448,11 +448,12 @@ class StoreWriter:
         """Make each listed user's ``images`` dataset and write its bytes from ``pixels``, once.
 
         The datasets' room is allocated here; the bytes go in from :class:`PixelWrites`'s thread
-        (the kernel's copy into the file runs while this thread takes in the next shard).
+        (while this thread takes in the next shard). Users whose datasets HDF5 placed one right
+        after the other (most: their headers go elsewhere) are written as one run.
         """
         image_bytes = self.image_size * self.image_size * self.channels
         placed: list[PixelRunRow] = []
-        pieces = []
+        runs: list[tuple[int, int, int]] = []  # (file offset, start in pixels, bytes)
         start = 0
         for split, user_id, count, sha256 in users:
             nbytes = count * image_bytes
@@ -462,8 +463,12 @@ class StoreWriter:
             shape = (count, self.image_size, self.image_size, self.channels)
             offset = allocate_dataset(group, self.images_name, shape)
             placed.append((split, user_id, count, offset, nbytes, sha256))
-            pieces.append((offset, pixels[start : start + nbytes]))
+            if runs and runs[-1][0] + runs[-1][2] == offset:  # right after the previous user's
+                runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + nbytes)
+            else:
+                runs.append((offset, start, nbytes))
             start += nbytes
+        pieces = [(offset, pixels[first : first + nbytes]) for offset, first, nbytes in runs]
         if self._pixel_writes is None:
             # In the background only into reserved disk: a write that fails for lack of space leaves
             # HDF5 unable to close the datasets it is making meanwhile (and later files crash on them).
