@@ -213,14 +213,14 @@ class TestDeterminism:
         assert batched == []
         assert digest(tmp_path / "whole.h5") == digest(tmp_path / "two.h5")
 
-    def test_raw_mode_is_deterministic_too(self, user_folder: Path, tmp_path: Path):
-        options = fast_options(image=ImageOptions(size=32, storage="raw"))
+    @pytest.mark.parametrize("size", [32, 64])  # 64 px: whole pages, written past the page cache
+    def test_raw_mode_is_deterministic_too(self, user_folder: Path, tmp_path: Path, size: int):
+        image = ImageOptions(size=size, storage="raw")
         source = open_source(user_folder, layout="user")
-        convert(source, tmp_path / "a.h5", options)
-        convert(
-            source, tmp_path / "b.h5", fast_options(image=ImageOptions(size=32, storage="raw"), workers=2)
-        )
+        convert(source, tmp_path / "a.h5", fast_options(image=image, workers=1))
+        convert(source, tmp_path / "b.h5", fast_options(image=image, workers=2))
         assert digest(tmp_path / "a.h5") == digest(tmp_path / "b.h5")
+        assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
     def test_manifest_row_order_does_not_matter(self, tmp_path: Path):
         rows = []
