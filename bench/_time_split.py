@@ -126,6 +126,7 @@ def _write_once(rows: list[dict[str, Any]], storage: str, size: int, datas: list
     # a raw store's pixels come from page-aligned memory, as from a conversion's shared slots
     most = max(len(user_rows) for user_rows in users.values()) * image_bytes if storage == "raw" else 1
     memory = mmap.mmap(-1, most)
+    image = memoryview(memory)[:image_bytes]
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as folder:
         path = Path(folder) / "once.h5"
         started = _cpu()
@@ -144,7 +145,7 @@ def _write_once(rows: list[dict[str, Any]], storage: str, size: int, datas: list
             for (split, user_id), user_rows in users.items():
                 group = writer.user(split, user_id)
                 for row in user_rows:
-                    payload = memory[:image_bytes] if storage == "raw" else datas[index % len(datas)]
+                    payload = image if storage == "raw" else datas[index % len(datas)]
                     index += 1
                     group.add(
                         payload, row["image_id"], tuple(row["labels"]), tuple(row["fine_grained_labels"])
@@ -155,6 +156,7 @@ def _write_once(rows: list[dict[str, Any]], storage: str, size: int, datas: list
                     writer._write_pixels([user], memoryview(memory)[: len(user_rows) * image_bytes], None)
             writer.finish({})
         seconds = _cpu() - started  # the pixel thread's CPU included: one process
+    image.release()
     memory.close()
     return seconds
 

@@ -151,7 +151,7 @@ def run_process(command: list[str], output: Path, images: int) -> dict[str, Any]
     }
 
 
-#: Bytes written and deleted before each head-to-head run (see :func:`warm_free_memory`).
+#: Bytes written and deleted before each timed conversion (see :func:`warm_free_memory`).
 WARM_BYTES = 4 << 30
 
 
@@ -163,9 +163,8 @@ def warm_free_memory(workdir: Path, nbytes: int = WARM_BYTES) -> None:
     several times the system time (the host hands it back page by page): ``dd`` of 4 GB took 9.7-9.9 s
     of system time after a minute idle, 0.9-2.4 s right after another 4 GB was written and deleted.
     Without this step each run's speed would depend on the run before it: a raw store written past
-    the page cache leaves the next run's memory cold. Every run of
-    both tools gets the warm state, which favours the tools that write through the page cache
-    (``prepare_dataset.py``, jpeg stores).
+    the page cache leaves the next run's memory cold. Every run of both tools gets the warm state,
+    which favours the tools that write through the page cache (``prepare_dataset.py``, jpeg stores).
     """
     path = workdir / "warm-free-memory.bin"
     block = b"\1" * (16 << 20)
@@ -173,6 +172,12 @@ def warm_free_memory(workdir: Path, nbytes: int = WARM_BYTES) -> None:
         for _ in range(max(1, nbytes // len(block))):
             handle.write(block)
     path.unlink()
+
+
+def start_alike(workdir: Path, flair_set: _flair_shaped.FlairSet, source: str) -> None:
+    """Before each timed conversion, of either tool: warm free memory, the run's input in the page cache."""
+    warm_free_memory(workdir)
+    warm(flair_set, (source,))
 
 
 def head_to_head(
@@ -206,9 +211,7 @@ def head_to_head(
     for round_number in range(repeat):
         print(f"  head to head, round {round_number + 1}/{repeat}:", end="", flush=True, file=sys.stderr)
         for name, (source, command) in commands.items():
-            # every run of either tool starts alike: warm free memory, its input in the page cache
-            warm_free_memory(workdir)
-            warm(flair_set, (source,))
+            start_alike(workdir, flair_set, source)
             rounds[name].append(run_process(command, output, images))
             print(f" {rounds[name][-1]['seconds']:.1f}", end="", flush=True, file=sys.stderr)
         print(file=sys.stderr)
@@ -228,8 +231,7 @@ def run(
     print(f"  {name} ...", end="", flush=True, file=sys.stderr)
     attempts = []
     for _ in range(args.repeat):
-        warm_free_memory(args.workdir)  # as in the head to head: every run starts alike
-        warm(flair_set, (source,))
+        start_alike(args.workdir, flair_set, source)
         attempts.append(convert.spawn_run(spec))
     attempts.sort(key=lambda r: r["seconds"])
     result = attempts[len(attempts) // 2]
