@@ -254,26 +254,29 @@ class PixelWrites:
         return future
 
     def _write(self, pieces: list[tuple[int, memoryview]], then: Callable[[], None]) -> None:
-        for offset, data in pieces:
-            if self._direct is not None and _aligned(offset, data):
-                try:
-                    self._write_all(self._direct, offset, data)
-                    continue
-                except StoreError as error:
-                    if not isinstance(error.__cause__, OSError) or error.__cause__.errno != errno.EINVAL:
-                        raise
-                    os.close(self._direct)  # O_DIRECT refused after all: the page cache from now on
-                    self._direct = None
-            self._write_all(self._descriptor, offset, data)
+        try:
+            for offset, data in pieces:
+                self._write_piece(offset, data)
+        except OSError as error:
+            reason = error.strerror or error
+            raise StoreError(f"cannot write pixels into {self._path}: {reason}") from error
         then()
+
+    def _write_piece(self, offset: int, data: memoryview) -> None:
+        if self._direct is not None and _aligned(offset, data):
+            try:
+                self._write_all(self._direct, offset, data)
+                return
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                os.close(self._direct)  # O_DIRECT refused after all: the page cache from now on
+                self._direct = None
+        self._write_all(self._descriptor, offset, data)
 
     def _write_all(self, descriptor: int, offset: int, data: memoryview) -> None:
         while data:
-            try:
-                written = os.pwrite(descriptor, data, offset)
-            except OSError as error:
-                reason = error.strerror or error
-                raise StoreError(f"cannot write pixels into {self._path}: {reason}") from error
+            written = os.pwrite(descriptor, data, offset)
             data, offset = data[written:], offset + written
 
     def close(self) -> None:
