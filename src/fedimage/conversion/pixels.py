@@ -21,7 +21,6 @@ checksum its shard recorded (a shard whose pixels are missing or damaged is made
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import mmap
 import os
@@ -29,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fedimage.store.checksum import DatasetDigest
 
 #: Slot bytes kept mapped after a larger shard was written (the rest is given back to the system).
 KEPT_SLOT_BYTES = 64 << 20
@@ -49,13 +50,13 @@ class PixelRun:
     count: int
     offset: int
     nbytes: int
-    #: SHA-256 of the bytes (the images line of the user group's checksum).
-    sha256: str
+    #: The digest of the bytes (in the images line of the user group's checksum).
+    digest: str
 
     @classmethod
     def from_json(cls, row: Sequence[Any]) -> PixelRun:
-        split, user_id, count, offset, nbytes, sha256 = row
-        return cls(str(split), str(user_id), int(count), int(offset), int(nbytes), str(sha256))
+        split, user_id, count, offset, nbytes, digest = row
+        return cls(str(split), str(user_id), int(count), int(offset), int(nbytes), str(digest))
 
 
 class PixelBuffers:
@@ -184,7 +185,7 @@ class PixelJournal:
 
     def record(self, shard: int, runs: Sequence[Sequence[Any]]) -> None:
         """Append where the pixels of shard number ``shard`` lie (their bytes are in the file already):
-        (split, user id, images, offset, bytes, SHA-256) of each user, in the shard's order."""
+        (split, user id, images, offset, bytes, digest) of each user, in the shard's order."""
         line = json.dumps({"shard": shard, "runs": [list(run) for run in runs]})
         self._handle.write(line + "\n")
         self._handle.flush()
@@ -211,12 +212,12 @@ class PixelJournal:
 
     def holds(self, shard: int, users: Sequence[tuple[str, str, int, str]]) -> bool:
         """True when a journaled partial store holds shard ``shard``'s pixels for ``users`` ((split,
-        user id, images, SHA-256) each, as its shard recorded them), every byte checked."""
+        user id, images, digest) each, as its shard recorded them), every byte checked."""
         found = self.find(shard)
         if found is None:
             return False
         path, runs = found
-        if [(run.split, run.user_id, run.count, run.sha256) for run in runs] != list(users):
+        if [(run.split, run.user_id, run.count, run.digest) for run in runs] != list(users):
             return False
         scratch = bytearray(max((run.nbytes for run in runs), default=0))  # one user's bytes at a time
         return all(read_runs(path, [run], memoryview(scratch)) == run.nbytes for run in runs)
@@ -233,7 +234,7 @@ class PixelJournal:
 
 
 def read_runs(path: Path, runs: Sequence[PixelRun], slot: memoryview) -> int | None:
-    """Copy the bytes of ``runs`` from ``path`` into ``slot``, checking each run's SHA-256.
+    """Copy the bytes of ``runs`` from ``path`` into ``slot``, checking each run's digest.
 
     Returns the bytes copied, or None when the file lacks them or any run's bytes differ.
     """
@@ -247,7 +248,9 @@ def read_runs(path: Path, runs: Sequence[PixelRun], slot: memoryview) -> int | N
                 handle.seek(run.offset)
                 if handle.readinto(target) != run.nbytes:
                     return None
-                if hashlib.sha256(target).hexdigest() != run.sha256:
+                digest = DatasetDigest()
+                digest.update(target)
+                if digest.hexdigest() != run.digest:
                     return None
                 used += run.nbytes
     except OSError:

@@ -94,7 +94,7 @@ class ShardInfo:
     key: str
     users: dict[str, dict[str, dict[str, Any]]]
     rejects: list[Reject]
-    #: A shard without pixels (a raw store written once): (split, user id, images, SHA-256 of the
+    #: A shard without pixels (a raw store written once): (split, user id, images, digest of the
     #: pixels) of each user, in the order of their pixels in the shard's buffer.
     pixels: list[tuple[str, str, int, str]] = field(default_factory=list)
 
@@ -191,8 +191,8 @@ def _groups_match(path: Path, info: ShardInfo, pixel_shape: tuple[int, ...] | No
     if info.pixels:
         if pixel_shape is None:
             return False
-        for split, user_id, count, sha256 in info.pixels:
-            line = digest_line(schema.IMAGES, np.dtype(np.uint8), (count, *pixel_shape), sha256)
+        for split, user_id, count, digest in info.pixels:
+            line = digest_line(schema.IMAGES, np.dtype(np.uint8), (count, *pixel_shape), digest)
             pixel_lines[split, user_id] = [line]
     try:
         with h5py.File(path, "r") as shard:

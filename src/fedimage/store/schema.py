@@ -36,10 +36,12 @@ from urllib.parse import quote, unquote
 from fedimage.labels import LabelLevel
 
 FORMAT_NAME = "fedimage"
-#: The version written; 2 renamed a jpeg store's ``images``/``image_offsets`` to ``jpeg``/``jpeg_offsets``.
-FORMAT_VERSION = 2
+#: The version written; 2 renamed a jpeg store's ``images``/``image_offsets`` to ``jpeg``/``jpeg_offsets``;
+#: 3 made each dataset's digest in a user group's checksum BLAKE3 instead of SHA-256 (see
+#: :func:`dataset_digest`).
+FORMAT_VERSION = 3
 #: The versions this fedimage reads.
-READABLE_FORMAT_VERSIONS = (1, 2)
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 
 METADATA = "metadata"
 #: The ``/metadata`` entry of a conversion's shard file: its users, key and rejects (JSON).
@@ -92,6 +94,13 @@ def image_datasets(storage: str, version: int) -> tuple[str, str | None]:
     if version == 1:
         return V1_JPEG_BYTES, V1_JPEG_OFFSETS
     return JPEG_BYTES, JPEG_OFFSETS
+
+
+def dataset_digest(version: int) -> str:
+    """The hash of each dataset's bytes in the user group checksums of a format ``version`` store:
+    ``blake3`` from version 3 (four times SHA-256's speed on one core; a raw store is mostly pixels
+    to hash), ``sha256`` before. The group checksum over those lines stays SHA-256."""
+    return "blake3" if version >= 3 else "sha256"
 
 
 def user_datasets(storage: str, version: int) -> tuple[str, ...]:

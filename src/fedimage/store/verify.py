@@ -43,6 +43,7 @@ def verify_store(path: str | Path, *, decode: bool = False, key: StoreKey | None
         report.problems.append(f"cannot open store: {error}")
         return report
     with store:
+        digest = schema.dataset_digest(store.format_version)
         coarse_counts: Counter[int] = Counter()
         fine_counts: Counter[int] = Counter()
         for split in store.splits:
@@ -60,7 +61,7 @@ def verify_store(path: str | Path, *, decode: bool = False, key: StoreKey | None
                 content, problems = _content(store, split, user_id, group)
                 if content is not None:
                     problems = _check_group(store, content, info["images"], decode)
-                if not problems and checksum_of_group(group) != info["sha256"]:
+                if not problems and checksum_of_group(group, algorithm=digest) != info["sha256"]:
                     problems.append("checksum mismatch (content changed since it was written)")
                 report.problems.extend(f"{where}: {problem}" for problem in problems)
                 report.users_checked += 1

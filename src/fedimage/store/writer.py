@@ -219,7 +219,7 @@ class _Writeback:
         os.close(self._descriptor)
 
 
-#: Where one user's pixels went in a store: (split, user id, images, offset, bytes, SHA-256).
+#: Where one user's pixels went in a store: (split, user id, images, offset, bytes, digest).
 PixelRunRow = tuple[str, str, int, int, int, str]
 
 
@@ -369,7 +369,7 @@ class StoreWriter:
         #: A raw shard whose pixels go to the store another way (:mod:`fedimage.conversion.pixels`):
         #: its groups get every dataset but ``images``, whose checksum line they still count.
         self.pixels_elsewhere = pixels_elsewhere
-        #: (split, user id, images, SHA-256 of the pixels) of each group written, in order (pixels_elsewhere).
+        #: (split, user id, images, digest of the pixels) of each group written, in order (pixels_elsewhere).
         self.pixel_users: list[tuple[str, str, int, str]] = []
         #: Called with the closed partial file on :meth:`abort` instead of deleting it (a resume reads it).
         self._keep_partial = keep_partial
@@ -421,7 +421,7 @@ class StoreWriter:
         images one after the other. Into reserved disk they are written in the background:
         ``pixels`` must stay unchanged until the returned future is done. Once the bytes are in the
         file, and before the next shard's are written, ``on_written`` gets where each user's pixels
-        went: (split, user id, images, offset, bytes, SHA-256), in the shard's order.
+        went: (split, user id, images, offset, bytes, digest), in the shard's order.
         """
         write = None
         with h5py.File(path, "r") as shard:
@@ -458,14 +458,14 @@ class StoreWriter:
         placed: list[PixelRunRow] = []
         runs: list[tuple[int, int, int]] = []  # (file offset, start in pixels, bytes)
         start = 0
-        for split, user_id, count, sha256 in users:
+        for split, user_id, count, digest in users:
             nbytes = count * image_bytes
             if start + nbytes > len(pixels):
                 raise StoreError(f"the pixels of user {user_id!r} are missing from their shard's buffer")
             group = self._split_group(split)[schema.user_key(user_id)]
             shape = (count, self.image_size, self.image_size, self.channels)
             offset = allocate_dataset(group, self.images_name, shape)
-            placed.append((split, user_id, count, offset, nbytes, sha256))
+            placed.append((split, user_id, count, offset, nbytes, digest))
             if runs and runs[-1][0] + runs[-1][2] == offset:  # right after the previous user's
                 runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + nbytes)
             else:
