@@ -95,9 +95,7 @@ def time_split(root: Path, storage: str, size: int = 256) -> dict[str, float]:
             datas,
             scale,
         )
-        parts["checksums"] = _timed(
-            lambda items: [digest(data).digest() for data in items], datas, scale
-        )
+        parts["checksums"] = _timed(lambda items: [digest(data).digest() for data in items], datas, scale)
     else:
         into = bytearray(size * size * 3)
         parts["full decode"] = _timed(
@@ -106,9 +104,7 @@ def time_split(root: Path, storage: str, size: int = 256) -> dict[str, float]:
             scale,
         )
         pixels = bytes(size * size * 3)
-        parts["checksums"] = _timed(
-            lambda items: [digest(pixels).digest() for _ in items], datas, scale
-        )
+        parts["checksums"] = _timed(lambda items: [digest(pixels).digest() for _ in items], datas, scale)
     written = min(_write_once(rows, storage, size, datas) for _ in range(REPEATS))
     parts["HDF5 store, written once"] = max(0.0, written - parts["checksums"])
     return parts

@@ -152,6 +152,23 @@ def test_resume_refuses_other_options(folder: Path, tmp_path: Path, monkeypatch)
         convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))
 
 
+def test_a_run_interrupted_under_another_store_format_is_not_resumed(
+    folder: Path, tmp_path: Path, monkeypatch
+):
+    from fedimage.store import schema
+
+    output = tmp_path / "out.h5"
+    with monkeypatch.context() as patch:  # an interrupted run of the fedimage that wrote format 2
+        patch.setattr(schema, "FORMAT_VERSION", 2)
+        interrupt_at_fourth_user(folder, output, monkeypatch)
+    with pytest.raises(StoreError, match="the interrupted run used other format_version; pass `overwrite`"):
+        convert(open_source(folder, layout="user"), output, fast_options(overwrite=False, resume=True))
+    convert(open_source(folder, layout="user"), output, fast_options(overwrite=True))
+    with fedimage.open(output) as store:
+        assert store.format_version == schema.FORMAT_VERSION
+    assert fedimage.verify_store(output).ok
+
+
 def test_resume_of_a_finished_store_is_refused(folder: Path, tmp_path: Path):
     output = tmp_path / "out.h5"
     convert(open_source(folder, layout="user"), output, fast_options(overwrite=False))

@@ -389,6 +389,7 @@ def _run_settings(
     """What must not change between an interrupted run and its resumption."""
     return {
         "fedimage_version": __version__,
+        "format_version": schema.FORMAT_VERSION,  # its shards' names, digests and layout
         "source": source.describe(),
         "image options": asdict(options.image),
         "plan options": _plan_options(options),
