@@ -45,6 +45,8 @@ class DatasetDigest:
     def update(self, array: np.ndarray | bytes | memoryview) -> None:
         """Feed the next bytes: an array's (C order) or a bytes-like object's."""
         if isinstance(array, np.ndarray):
+            if array.dtype.hasobject:  # variable-length values (never written by fedimage): their text
+                array = np.frombuffer(repr(array.tolist()).encode("utf-8"), dtype=np.uint8)
             array = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
         self._hash.update(array)
 
