@@ -40,6 +40,15 @@ def test_feeding_in_pieces_is_feeding_at_once(data: bytes, cut: int):
     assert pieces.hexdigest() == whole.hexdigest()
 
 
+def test_a_typed_memoryview_is_digested_as_its_bytes():
+    values = np.arange(6, dtype=np.uint16)
+    for algorithm in ("sha256", "blake3"):
+        typed, flat = DatasetDigest(algorithm), DatasetDigest(algorithm)
+        typed.update(memoryview(values))
+        flat.update(values.tobytes())
+        assert typed.hexdigest() == flat.hexdigest()
+
+
 def test_unknown_algorithm_is_refused():
     with pytest.raises(KeyError):
         DatasetDigest("md5")

@@ -48,6 +48,8 @@ class DatasetDigest:
             if array.dtype.hasobject:  # variable-length values (never written by fedimage): their text
                 array = np.frombuffer(repr(array.tolist()).encode("utf-8"), dtype=np.uint8)
             array = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        elif isinstance(array, memoryview) and array.format != "B":
+            array = array.cast("B")  # BLAKE3 takes bytes only
         self._hash.update(array)
 
     def hexdigest(self) -> str:

@@ -591,7 +591,7 @@ class UserGroupWriter:
         self._labels.append(labels)
         self._fine.append(fine)
         self._offsets.append(self._offsets[-1] + len(payload))
-        self._images_digest.update(np.frombuffer(payload, dtype=np.uint8))
+        self._images_digest.update(payload)
         if self.store.pixels_elsewhere:
             return
         self._buffer += payload
