@@ -379,11 +379,12 @@ class StoreWriter:
         self.users: dict[str, dict[str, dict[str, Any]]] = {}
         self._splits: dict[str, h5py.Group] = {}
         self._partial = partial_path_for(self.path)
-        image_bytes = image_size * image_size * self.channels
+        #: Bytes of one image's raw pixels (a raw store's ``images`` rows).
+        self.image_bytes = image_size * image_size * self.channels
         # A raw store of page-sized images, written into reserved disk: every object of one image or
         # more (each user's pixels) starts on a page boundary, so PixelWrites can write it directly.
-        self._aligned = reserve_bytes > 0 and storage == "raw" and image_bytes % DIRECT_ALIGNMENT == 0
-        alignment = {"alignment_threshold": image_bytes, "alignment_interval": DIRECT_ALIGNMENT}
+        self._aligned = reserve_bytes > 0 and storage == "raw" and self.image_bytes % DIRECT_ALIGNMENT == 0
+        alignment = {"alignment_threshold": self.image_bytes, "alignment_interval": DIRECT_ALIGNMENT}
         try:
             self._file = h5py.File(
                 self._partial, "w", track_order=False, **(alignment if self._aligned else {})
@@ -454,12 +455,11 @@ class StoreWriter:
         (while this thread takes in the next shard). Users whose datasets HDF5 placed one right
         after the other (most: their headers go elsewhere) are written as one run.
         """
-        image_bytes = self.image_size * self.image_size * self.channels
         placed: list[PixelRunRow] = []
         runs: list[tuple[int, int, int]] = []  # (file offset, start in pixels, bytes)
         start = 0
         for split, user_id, count, digest in users:
-            nbytes = count * image_bytes
+            nbytes = count * self.image_bytes
             if start + nbytes > len(pixels):
                 raise StoreError(f"the pixels of user {user_id!r} are missing from their shard's buffer")
             group = self._split_group(split)[schema.user_key(user_id)]
